@@ -1,0 +1,497 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Scene -> exact control passes: render the data passes with Cycles and turn them into control images.
+
+Steps of `render_passes`:
+    1. Check the scene (camera, something to render, a size, a writable folder) before touching anything.
+    2. Override render, Cycles, view-layer and object settings for a data-pass render (all restored in 3.).
+    3. Render the frame, save the Render Result as an uncompressed multilayer EXR (raw data) and as PNG
+       (the beauty, through the scene's own view transform), then restore every setting.
+    4. Read the EXR into numpy and compute the control maps in the bpy-free core.
+    5. Write the predictable file layout and the frame's JSON record, and show the images in Blender.
+"""
+
+import json
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import bpy
+import numpy as np
+
+from .render_state import overridden
+from .stylepass_core import conditioning, exr, png
+from .stylepass_core.output_layout import (
+    OutputError,
+    SceneLayout,
+    ensure_writable,
+    resolve_output_root,
+    write_json,
+)
+
+# Object types that put pixels into a Cycles render.
+RENDERABLE_TYPES = {"MESH", "CURVE", "SURFACE", "META", "FONT", "CURVES", "POINTCLOUD", "VOLUME"}
+
+# Blender 4.x writes the object-index pass as "IndexOB"; 5.x calls it "Object Index".
+_INDEX_PASS_NAMES = ("IndexOB", "Object Index")
+
+# Any depth at or beyond this is Cycles' "nothing was hit" value (it writes 1e10 for the background).
+BACKGROUND_DEPTH = 1e9
+
+
+class StylepassError(Exception):
+    """A problem the artist can fix; the message says what and how. Nothing was changed."""
+
+
+class RenderCancelled(StylepassError):
+    """The render was cancelled (ESC); settings were restored and nothing was written."""
+
+
+@dataclass
+class PassOptions:
+    """Everything the pass render reads from the UI, as plain values (so scripts and tests can build one)."""
+
+    output_dir: str = "//stylepass/"
+    resolution_scale: float = 100.0
+    samples: int = 16
+    line_thickness: float = 1.0
+    line_depth_threshold: float = 0.05
+    line_crease_angle_deg: float = 40.0
+    device: str = "CPU"
+    show_images: bool = True
+
+    @classmethod
+    def from_scene(cls, scene: bpy.types.Scene, device: str = "CPU") -> "PassOptions":
+        settings = scene.stylepass
+        return cls(
+            output_dir=settings.output_dir,
+            resolution_scale=settings.resolution_scale,
+            samples=settings.pass_samples,
+            line_thickness=settings.line_thickness,
+            line_depth_threshold=settings.line_depth_threshold,
+            line_crease_angle_deg=float(np.degrees(settings.line_crease_angle)),
+            device=device,
+            show_images=settings.show_images,
+        )
+
+
+@dataclass
+class ObjectEntry:
+    index: int
+    name: str
+    semantic_class: str
+    colour: tuple[int, int, int]
+
+
+@dataclass
+class PassSet:
+    """One frame's passes: arrays (top row first) and where they were written."""
+
+    frame: int
+    width: int
+    height: int
+    maps: dict[str, np.ndarray]
+    raw: dict[str, np.ndarray]
+    files: dict[str, list[Path]]
+    json_path: Path
+    objects: list[ObjectEntry]
+    warnings: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+# 1. Checks ------------------------------------------------------------------------------------------------
+
+
+def renderable_objects(view_layer: bpy.types.ViewLayer) -> list[bpy.types.Object]:
+    """Objects of the view layer that can appear in a render, sorted by name for stable indices."""
+    found = [
+        obj
+        for obj in view_layer.objects
+        if obj.type in RENDERABLE_TYPES and not obj.hide_render and _collections_render(obj)
+    ]
+    return sorted(found, key=lambda obj: obj.name)
+
+
+def _collections_render(obj: bpy.types.Object) -> bool:
+    return any(not collection.hide_render for collection in obj.users_collection) or not obj.users_collection
+
+
+def pass_size(scene: bpy.types.Scene, scale_percent: float) -> tuple[int, int]:
+    """The size of the pass render: the scene's output size times the Stylepass scale."""
+    render = scene.render
+    factor = render.resolution_percentage / 100.0 * scale_percent / 100.0
+    return int(render.resolution_x * factor), int(render.resolution_y * factor)
+
+
+def check_scene(scene: bpy.types.Scene, view_layer: bpy.types.ViewLayer, options: PassOptions) -> tuple:
+    """Raise StylepassError for anything that would make the render fail or meaningless; touch nothing.
+
+    Returns:
+        (width, height, layout, warnings)
+    """
+    camera = scene.camera
+    if camera is None:
+        raise StylepassError(
+            f"Scene '{scene.name}' has no active camera: add a camera and make it the scene camera "
+            "(View > Cameras > Set Active Object as Camera)."
+        )
+    if view_layer.objects.get(camera.name) is None:
+        raise StylepassError(
+            f"Camera '{camera.name}' is not in view layer '{view_layer.name}' (its collection is excluded): "
+            "include it, or choose another scene camera."
+        )
+    if not renderable_objects(view_layer):
+        raise StylepassError(
+            f"Nothing to render in view layer '{view_layer.name}': add objects, or enable rendering for the "
+            "hidden ones."
+        )
+    width, height = pass_size(scene, options.resolution_scale)
+    if width < 1 or height < 1:
+        raise StylepassError(
+            f"The pass resolution is {width} x {height} pixels: raise the scene resolution, its percentage "
+            "or the Stylepass resolution scale."
+        )
+    if options.samples < 1:
+        raise StylepassError(f"Pass samples must be at least 1, got {options.samples}.")
+    root, warning = resolve_output_root(options.output_dir, bpy.data.filepath)
+    layout = SceneLayout(root, scene.name)
+    try:
+        ensure_writable(layout.passes_dir)
+    except OutputError as error:
+        raise StylepassError(str(error)) from error
+    return width, height, layout, [warning] if warning else []
+
+
+# 2.-3. Render with temporary settings ----------------------------------------------------------------------
+
+
+def _set_image_format(override, settings, file_format: str, **values) -> None:
+    # 5.x chooses between single- and multi-layer files with media_type before the format can be set.
+    if hasattr(settings, "media_type"):
+        media = "MULTI_LAYER_IMAGE" if file_format == "OPEN_EXR_MULTILAYER" else "IMAGE"
+        override.set(settings, "media_type", media)
+    override.set(settings, "file_format", file_format)
+    for name, value in values.items():
+        override.set(settings, name, value)
+
+
+def _render_to_files(
+    scene: bpy.types.Scene,
+    view_layer: bpy.types.ViewLayer,
+    objects: list[bpy.types.Object],
+    size: tuple[int, int],
+    options: PassOptions,
+    exr_path: Path,
+    beauty_path: Path,
+    frame: int | None,
+    timings: dict[str, float],
+) -> tuple[np.ndarray, dict]:
+    """Render once with data-pass settings, write both files, restore everything.
+
+    Returns:
+        The (3, 3) world-to-camera rotation at that frame and the camera record for the frame's JSON.
+    """
+    original_frame = (scene.frame_current, scene.frame_subframe)
+    if frame is not None and frame != original_frame[0]:
+        scene.frame_set(frame)
+    try:
+        with overridden() as override:
+            return _render_with_overrides(
+                override, scene, view_layer, objects, size, options, exr_path, beauty_path
+            )
+    finally:
+        if (scene.frame_current, scene.frame_subframe) != original_frame:
+            scene.frame_set(original_frame[0], subframe=original_frame[1])
+
+
+def _render_with_overrides(
+    override, scene, view_layer, objects, size, options: PassOptions, exr_path: Path, beauty_path: Path, timings
+) -> tuple[np.ndarray, dict]:
+    render = scene.render
+    override.set_many(
+        render,
+        engine="CYCLES",
+        resolution_x=size[0],
+        resolution_y=size[1],
+        resolution_percentage=100,
+        use_border=False,
+        use_compositing=False,
+        use_sequencer=False,
+        use_single_layer=True,
+        use_motion_blur=False,
+    )
+    cycles = scene.cycles
+    override.set_many(
+        cycles,
+        device=options.device,
+        samples=options.samples,
+        use_adaptive_sampling=False,
+        use_denoising=False,
+        time_limit=0.0,
+        # Every sample through the pixel centre: depth, normals and indices stay exact per pixel
+        # instead of being averaged across silhouettes into values no surface has.
+        filter_width=0.01,
+    )
+    override.set_many(
+        view_layer,
+        use_pass_combined=True,
+        use_pass_z=True,
+        use_pass_normal=True,
+        use_pass_vector=True,
+        use_pass_object_index=True,
+    )
+    for index, obj in enumerate(objects, start=1):
+        override.set(obj, "pass_index", index)
+
+    tick = time.perf_counter()
+    result = bpy.ops.render.render(write_still=False, layer=view_layer.name, scene=scene.name)
+    timings["render"] = time.perf_counter() - tick
+    if "CANCELLED" in result:
+        raise RenderCancelled("The pass render was cancelled; nothing was written.")
+    image = bpy.data.images.get("Render Result")
+    if image is None:
+        raise StylepassError("Blender produced no Render Result; see the console for the render error.")
+
+    settings = render.image_settings
+    if hasattr(settings, "color_management"):
+        override.set(settings, "color_management", "FOLLOW_SCENE")
+    tick = time.perf_counter()
+    _set_image_format(override, settings, "OPEN_EXR_MULTILAYER", exr_codec="NONE", color_depth="32")
+    image.save_render(str(exr_path), scene=scene)
+    timings["save_exr"] = time.perf_counter() - tick
+    # PNG is display-referred: Blender applies the scene's view transform, look and exposure, so the
+    # beauty looks as the artist sees it on screen.
+    _set_image_format(override, settings, "PNG", color_mode="RGB", color_depth="8", compression=15)
+    image.save_render(str(beauty_path), scene=scene)
+    timings["save_beauty"] = time.perf_counter() - tick - timings["save_exr"]
+
+    camera_rotation = scene.camera.matrix_world.to_3x3().normalized()
+    world_to_camera = np.array(camera_rotation.transposed(), dtype=np.float32)
+    camera_record = _camera_record(scene, size)
+    return world_to_camera, camera_record
+
+
+def _camera_record(scene: bpy.types.Scene, size: tuple[int, int]) -> dict:
+    camera = scene.camera
+    data = camera.data
+    return {
+        "name": camera.name,
+        "type": data.type,
+        "lens_mm": data.lens,
+        "sensor_width_mm": data.sensor_width,
+        "sensor_height_mm": data.sensor_height,
+        "sensor_fit": data.sensor_fit,
+        "ortho_scale": data.ortho_scale,
+        "shift": [data.shift_x, data.shift_y],
+        "clip": [data.clip_start, data.clip_end],
+        "matrix_world": [list(row) for row in camera.matrix_world],
+        "resolution": list(size),
+        "pixel_aspect": [scene.render.pixel_aspect_x, scene.render.pixel_aspect_y],
+    }
+
+
+# 4. Arrays and control maps ---------------------------------------------------------------------------------
+
+
+def _pass(passes: dict[str, np.ndarray], *names: str) -> np.ndarray:
+    for name in names:
+        if name in passes:
+            return passes[name]
+    raise StylepassError(f"The render has no {names[0]} pass (found: {', '.join(sorted(passes))}).")
+
+
+def compute_maps(
+    passes: dict[str, np.ndarray],
+    world_to_camera: np.ndarray,
+    colours: dict[int, tuple[int, int, int]],
+    options: PassOptions,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Control maps (display-ready, [0, 1]) and raw data from the grouped EXR passes."""
+    depth = _pass(passes, "Depth")[..., 0]
+    background = ~np.isfinite(depth) | (depth >= BACKGROUND_DEPTH)
+    world_normals = _pass(passes, "Normal")[..., :3]
+    object_index = np.rint(_pass(passes, *_INDEX_PASS_NAMES)[..., 0]).astype(np.int32)
+    object_index[background] = 0
+    vector = _pass(passes, "Vector")
+
+    camera_normals = conditioning.camera_space_normals(world_normals, world_to_camera, background)
+    maps = {
+        "depth": conditioning.inverse_depth(depth, background),
+        "normal": conditioning.normal_map_rgb(camera_normals, background),
+        "lineart": conditioning.line_art(
+            depth,
+            camera_normals,
+            object_index,
+            background,
+            thickness=options.line_thickness,
+            depth_threshold=options.line_depth_threshold,
+            crease_angle=options.line_crease_angle_deg,
+        ),
+        "segmentation": conditioning.segmentation_map(object_index, colours),
+        "object_index": object_index,
+        "vector": conditioning.motion_vector_rgb(vector),
+    }
+    raw = {
+        "depth": np.where(background, np.inf, depth).astype(np.float32),
+        "normal": camera_normals,
+        "vector": vector,
+    }
+    return maps, raw
+
+
+def object_entries(objects: list[bpy.types.Object]) -> list[ObjectEntry]:
+    """Index, name, class and segmentation colour of every rendered object (index 0 is the background)."""
+    entries = []
+    for index, obj in enumerate(objects, start=1):
+        semantic = obj.stylepass.semantic_class if hasattr(obj, "stylepass") else "NONE"
+        if semantic != "NONE":
+            colour = conditioning.ADE20K_PALETTE[semantic.lower()]
+        else:
+            colour = conditioning.object_colour(obj.name)
+        entries.append(ObjectEntry(index, obj.name, semantic, tuple(int(c) for c in colour)))
+    return entries
+
+
+# 5. Files and images ---------------------------------------------------------------------------------------
+
+
+def _write_maps(
+    layout: SceneLayout,
+    frame: int,
+    maps: dict[str, np.ndarray],
+    raw: dict[str, np.ndarray],
+    beauty_tmp: Path,
+) -> dict[str, list[Path]]:
+    files: dict[str, list[Path]] = {}
+
+    def target(name: str, ext: str = "png") -> Path:
+        path = layout.pass_file(name, frame, ext)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        files.setdefault(name, []).append(path)
+        return path
+
+    shutil.move(str(beauty_tmp), target("beauty"))
+    # 16 bits where 8 would band: inverse depth and the raw object indices.
+    png.write_png(target("depth"), maps["depth"], bit_depth=16)
+    png.write_png(target("normal"), maps["normal"])
+    png.write_png(target("lineart"), maps["lineart"])
+    png.write_png(target("segmentation"), maps["segmentation"])
+    png.write_png(target("object_index"), maps["object_index"].astype(np.uint16), bit_depth=16)
+    png.write_png(target("vector"), maps["vector"])
+    exr.write_exr(target("depth", "exr"), {"Z": raw["depth"]})
+    normal = raw["normal"]
+    exr.write_exr(target("normal", "exr"), {"X": normal[..., 0], "Y": normal[..., 1], "Z": normal[..., 2]})
+    vector = raw["vector"]
+    exr.write_exr(target("vector", "exr"), {name: vector[..., i] for i, name in enumerate("XYZW")})
+    return files
+
+
+IMAGE_PREFIX = "Stylepass "
+
+
+def show_images(files: dict[str, list[Path]]) -> None:
+    """Load (or reload) each pass PNG as a 'Stylepass <pass>' image datablock for the Image Editor."""
+    for name, paths in files.items():
+        path = str(next(p for p in paths if p.suffix == ".png"))
+        block_name = IMAGE_PREFIX + name
+        image = bpy.data.images.get(block_name)
+        if image is None or image.source != "FILE":
+            if image is not None:
+                bpy.data.images.remove(image)
+            image = bpy.data.images.load(path, check_existing=False)
+            image.name = block_name
+        else:
+            image.filepath = path
+            image.reload()
+        # Maps are data for a network, not pictures to colour-manage; the beauty already is display-referred.
+        image.colorspace_settings.name = "sRGB" if name == "beauty" else "Non-Color"
+
+
+def render_passes(
+    scene: bpy.types.Scene,
+    view_layer: bpy.types.ViewLayer,
+    options: PassOptions,
+    frame: int | None = None,
+) -> PassSet:
+    """Render the control passes of `frame` (default: the current frame) and write them to disk.
+
+    Raises:
+        StylepassError: with a message for the artist; the scene is unchanged and nothing was written.
+    """
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+
+    # 1. Check inputs
+    width, height, layout, warnings = check_scene(scene, view_layer, options)
+    frame = scene.frame_current if frame is None else frame
+    objects = renderable_objects(view_layer)
+    entries = object_entries(objects)
+
+    work = Path(tempfile.mkdtemp(prefix=".tmp-", dir=layout.passes_dir))
+    try:
+        # 2.-3. Render and save with temporary settings
+        exr_path, beauty_tmp = work / "passes.exr", work / "beauty.png"
+        world_to_camera, camera = _render_to_files(
+            scene, view_layer, objects, (width, height), options, exr_path, beauty_tmp, frame, timings
+        )
+
+        # 4. Arrays and maps
+        tick = time.perf_counter()
+        passes = exr.group_passes(exr.read_exr(exr_path), view_layer.name)
+        beauty = png.read_png_float(beauty_tmp)[..., :3]
+        timings["read"] = time.perf_counter() - tick
+        tick = time.perf_counter()
+        colours = {entry.index: entry.colour for entry in entries}
+        maps, raw = compute_maps(passes, world_to_camera, colours, options)
+        maps["beauty"] = beauty
+        timings["conditioning"] = time.perf_counter() - tick
+
+        # 5. Files, record, images
+        tick = time.perf_counter()
+        files = _write_maps(layout, frame, maps, raw, beauty_tmp)
+        json_path = layout.pass_json(frame)
+        write_json(
+            json_path, _frame_record(scene, view_layer, frame, camera, options, entries, files, layout)
+        )
+        timings["write"] = time.perf_counter() - tick
+    except (OSError, exr.ExrError, png.PngError) as error:
+        raise StylepassError(f"Writing or reading the passes failed: {error}") from error
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    if options.show_images:
+        show_images(files)
+    timings["total"] = time.perf_counter() - start
+    return PassSet(frame, width, height, maps, raw, files, json_path, entries, warnings, timings)
+
+
+def _frame_record(scene, view_layer, frame, camera, options, entries, files, layout) -> dict:
+    return {
+        "stylepass": {"format": 1},
+        "blender_version": bpy.app.version_string,
+        "scene": scene.name,
+        "view_layer": view_layer.name,
+        "frame": frame,
+        "resolution": camera["resolution"],
+        "camera": camera,
+        "settings": asdict(options),
+        "objects": [asdict(entry) for entry in entries],
+        "passes": {
+            name: [str(path.relative_to(layout.passes_dir)) for path in paths]
+            for name, paths in files.items()
+        },
+        "conventions": {
+            "depth": "PNG: normalised inverse depth, near bright, far dark, background 0; "
+            "EXR: planar camera depth in scene units, background inf",
+            "normal": conditioning.NORMAL_CONVENTION,
+            "object_index": "16-bit PNG of object indices (see 'objects'); 0 is background",
+            "vector": "EXR X,Y: motion to the previous frame, Z,W: to the next frame, in pixels",
+        },
+    }
+
+
+def parse_record(path: Path) -> dict:
+    """Read a frame record written by `render_passes`."""
+    with open(path, encoding="utf-8") as stream:
+        return json.load(stream)

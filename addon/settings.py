@@ -1,0 +1,153 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Stylepass settings: `scene.stylepass`, `object.stylepass` and the add-on preferences.
+
+Only persistent artist choices live here. Transient job state (progress, running jobs) never goes into Scene
+properties: it would be saved into the .blend and undone by Ctrl+Z.
+"""
+
+import math
+
+import bpy
+from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
+
+from . import ADDON_PACKAGE
+from .stylepass_core import conditioning
+
+DEFAULT_OUTPUT_DIR = "//stylepass/"
+
+
+def _semantic_items() -> list[tuple[str, str, str]]:
+    items = [("NONE", "None", "No semantic class: the object gets its own flat colour")]
+    for name in conditioning.SEMANTIC_CLASSES:
+        if name == "NONE":
+            continue
+        items.append((name.upper(), name.title(), f"ADE20K class '{name}' (the colour segmentation ControlNets know)"))
+    return items
+
+
+# Enum items must stay referenced from Python while Blender uses them.
+_SEMANTIC_ITEMS = _semantic_items()
+
+
+class StylepassSceneSettings(bpy.types.PropertyGroup):
+    """Per-scene Stylepass settings (`scene.stylepass`)."""
+
+    engine: EnumProperty(
+        name="Engine",
+        description="Which engine turns the control passes into a stylised image",
+        items=[("NEURAL_STYLE", "Neural Style", "Fast pretrained style transfer on the CPU, works offline")],
+        default="NEURAL_STYLE",
+    )
+    output_dir: StringProperty(
+        name="Output Folder",
+        description=(
+            "Where passes and results are written, as <folder>/<scene>/passes/<pass>/<frame>.png. "
+            "'//' is the folder of the .blend file"
+        ),
+        default=DEFAULT_OUTPUT_DIR,
+        subtype="DIR_PATH",
+    )
+    resolution_scale: FloatProperty(
+        name="Resolution Scale",
+        description="Size of the control passes relative to the scene's output resolution",
+        default=100.0,
+        min=1.0,
+        soft_max=100.0,
+        max=400.0,
+        subtype="PERCENTAGE",
+    )
+    pass_samples: IntProperty(
+        name="Pass Samples",
+        description="Cycles samples for the data-pass render; data passes need few, the beauty pass gets noisier",
+        default=16,
+        min=1,
+        soft_max=256,
+        max=4096,
+    )
+    line_thickness: FloatProperty(
+        name="Line Thickness",
+        description="Width of the line-art strokes in pixels (anti-aliased, fractional widths allowed)",
+        default=1.0,
+        min=0.5,
+        max=16.0,
+        subtype="PIXEL",
+    )
+    line_depth_threshold: FloatProperty(
+        name="Depth Threshold",
+        description="Relative depth jump between neighbouring pixels that counts as an outline (0.05 = 5%)",
+        default=0.05,
+        min=0.001,
+        max=1.0,
+    )
+    line_crease_angle: FloatProperty(
+        name="Crease Angle",
+        description="Angle between surface normals above which a fold within one object is drawn as a line",
+        default=math.radians(40.0),
+        min=math.radians(1.0),
+        max=math.radians(179.0),
+        subtype="ANGLE",
+    )
+    show_images: BoolProperty(
+        name="Show Images",
+        description="Load the written passes as 'Stylepass <pass>' images for the Image Editor",
+        default=True,
+    )
+
+
+class StylepassObjectSettings(bpy.types.PropertyGroup):
+    """Per-object Stylepass settings (`object.stylepass`)."""
+
+    semantic_class: EnumProperty(
+        name="Semantic Class",
+        description=(
+            "What this object is, for the segmentation pass: a class gives the ADE20K colour segmentation "
+            "ControlNets were trained on; None gives a unique flat colour"
+        ),
+        items=_SEMANTIC_ITEMS,
+        default="NONE",
+    )
+
+
+class StylepassPreferences(bpy.types.AddonPreferences):
+    """Add-on preferences (Edit > Preferences > Add-ons > Stylepass)."""
+
+    bl_idname = ADDON_PACKAGE
+
+    render_device: EnumProperty(
+        name="Pass Render Device",
+        description="Device Cycles uses for the data-pass render (GPU needs a compute device set in Preferences)",
+        items=[
+            ("CPU", "CPU", "Always works; data passes need few samples"),
+            ("GPU", "GPU", "Faster on big frames when a GPU compute device is configured"),
+        ],
+        default="CPU",
+    )
+
+    def draw(self, context: bpy.types.Context) -> None:
+        layout = self.layout
+        layout.use_property_split = True
+        layout.prop(self, "render_device")
+
+
+def preferences(context: bpy.types.Context | None = None) -> StylepassPreferences | None:
+    """The add-on's preferences, or None when the add-on is not registered under its package name."""
+    context = context or bpy.context
+    addon = context.preferences.addons.get(ADDON_PACKAGE)
+    return addon.preferences if addon else None
+
+
+classes = (StylepassSceneSettings, StylepassObjectSettings, StylepassPreferences)
+
+_register_classes, _unregister_classes = bpy.utils.register_classes_factory(classes)
+
+
+def register() -> None:
+    _register_classes()
+    bpy.types.Scene.stylepass = PointerProperty(type=StylepassSceneSettings, name="Stylepass")
+    bpy.types.Object.stylepass = PointerProperty(type=StylepassObjectSettings, name="Stylepass")
+
+
+def unregister() -> None:
+    del bpy.types.Object.stylepass
+    del bpy.types.Scene.stylepass
+    _unregister_classes()

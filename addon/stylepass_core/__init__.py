@@ -1,0 +1,1 @@
+"""Stylepass core: everything that runs without bpy (engines, passes maths, layout)."""

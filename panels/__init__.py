@@ -1,0 +1,129 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Stylepass UI: Properties > Render > Stylepass, the 3D viewport's Stylepass tab, and the object's class.
+
+Layout only: every `draw()` shows properties and operators, it never computes or changes anything.
+"""
+
+import bpy
+
+
+def _draw_output(layout: bpy.types.UILayout, scene: bpy.types.Scene) -> None:
+    settings = scene.stylepass
+    layout.prop(settings, "output_dir")
+    layout.prop(settings, "resolution_scale")
+    layout.prop(settings, "show_images")
+
+
+def _draw_passes(layout: bpy.types.UILayout, scene: bpy.types.Scene) -> None:
+    settings = scene.stylepass
+    layout.prop(settings, "pass_samples")
+    col = layout.column(heading="Line Art")
+    col.prop(settings, "line_thickness", text="Thickness")
+    col.prop(settings, "line_depth_threshold")
+    col.prop(settings, "line_crease_angle")
+
+
+class STYLEPASS_PT_render(bpy.types.Panel):
+    """Stylepass in Properties > Render"""
+
+    bl_label = "Stylepass"
+    bl_space_type = "PROPERTIES"
+    bl_region_type = "WINDOW"
+    bl_context = "render"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context: bpy.types.Context) -> None:
+        layout = self.layout
+        layout.use_property_split = True
+        layout.use_property_decorate = False
+        layout.prop(context.scene.stylepass, "engine")
+        layout.operator("stylepass.render_passes", icon="RENDERLAYERS")
+
+
+class STYLEPASS_PT_render_output(bpy.types.Panel):
+    bl_label = "Output"
+    bl_space_type = "PROPERTIES"
+    bl_region_type = "WINDOW"
+    bl_context = "render"
+    bl_parent_id = "STYLEPASS_PT_render"
+
+    def draw(self, context: bpy.types.Context) -> None:
+        self.layout.use_property_split = True
+        self.layout.use_property_decorate = False
+        _draw_output(self.layout, context.scene)
+
+
+class STYLEPASS_PT_render_passes(bpy.types.Panel):
+    bl_label = "Control Passes"
+    bl_space_type = "PROPERTIES"
+    bl_region_type = "WINDOW"
+    bl_context = "render"
+    bl_parent_id = "STYLEPASS_PT_render"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context: bpy.types.Context) -> None:
+        self.layout.use_property_split = True
+        self.layout.use_property_decorate = False
+        _draw_passes(self.layout, context.scene)
+
+
+class VIEW3D_PT_stylepass(bpy.types.Panel):
+    """Stylepass tab in the 3D viewport sidebar"""
+
+    bl_label = "Stylepass"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "Stylepass"
+
+    def draw(self, context: bpy.types.Context) -> None:
+        layout = self.layout
+        layout.use_property_split = True
+        layout.use_property_decorate = False
+        layout.prop(context.scene.stylepass, "engine")
+        layout.operator("stylepass.render_passes", icon="RENDERLAYERS")
+        _draw_output(layout.column(), context.scene)
+        obj = context.active_object
+        if obj is not None and hasattr(obj, "stylepass"):
+            layout.separator()
+            layout.label(text=obj.name, icon="OBJECT_DATA")
+            layout.prop(obj.stylepass, "semantic_class")
+
+
+class VIEW3D_PT_stylepass_passes(bpy.types.Panel):
+    bl_label = "Control Passes"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "Stylepass"
+    bl_parent_id = "VIEW3D_PT_stylepass"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context: bpy.types.Context) -> None:
+        self.layout.use_property_split = True
+        self.layout.use_property_decorate = False
+        _draw_passes(self.layout, context.scene)
+
+
+class OBJECT_PT_stylepass(bpy.types.Panel):
+    """Stylepass settings of the active object, in Properties > Object"""
+
+    bl_label = "Stylepass"
+    bl_space_type = "PROPERTIES"
+    bl_region_type = "WINDOW"
+    bl_context = "object"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context: bpy.types.Context) -> None:
+        self.layout.use_property_split = True
+        self.layout.prop(context.object.stylepass, "semantic_class")
+
+
+classes = (
+    STYLEPASS_PT_render,
+    STYLEPASS_PT_render_output,
+    STYLEPASS_PT_render_passes,
+    VIEW3D_PT_stylepass,
+    VIEW3D_PT_stylepass_passes,
+    OBJECT_PT_stylepass,
+)
+
+register, unregister = bpy.utils.register_classes_factory(classes)

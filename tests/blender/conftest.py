@@ -1,0 +1,108 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Blender tests run inside the `bpy` module of the venv's Blender version, with the extension installed
+from a freshly built zip into a throwaway user folder, exactly as an artist installs it."""
+
+import importlib
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tools"))
+sys.path.insert(0, str(ROOT / "demo"))
+
+import blender_harness  # noqa: E402
+
+_USER = blender_harness.use_throwaway_user_folder()
+_DIST = Path(tempfile.mkdtemp(prefix="stylepass-dist-"))
+ZIP_PATH = blender_harness.build_zip(_DIST)
+
+import bpy  # noqa: E402
+
+ADDON = blender_harness.install_extension(ZIP_PATH)
+
+
+def addon_module(name: str):
+    """A module of the installed extension, e.g. addon_module('addon.scene_passes')."""
+    return importlib.import_module(f"{blender_harness.MODULE}.{name}")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    # Blender 4.5 hangs at interpreter exit while add-on handlers or timers are registered.
+    blender_harness.disable_extension()
+    shutil.rmtree(_DIST, ignore_errors=True)
+    shutil.rmtree(_USER, ignore_errors=True)
+
+
+@pytest.fixture
+def empty_file():
+    """A new empty file (the extension stays enabled); returns its scene."""
+    bpy.ops.wm.read_homefile(use_empty=True)
+    return bpy.context.scene
+
+
+@pytest.fixture
+def out_dir(tmp_path):
+    folder = tmp_path / "out"
+    folder.mkdir()
+    return folder
+
+
+def rna_snapshot(struct, depth: int = 3) -> dict:
+    """Every readable RNA property of `struct`, following nested structs (not IDs) `depth` levels deep."""
+    snapshot = {}
+    for prop in struct.bl_rna.properties:
+        name = prop.identifier
+        if name == "rna_type":
+            continue
+        try:
+            value = getattr(struct, name)
+        except (AttributeError, RuntimeError, TypeError):
+            continue
+        if prop.type == "POINTER":
+            if value is None or isinstance(value, bpy.types.ID):
+                snapshot[name] = getattr(value, "name_full", None)
+            elif depth > 0:
+                snapshot[name] = rna_snapshot(value, depth - 1)
+        elif prop.type == "COLLECTION":
+            if depth > 0:
+                snapshot[name] = [
+                    getattr(item, "name_full", None) if isinstance(item, bpy.types.ID) else rna_snapshot(item, depth - 1)
+                    for item in value
+                ]
+        else:
+            snapshot[name] = _plain(value)
+    return snapshot
+
+
+def _plain(value):
+    """Numbers, strings and (nested) tuples of them: vectors, colours and matrices become comparable."""
+    if isinstance(value, str) or not hasattr(value, "__len__"):
+        return value
+    return tuple(_plain(item) for item in value)
+
+
+def scene_snapshot(scene) -> dict:
+    """Everything the pass render may touch: scene (render, Cycles, colour management, view layers, frame)
+    and every object's RNA (pass index, visibility...)."""
+    return {
+        "scene": rna_snapshot(scene, depth=3),
+        "objects": {obj.name: rna_snapshot(obj, depth=1) for obj in scene.objects},
+    }
+
+
+def diff_snapshots(before, after, path="") -> list[str]:
+    if isinstance(before, dict) and isinstance(after, dict):
+        out = []
+        for key in sorted(set(before) | set(after), key=str):
+            out += diff_snapshots(before.get(key), after.get(key), f"{path}.{key}")
+        return out
+    if isinstance(before, list) and isinstance(after, list) and len(before) == len(after):
+        out = []
+        for i, (b, a) in enumerate(zip(before, after, strict=True)):
+            out += diff_snapshots(b, a, f"{path}[{i}]")
+        return out
+    return [] if before == after else [f"{path}: {before!r} -> {after!r}"]

@@ -1,0 +1,71 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Bad input gets a clear report, and the scene and the output folder stay as they were."""
+
+import bpy
+import pytest
+from conftest import diff_snapshots, scene_snapshot
+from scenes import known_scene
+
+
+def _expect_error(scene, out_dir, match):
+    before = scene_snapshot(scene)
+    with pytest.raises(RuntimeError, match=match):
+        bpy.ops.stylepass.render_passes()
+    assert diff_snapshots(before, scene_snapshot(scene)) == []
+    assert not any(out_dir.rglob("*.png"))
+
+
+def test_no_camera(empty_file, out_dir):
+    known_scene(empty_file)
+    empty_file.camera = None
+    empty_file.stylepass.output_dir = str(out_dir)
+    _expect_error(empty_file, out_dir, "has no active camera")
+
+
+def test_camera_not_in_view_layer(empty_file, out_dir):
+    scene = empty_file
+    objects = known_scene(scene)
+    hidden = bpy.data.collections.new("Cameras")
+    scene.collection.children.link(hidden)
+    hidden.objects.link(objects["camera"])
+    scene.collection.objects.unlink(objects["camera"])
+    bpy.context.view_layer.layer_collection.children["Cameras"].exclude = True
+    scene.stylepass.output_dir = str(out_dir)
+    _expect_error(scene, out_dir, "is not in view layer")
+
+
+def test_empty_scene(empty_file, out_dir):
+    cam = bpy.data.objects.new("Camera", bpy.data.cameras.new("Camera"))
+    empty_file.collection.objects.link(cam)
+    empty_file.camera = cam
+    empty_file.stylepass.output_dir = str(out_dir)
+    _expect_error(empty_file, out_dir, "Nothing to render")
+
+
+def test_zero_resolution(empty_file, out_dir):
+    known_scene(empty_file)
+    empty_file.render.resolution_x = 4
+    empty_file.render.resolution_percentage = 1
+    empty_file.stylepass.output_dir = str(out_dir)
+    _expect_error(empty_file, out_dir, "resolution is 0 x")
+
+
+def test_unwritable_output_folder(empty_file, out_dir, tmp_path):
+    known_scene(empty_file)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    empty_file.stylepass.output_dir = str(blocker / "passes")
+    _expect_error(empty_file, out_dir, "Cannot write to the output folder")
+    assert blocker.read_text() == "not a folder"
+
+
+def test_unsaved_file_falls_back_to_temp_with_warning(empty_file):
+    known_scene(empty_file)
+    empty_file.stylepass.output_dir = "//stylepass/"
+    assert bpy.data.filepath == ""
+    scene_passes = __import__("conftest").addon_module("addon.scene_passes")
+    options = scene_passes.PassOptions.from_scene(empty_file)
+    options.show_images = False
+    result = scene_passes.render_passes(empty_file, bpy.context.view_layer, options)
+    assert result.warnings and "not saved" in result.warnings[0]
+    assert result.json_path.is_file()
