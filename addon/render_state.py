@@ -18,16 +18,26 @@ class SettingsOverride:
         self._saved: list[tuple[Any, str, Any]] = []
         self._seen: set[tuple[int, str]] = set()
 
-    def set(self, owner: Any, attribute: str, value: Any) -> None:
-        """Set `owner.attribute = value`, remembering the original the first time this pair is touched."""
-        key = (owner.as_pointer() if hasattr(owner, "as_pointer") else id(owner), attribute)
-        if key not in self._seen:
+    def remember(self, owner: Any, *attributes: str) -> None:
+        """Record originals without changing them (each pair only the first time it is seen).
+
+        Needed where setting one property changes others, such as a file format resetting the colour depth:
+        record the dependants before the property they depend on.
+        """
+        for attribute in attributes:
+            key = (owner.as_pointer() if hasattr(owner, "as_pointer") else id(owner), attribute)
+            if key in self._seen:
+                continue
             original = getattr(owner, attribute)
             # Vectors and colours come back as live views; keep a copy of the numbers.
             if hasattr(original, "__len__") and not isinstance(original, str):
                 original = tuple(original)
             self._saved.append((owner, attribute, original))
             self._seen.add(key)
+
+    def set(self, owner: Any, attribute: str, value: Any) -> None:
+        """Set `owner.attribute = value`, remembering the original the first time this pair is touched."""
+        self.remember(owner, attribute)
         if getattr(owner, attribute) != value:
             setattr(owner, attribute, value)
 

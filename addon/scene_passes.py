@@ -198,7 +198,7 @@ def _render_to_files(
     try:
         with overridden() as override:
             return _render_with_overrides(
-                override, scene, view_layer, objects, size, options, exr_path, beauty_path
+                override, scene, view_layer, objects, size, options, exr_path, beauty_path, timings
             )
     finally:
         if (scene.frame_current, scene.frame_subframe) != original_frame:
@@ -206,7 +206,15 @@ def _render_to_files(
 
 
 def _render_with_overrides(
-    override, scene, view_layer, objects, size, options: PassOptions, exr_path: Path, beauty_path: Path, timings
+    override,
+    scene,
+    view_layer,
+    objects,
+    size,
+    options: PassOptions,
+    exr_path: Path,
+    beauty_path: Path,
+    timings,
 ) -> tuple[np.ndarray, dict]:
     render = scene.render
     override.set_many(
@@ -253,18 +261,25 @@ def _render_with_overrides(
     if image is None:
         raise StylepassError("Blender produced no Render Result; see the console for the render error.")
 
+    # Image.save_render takes its file format from the scene: switch the artist's output format for the two
+    # saves. Record the format-dependent fields first and the format last, so that restoring (newest first)
+    # puts the format back before the depth and codec that are only valid for it.
     settings = render.image_settings
+    override.remember(settings, "color_depth", "color_mode", "exr_codec", "compression", "file_format")
+    if hasattr(settings, "media_type"):
+        override.remember(settings, "media_type")
     if hasattr(settings, "color_management"):
         override.set(settings, "color_management", "FOLLOW_SCENE")
     tick = time.perf_counter()
     _set_image_format(override, settings, "OPEN_EXR_MULTILAYER", exr_codec="NONE", color_depth="32")
     image.save_render(str(exr_path), scene=scene)
     timings["save_exr"] = time.perf_counter() - tick
-    # PNG is display-referred: Blender applies the scene's view transform, look and exposure, so the
-    # beauty looks as the artist sees it on screen.
+    # PNG is display-referred: Blender applies the scene's view transform, look and exposure, so the beauty
+    # looks as it does on screen.
+    tick = time.perf_counter()
     _set_image_format(override, settings, "PNG", color_mode="RGB", color_depth="8", compression=15)
     image.save_render(str(beauty_path), scene=scene)
-    timings["save_beauty"] = time.perf_counter() - tick - timings["save_exr"]
+    timings["save_beauty"] = time.perf_counter() - tick
 
     camera_rotation = scene.camera.matrix_world.to_3x3().normalized()
     world_to_camera = np.array(camera_rotation.transposed(), dtype=np.float32)
@@ -422,7 +437,8 @@ def render_passes(
     timings: dict[str, float] = {}
     start = time.perf_counter()
 
-    # 1. Check inputs
+    # 1. Check inputs (on an evaluated view layer: its object list and matrices are synced lazily)
+    view_layer.update()
     width, height, layout, warnings = check_scene(scene, view_layer, options)
     frame = scene.frame_current if frame is None else frame
     objects = renderable_objects(view_layer)
@@ -484,7 +500,9 @@ def _frame_record(scene, view_layer, frame, camera, options, entries, files, lay
         "conventions": {
             "depth": "PNG: normalised inverse depth, near bright, far dark, background 0; "
             "EXR: planar camera depth in scene units, background inf",
-            "normal": conditioning.NORMAL_CONVENTION,
+            "normal": "PNG: camera space, ControlNet 1.1 normalbae colours: R = (1 - x) / 2 (red is left), "
+            "G = (1 + y) / 2 (green is up), B = (1 + z) / 2 (blue faces the camera); background = facing "
+            "colour (0.5, 0.5, 1); EXR: camera-space unit vectors (+X right, +Y up, +Z towards the camera)",
             "object_index": "16-bit PNG of object indices (see 'objects'); 0 is background",
             "vector": "EXR X,Y: motion to the previous frame, Z,W: to the next frame, in pixels",
         },

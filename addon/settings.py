@@ -15,13 +15,18 @@ from .stylepass_core import conditioning
 
 DEFAULT_OUTPUT_DIR = "//stylepass/"
 
+# Blender 4.5 warns about "//" paths unless the property says it understands them; older versions lack the flag.
+_BLEND_RELATIVE = {"PATH_SUPPORTS_BLEND_RELATIVE"} if bpy.app.version >= (4, 5, 0) else set()
+
 
 def _semantic_items() -> list[tuple[str, str, str]]:
     items = [("NONE", "None", "No semantic class: the object gets its own flat colour")]
     for name in conditioning.SEMANTIC_CLASSES:
         if name == "NONE":
             continue
-        items.append((name.upper(), name.title(), f"ADE20K class '{name}' (the colour segmentation ControlNets know)"))
+        items.append(
+            (name.upper(), name.title(), f"ADE20K class '{name}' (the colour segmentation ControlNets know)")
+        )
     return items
 
 
@@ -46,6 +51,7 @@ class StylepassSceneSettings(bpy.types.PropertyGroup):
         ),
         default=DEFAULT_OUTPUT_DIR,
         subtype="DIR_PATH",
+        options=_BLEND_RELATIVE,
     )
     resolution_scale: FloatProperty(
         name="Resolution Scale",

@@ -68,12 +68,18 @@ def build_demo_scene(width: int = 512, height: int = 512, name: str = "Demo") ->
     chrome = _material("Ball", (0.2, 0.35, 0.8))
 
     ground = _mesh_object(
-        scene, "Ground", lambda bm: bmesh.ops.create_grid(bm, x_segments=1, y_segments=1, size=20),
+        scene,
+        "Ground",
+        lambda bm: bmesh.ops.create_grid(bm, x_segments=1, y_segments=1, size=20),
         material=grass,
     )
     buildings = []
     for i, (x, y, w, d, h, mat) in enumerate(
-        [(-4.0, 4.0, 2.5, 2.5, 5.0, concrete), (0.5, 7.0, 3.0, 2.0, 7.5, brick), (5.0, 3.0, 2.0, 3.0, 3.5, concrete)]
+        [
+            (-4.0, 4.0, 2.5, 2.5, 5.0, concrete),
+            (0.5, 7.0, 3.0, 2.0, 7.5, brick),
+            (5.0, 3.0, 2.0, 3.0, 3.5, concrete),
+        ]
     ):
         buildings.append(
             _mesh_object(

@@ -43,18 +43,19 @@ def build_zip(out_dir: Path) -> Path:
     """Build `stylepass-<version>.zip` into out_dir with Blender's extension tool, then validate it."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tool = blender_ext_tool()
-    run = [sys.executable, str(tool)]
-    subprocess.run(
-        [*run, "build", "--source-dir", str(ROOT), "--output-dir", str(out_dir)],
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
+    tool = [sys.executable, str(blender_ext_tool())]
+    _run_tool([*tool, "build", "--source-dir", str(ROOT), "--output-dir", str(out_dir)])
     zips = sorted(out_dir.glob(f"{EXTENSION_ID}-{manifest_version()}*.zip"), key=os.path.getmtime)
     if not zips:
         raise SystemExit(f"the build wrote no zip into {out_dir}")
-    subprocess.run([*run, "validate", str(zips[-1])], check=True, stdout=subprocess.DEVNULL)
+    _run_tool([*tool, "validate", str(zips[-1])])
     return zips[-1]
+
+
+def _run_tool(command: list[str]) -> None:
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(command[1:3])} failed:\n{done.stdout}{done.stderr}")
 
 
 def use_throwaway_user_folder() -> Path:

@@ -170,7 +170,7 @@ def _check_index(name: str, value: object, shape: tuple[int, int] | None = None)
     if np.issubdtype(array.dtype, np.floating):
         bad = ~np.isfinite(array) | (array != np.round(array))
         if bad.any():
-            raise ValueError(f"{name} must hold whole numbers, found {array[bad].flat[0]!r}")
+            raise ValueError(f"{name} must hold whole numbers, found {array[bad].flat[0].item()!r}")
     index = array.astype(np.int64, copy=False)
     if index.min() < 0:
         raise ValueError(f"{name} must not be negative, found {int(index.min())}")
@@ -213,7 +213,7 @@ def _foreground(depth: np.ndarray, background: np.ndarray | None) -> np.ndarray:
 def _check_positive_depth(name: str, depth: np.ndarray, fg: np.ndarray) -> None:
     bad = fg & (depth <= 0)
     if bad.any():
-        raise ValueError(f"{name} must be > 0 where there is geometry, found {depth[bad].flat[0]!r}")
+        raise ValueError(f"{name} must be > 0 where there is geometry, found {depth[bad].flat[0].item()!r}")
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -570,7 +570,7 @@ def line_art(
             of whole numbers are accepted).
         background (`np.ndarray`, *optional*): `(H, W)` bool, True where there is no geometry.
         thickness (`float`, defaults to 1.0): line width in pixels, in [0.5, 32]. Below 1 the line fades
-            instead of thinning (a 0.5-px line is a 1-px line at half intensity).
+            instead of thinning (a 0.5-px line is one pixel at 0.75).
         depth_threshold (`float`, defaults to 0.05): minimum depth step relative to the nearer depth, > 0.
         crease_angle (`float`, defaults to 40.0): minimum angle in degrees between normals, in (0, 180).
 

@@ -70,7 +70,8 @@ def check_abort(abort: threading.Event | None) -> None:
 # Request and result
 
 
-@dataclass
+# eq=False: field-wise == on numpy arrays is ambiguous, so requests and results compare by identity.
+@dataclass(eq=False)
 class StyleRequest:
     """Everything an engine needs to stylise one frame.
 
@@ -268,7 +269,7 @@ class StyleRequest:
         return request
 
 
-@dataclass
+@dataclass(eq=False)
 class StyleResult:
     """What an engine returns.
 

@@ -117,7 +117,9 @@ def _parse_chlist(value: memoryview) -> list[tuple[str, int, int, int]]:
     channels = []
     while cursor.peek_byte() != 0:
         name = cursor.cstring("channel name")
-        pixel_type, _linear, x_sampling, y_sampling = struct.unpack("<iB3xii", cursor.take(16, "channel list"))
+        pixel_type, _linear, x_sampling, y_sampling = struct.unpack(
+            "<iB3xii", cursor.take(16, "channel list")
+        )
         if pixel_type not in (_UINT, _HALF, _FLOAT):
             raise ExrError(f"EXR channel {name!r} has unknown pixel type {pixel_type}")
         channels.append((name, pixel_type, x_sampling, y_sampling))
@@ -151,24 +153,21 @@ def _parse_header(cursor: _Cursor, part: _Part) -> None:
 
 def _check_part(part: _Part, multipart: bool, flags: int) -> tuple[int, int, int, int]:
     """Refuse what this reader does not decode, naming the reason. Returns the data window."""
-    label = f"part {part.index} ({part.name!r})" if multipart else "the image"
+    label = f"EXR part {part.index} ({part.name!r})" if multipart else "EXR file"
+    only = "Stylepass reads only the uncompressed scanline EXR it writes itself (codec NONE)"
     if flags & _FLAG_DEEP or (part.type or "").startswith("deep"):
-        raise ExrError(f"EXR {label} holds deep data, which Stylepass cannot read (it writes flat images)")
+        raise ExrError(f"{label} holds deep data; {only}")
     if (flags & _FLAG_TILED and not multipart) or part.has_tiles or part.type == "tiledimage":
-        raise ExrError(
-            f"EXR {label} is tiled; Stylepass reads scanline EXR only (it writes uncompressed scanline EXR)"
-        )
+        raise ExrError(f"{label} is tiled; {only}")
     if part.channels is None or part.compression is None or part.data_window is None:
-        raise ExrError(f"EXR {label} lacks a required attribute (channels, compression or dataWindow)")
+        raise ExrError(f"{label} lacks a required attribute (channels, compression or dataWindow)")
     if part.compression != 0:
         code = part.compression
         name = _COMPRESSION_NAMES[code] if code < len(_COMPRESSION_NAMES) else f"unknown compression {code}"
-        raise ExrError(
-            f"EXR {label} uses {name}; Stylepass reads uncompressed EXR only (it writes them with codec NONE)"
-        )
+        raise ExrError(f"{label} uses {name}; {only}")
     x_min, y_min, x_max, y_max = part.data_window
     if x_max < x_min or y_max < y_min:
-        raise ExrError(f"EXR {label} has an empty or inverted dataWindow {part.data_window}")
+        raise ExrError(f"{label} has an empty or inverted dataWindow {part.data_window}")
     for name, _pixel_type, x_sampling, y_sampling in part.channels:
         if (x_sampling, y_sampling) != (1, 1):
             raise ExrError(
@@ -198,7 +197,9 @@ def _decode_part(
     if np.any(heads[:, -1] != line_bytes):
         raise ExrError(f"EXR part {part.index} is corrupt: a line holds other than {line_bytes} bytes")
     if not np.array_equal(np.sort(rows), np.arange(height)):
-        raise ExrError(f"EXR part {part.index} is corrupt: its lines do not cover the dataWindow exactly once")
+        raise ExrError(
+            f"EXR part {part.index} is corrupt: its lines do not cover the dataWindow exactly once"
+        )
 
     # 2. All lines as one (H, line_bytes) byte matrix. Writers store the records back to back, so this is
     # normally a strided view of the file; otherwise copy line by line.
@@ -456,7 +457,9 @@ def group_passes(channels: Mapping[str, np.ndarray], view_layer: str | None = No
             )
         view_layer = layers[0]
     elif not layers:
-        raise ValueError(f"no channel belongs to view layer {view_layer!r} (channels: {sorted(channels)[:8]})")
+        raise ValueError(
+            f"no channel belongs to view layer {view_layer!r} (channels: {sorted(channels)[:8]})"
+        )
 
     by_pass: dict[str, list[tuple[str, np.ndarray]]] = {}
     for name, item in parsed.items():

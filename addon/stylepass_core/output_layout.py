@@ -1,9 +1,9 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Where Stylepass writes things: one predictable layout, shared by the add-on, the worker and scripts.
 
-    <output>/<scene>/passes/<pass>/<frame:04d>.png   (+ .exr for raw depth, normal and vector data)
-    <output>/<scene>/passes/<frame:04d>.json         camera, resolution and settings of that frame
-    <output>/<scene>/stylised/<frame:04d>.png        (+ .json with everything needed to reproduce it)
+<output>/<scene>/passes/<pass>/<frame:04d>.png   (+ .exr for raw depth, normal and vector data)
+<output>/<scene>/passes/<frame:04d>.json         camera, resolution and settings of that frame
+<output>/<scene>/stylised/<frame:04d>.png        (+ .json with everything needed to reproduce it)
 """
 
 import json

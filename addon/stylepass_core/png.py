@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Minimal PNG encoder and decoder in numpy, zlib and struct (Blender ships no PIL, workers may lack it).
 
-Writing uses filter type 0 on every row and one zlib call, which is what makes it fast; reading accepts what
+Writing uses one filter type (Up) on every row and one zlib call, which is what makes it fast; reading accepts what
 other encoders produce: all five filter types, bit depths 1-16, grey, grey+alpha, RGB, RGBA and palette
 images. Adam7-interlaced files are refused.
 """
@@ -29,7 +29,7 @@ _BIT_DEPTHS = {0: (1, 2, 4, 8, 16), 2: (8, 16), 3: (1, 2, 4, 8), 4: (8, 16), 6: 
 _MAX_CHUNK = 2**31 - 1
 _IDAT_PIECE = 2**30
 # Above this many int16 cells the Paeth/Average decoder works in bands of rows to bound its scratch memory.
-_WAVEFRONT_BUDGET_CELLS = 64 * 2**20
+_WAVEFRONT_BUDGET_CELLS = 16 * 2**20
 
 
 def _chunk(kind: bytes, data: bytes | memoryview) -> bytes:
@@ -69,10 +69,11 @@ def _to_samples(image: np.ndarray, bit_depth: int) -> np.ndarray:
         # float32 stays float32 (float64 would double the memory traffic); +0.5 then truncation rounds the
         # non-negative values to nearest.
         work = image if image.dtype.itemsize >= 4 else image.astype(np.float32)
-        scaled = np.clip(work, 0.0, 1.0) * work.dtype.type(top)
+        scaled = np.clip(work, 0.0, 1.0)
+        scaled *= work.dtype.type(top)
         scaled += work.dtype.type(0.5)
         return scaled.astype(np.uint8 if bit_depth == 8 else np.uint16)
-    if image.dtype == np.uint8 and bit_depth == 8 or image.dtype == np.uint16 and bit_depth == 16:
+    if (image.dtype == np.uint8 and bit_depth == 8) or (image.dtype == np.uint16 and bit_depth == 16):
         return image
     raise ValueError(
         f"image dtype {image.dtype} does not fit bit_depth={bit_depth}: pass float in [0, 1], "
@@ -80,7 +81,9 @@ def _to_samples(image: np.ndarray, bit_depth: int) -> np.ndarray:
     )
 
 
-def write_png(path: str | os.PathLike, image: np.ndarray, bit_depth: int = 8, compress_level: int = 1) -> None:
+def write_png(
+    path: str | os.PathLike, image: np.ndarray, bit_depth: int = 8, compress_level: int = 1
+) -> None:
     """Write an image as a non-interlaced PNG, atomically.
 
     Args:
@@ -107,16 +110,16 @@ def write_png(path: str | os.PathLike, image: np.ndarray, bit_depth: int = 8, co
     if height >= 2**31 or width >= 2**31:
         raise ValueError(f"PNG dimensions are limited to 2**31 - 1, got {image.shape}")
 
-    # 2. Samples, big-endian as PNG stores them, each row prefixed with filter type 0 (None).
+    # 2. Samples, big-endian as PNG stores them, every row with filter type 2 (Up): one numpy subtraction
+    # that makes rendered images smaller and zlib faster than filter 0 (None) does, and costs ~2 ms at 1080p.
     samples = _to_samples(image, bit_depth)
-    row_bytes = width * channels * (bit_depth // 8)
-    raw = np.empty((height, 1 + row_bytes), dtype=np.uint8)
-    raw[:, 0] = 0
-    raw[:, 1:].reshape(height, width, channels, bit_depth // 8)[...] = (
-        samples.astype(">u2").view(np.uint8).reshape(height, width, channels, 2)
-        if bit_depth == 16
-        else samples[..., None]
-    )
+    if bit_depth == 16:
+        samples = samples.astype(">u2")
+    data = samples.reshape(height, width * channels).view(np.uint8)
+    raw = np.empty((height, 1 + data.shape[1]), dtype=np.uint8)
+    raw[:, 0] = 2
+    raw[0, 1:] = data[0]
+    np.subtract(data[1:], data[:-1], out=raw[1:, 1:])  # uint8 wraps modulo 256, as the filter defines
 
     # 3. Chunks.
     header = struct.pack(">IIBBBBB", width, height, bit_depth, _COLOR_TYPE_OF[channels], 0, 0, 0)
@@ -209,10 +212,7 @@ def _unfilter(data: bytes, height: int, stride: int, bpp: int) -> np.ndarray:
     for start, stop in _runs(np.flatnonzero(kinds == 2)):
         # A run of Up rows adds onto the row above it, already decoded (None or Sub) or zero at the top.
         first = max(start - 1, 0)
-        if start == 0:
-            out[start:stop] = np.cumsum(out[start:stop], axis=0, dtype=np.uint8)
-        else:
-            out[first:stop] = np.cumsum(out[first:stop], axis=0, dtype=np.uint8)
+        out[first:stop] = np.cumsum(out[first:stop], axis=0, dtype=np.uint8)
     return out
 
 
@@ -339,5 +339,5 @@ def read_png(source: str | os.PathLike | bytes) -> np.ndarray:
 def read_png_float(source: str | os.PathLike | bytes) -> np.ndarray:
     """Decode a PNG as `(H, W, C)` float32 in [0, 1] (see `read_png` for C and supported files)."""
     pixels = read_png(source)
-    top = 65535.0 if pixels.dtype == np.uint16 else 255.0
-    return pixels.astype(np.float32) * np.float32(1.0 / top)
+    top = np.float32(65535.0 if pixels.dtype == np.uint16 else 255.0)
+    return pixels.astype(np.float32) / top

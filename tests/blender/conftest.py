@@ -51,6 +51,9 @@ def out_dir(tmp_path):
     return folder
 
 
+UNSET = "<unset enum>"
+
+
 def rna_snapshot(struct, depth: int = 3) -> dict:
     """Every readable RNA property of `struct`, following nested structs (not IDs) `depth` levels deep."""
     snapshot = {}
@@ -62,6 +65,11 @@ def rna_snapshot(struct, depth: int = 3) -> dict:
             value = getattr(struct, name)
         except (AttributeError, RuntimeError, TypeError):
             continue
+        if prop.type == "ENUM" and value == "" and not getattr(prop, "is_enum_flag", False):
+            # An enum that matches no item (Blender's "not initialised yet", e.g. a new scene's output
+            # colour space) is not a setting: Blender itself fills it the first time the format changes.
+            snapshot[name] = UNSET
+            continue
         if prop.type == "POINTER":
             if value is None or isinstance(value, bpy.types.ID):
                 snapshot[name] = getattr(value, "name_full", None)
@@ -70,7 +78,9 @@ def rna_snapshot(struct, depth: int = 3) -> dict:
         elif prop.type == "COLLECTION":
             if depth > 0:
                 snapshot[name] = [
-                    getattr(item, "name_full", None) if isinstance(item, bpy.types.ID) else rna_snapshot(item, depth - 1)
+                    getattr(item, "name_full", None)
+                    if isinstance(item, bpy.types.ID)
+                    else rna_snapshot(item, depth - 1)
                     for item in value
                 ]
         else:
@@ -88,6 +98,8 @@ def _plain(value):
 def scene_snapshot(scene) -> dict:
     """Everything the pass render may touch: scene (render, Cycles, colour management, view layers, frame)
     and every object's RNA (pass index, visibility...)."""
+    # Evaluate first: derived values such as matrix_world are only current after an update.
+    bpy.context.view_layer.update()
     return {
         "scene": rna_snapshot(scene, depth=3),
         "objects": {obj.name: rna_snapshot(obj, depth=1) for obj in scene.objects},
@@ -105,4 +117,4 @@ def diff_snapshots(before, after, path="") -> list[str]:
         for i, (b, a) in enumerate(zip(before, after, strict=True)):
             out += diff_snapshots(b, a, f"{path}[{i}]")
         return out
-    return [] if before == after else [f"{path}: {before!r} -> {after!r}"]
+    return [] if before in (after, UNSET) else [f"{path}: {before!r} -> {after!r}"]

@@ -189,6 +189,7 @@ class NeuralStyleEngine(Engine):
             "style": request.style,
             "style_blend": request.style_blend,
             "blend_amount": float(request.blend_amount),
+            "params": dict(request.params),
             "network_size": [net_h, net_w],
             "threads": self.threads,
         }
@@ -212,10 +213,11 @@ class NeuralStyleEngine(Engine):
             tiles = _tile_starts(max(net_h, TRANSFORM_SIZE), TRANSFORM_SIZE, TILE_OVERLAP)
             tile_grid = _tile_starts(max(net_w, TRANSFORM_SIZE), TRANSFORM_SIZE, TILE_OVERLAP)
             n_tiles = len(tiles) * len(tile_grid)
-            total = 4 + n_tiles + (1 if image_weight < 1.0 else 0)
+            # Steps: load, encode the style image, [encode the beauty], one per tile, composite.
+            total = 3 + n_tiles + (1 if image_weight < 1.0 else 0)
             info["tiles"] = n_tiles
         else:
-            total = 4
+            total = 3  # load, stylise, composite
         done = 0
         progress.update(done, total, "Loading models")
         load_started = time.perf_counter()
@@ -238,7 +240,7 @@ class NeuralStyleEngine(Engine):
                 check_abort(abort)
                 progress.update(done, total, "Encoding the beauty's own style")
                 own = self._style_vector(sessions["arbitrary_predict"], beauty)
-                vector = image_weight * vector + (1.0 - image_weight) * own
+                vector = (image_weight * vector + (1.0 - image_weight) * own).astype(np.float32)
                 done += 1
             stylised, done = self._transform_tiled(
                 sessions["arbitrary_transform"], content, vector, progress, abort, done, total
