@@ -498,13 +498,14 @@ def _frame_record(scene, view_layer, frame, camera, options, entries, files, lay
             for name, paths in files.items()
         },
         "conventions": {
-            "depth": "PNG: normalised inverse depth, near bright, far dark, background 0; "
-            "EXR: planar camera depth in scene units, background inf",
+            "depth": "PNG: normalised inverse depth (MiDaS-like): near bright, far dark, background 0; with "
+            "background in the frame 0 stands for infinity; EXR: planar camera depth in scene units, background inf",
             "normal": "PNG: camera space, ControlNet 1.1 normalbae colours: R = (1 - x) / 2 (red is left), "
             "G = (1 + y) / 2 (green is up), B = (1 + z) / 2 (blue faces the camera); background = facing "
             "colour (0.5, 0.5, 1); EXR: camera-space unit vectors (+X right, +Y up, +Z towards the camera)",
             "object_index": "16-bit PNG of object indices (see 'objects'); 0 is background",
-            "vector": "EXR X,Y: motion to the previous frame, Z,W: to the next frame, in pixels",
+            "vector": "EXR: Blender's Vector pass in pixels, +y up: X,Y = position in the previous frame minus "
+            "the current one; Z,W = current minus next (forward motion is -Z,-W)",
         },
     }
 

@@ -14,9 +14,8 @@ from pathlib import Path
 import bpy
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "demo"))
-from demo_scene import build_demo_scene  # noqa: E402
-
-import blender_harness  # noqa: E402
+import blender_harness
+from demo_scene import build_demo_scene
 
 scene_passes = __import__(f"{blender_harness.MODULE}.addon.scene_passes", fromlist=["scene_passes"])
 

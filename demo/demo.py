@@ -11,7 +11,7 @@ from pathlib import Path
 import bpy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from demo_scene import build_demo_scene  # noqa: E402
+from demo_scene import build_demo_scene
 
 
 def main() -> None:

@@ -1,9 +1,9 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Minimal PNG encoder and decoder in numpy, zlib and struct (Blender ships no PIL, workers may lack it).
 
-Writing uses one filter type (Up) on every row and one zlib call, which is what makes it fast; reading accepts what
-other encoders produce: all five filter types, bit depths 1-16, grey, grey+alpha, RGB, RGBA and palette
-images. Adam7-interlaced files are refused.
+Writing uses one filter type (Up) on every row and one zlib call, which is what makes it fast; reading
+accepts what other encoders produce: all five filter types, bit depths 1-16, grey, grey+alpha, RGB, RGBA and
+palette images. Adam7-interlaced files are refused.
 """
 
 import os
@@ -91,7 +91,7 @@ def write_png(
         image: `(H, W)` or `(H, W, C)` with C = 1 (grey), 2 (grey + alpha), 3 (RGB) or 4 (RGBA). Floats are
             taken as [0, 1] (clipped, then rounded to the nearest level); uint8 and uint16 are stored as is.
         bit_depth: 8 or 16. Must be 8 for uint8 and 16 for uint16 input.
-        compress_level: zlib level 0-9; 1 is fast and usually within 10-20% of 9's size for renders.
+        compress_level: zlib level 0-9; 1 is fast, and higher levels saved only a few percent on renders.
 
     Raises:
         ValueError: Unsupported shape, dtype, bit depth, level, or a float image containing NaN.
@@ -111,7 +111,8 @@ def write_png(
         raise ValueError(f"PNG dimensions are limited to 2**31 - 1, got {image.shape}")
 
     # 2. Samples, big-endian as PNG stores them, every row with filter type 2 (Up): one numpy subtraction
-    # that makes rendered images smaller and zlib faster than filter 0 (None) does, and costs ~2 ms at 1080p.
+    # (~2 ms at 1080p) that, measured on smooth and noisy test images, made files smaller and zlib faster
+    # than filter 0 (None).
     samples = _to_samples(image, bit_depth)
     if bit_depth == 16:
         samples = samples.astype(">u2")

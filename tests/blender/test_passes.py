@@ -52,7 +52,7 @@ def test_every_touched_setting_is_restored(rendered):
 
 
 def test_layout_and_record(rendered):
-    scene, _, passes_dir, record, index_of, *_ = rendered
+    _, _, passes_dir, record, index_of, *_ = rendered
     for name in ("beauty", "depth", "normal", "lineart", "segmentation", "object_index", "vector"):
         assert (passes_dir / name / "0001.png").is_file(), name
     for name in ("depth", "normal", "vector"):

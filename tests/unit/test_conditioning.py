@@ -131,11 +131,18 @@ def test_inverse_depth_known_values_and_background_is_exactly_zero():
     masked = np.zeros(depth.shape, dtype=bool)
     masked[1, 3] = True  # a real depth the caller says is background
 
-    out = cond.inverse_depth(depth, background=masked, low_percentile=0.0, high_percentile=100.0)
+    out = cond.inverse_depth(
+        depth, background=masked, low_percentile=0.0, high_percentile=100.0, far_at_background=False
+    )
 
     # 1/z in {0.5, 0.25, 0.125}: near -> 1, middle -> (0.25 - 0.125) / (0.5 - 0.125) = 1/3, far -> 0.
     np.testing.assert_allclose(out[0, :3], [1.0, 1.0 / 3.0, 0.0], atol=1e-6)
     assert np.all(out[0, 3] == 0.0) and np.all(out[1] == 0.0)
+
+    # By default a frame with background puts the far end at infinity: 1/z / 0.5 -> 1, 0.5, 0.25.
+    anchored = cond.inverse_depth(depth, background=masked, low_percentile=0.0, high_percentile=100.0)
+    np.testing.assert_allclose(anchored[0, :3], [1.0, 0.5, 0.25], atol=1e-6)
+    assert np.all(anchored[0, 3] == 0.0) and np.all(anchored[1] == 0.0)
 
 
 def test_inverse_depth_ignores_a_few_outliers():
@@ -194,7 +201,7 @@ def test_radial_distance_of_a_facing_wall_becomes_constant_planar_depth():
 # camera_space_normals and normal_map_rgb
 # ------------------------------------------------------------------------------------------------------------
 def test_sphere_normals_face_the_camera_at_its_centre():
-    depth, world_normals, expected, hit, camera_to_world = sphere_scene()
+    _, world_normals, expected, hit, camera_to_world = sphere_scene()
     centre = (20, 20)  # odd image: the middle pixel's ray is the optical axis
 
     normals = cond.camera_space_normals(world_normals, camera_to_world.T, background=~hit)
@@ -343,7 +350,9 @@ def test_silhouette_hugs_the_object():
     np.testing.assert_array_equal(lines, (disk & touches_background).astype(np.float32))
 
     # The same with the background given only by the mask (and index 0 inside it is irrelevant).
-    masked = cond.line_art(np.full((size, size), 5.0, np.float32), facing(size, size), index, background=~disk)
+    masked = cond.line_art(
+        np.full((size, size), 5.0, np.float32), facing(size, size), index, background=~disk
+    )
     np.testing.assert_array_equal(masked, lines)
 
 
@@ -413,7 +422,17 @@ def test_ade20k_palette_matches_the_reference_values():
     assert palette["water"] == (61, 230, 250)
     assert palette["animal"] == (255, 0, 122)
     assert palette["flag"] == (92, 0, 255)
-    assert cond.SEMANTIC_CLASSES[:9] == ("NONE", "building", "tree", "person", "car", "road", "sky", "water", "grass")
+    assert cond.SEMANTIC_CLASSES[:9] == (
+        "NONE",
+        "building",
+        "tree",
+        "person",
+        "car",
+        "road",
+        "sky",
+        "water",
+        "grass",
+    )
     assert all(name in palette for name in cond.SEMANTIC_CLASSES[1:])
 
 
@@ -425,7 +444,9 @@ def test_object_colour_is_stable_across_processes_and_never_dark():
     )
     for seed in ("1", "2"):
         env = {**os.environ, "PYTHONHASHSEED": seed}
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+        )
         assert out.stdout.strip() == str(cond.object_colour("Suzanne"))
 
     colours = [cond.object_colour(f"Cube.{i:03d}") for i in range(64)]
@@ -543,7 +564,10 @@ GOOD_INDEX = np.ones((4, 4), dtype=np.int32)
         (lambda: cond.camera_space_normals(GOOD_NORMALS, np.eye(4)), r"\(3, 3\) array, got .*\(4, 4\)"),
         (lambda: cond.camera_space_normals(np.ones((4, 4, 2)), np.eye(3)), r"\(H, W, 3\), got .*\(4, 4, 2\)"),
         (lambda: cond.normal_map_rgb(GOOD_NORMALS, background_rgb=(0, 0, 2)), r"got \(0, 0, 2\)"),
-        (lambda: cond.line_art(GOOD_DEPTH, GOOD_NORMALS, GOOD_INDEX, thickness=0.25), "thickness .* got 0.25"),
+        (
+            lambda: cond.line_art(GOOD_DEPTH, GOOD_NORMALS, GOOD_INDEX, thickness=0.25),
+            "thickness .* got 0.25",
+        ),
         (lambda: cond.line_art(GOOD_DEPTH, GOOD_NORMALS, GOOD_INDEX, thickness=40), "got 40"),
         (lambda: cond.line_art(GOOD_DEPTH, GOOD_NORMALS, GOOD_INDEX, depth_threshold=0), "got 0"),
         (lambda: cond.line_art(GOOD_DEPTH, GOOD_NORMALS, GOOD_INDEX, crease_angle=180), "got 180"),

@@ -27,7 +27,7 @@ def test_absolute_and_home_paths():
 
 
 def test_layout_paths_and_unsafe_scene_names(tmp_path):
-    layout = SceneLayout(tmp_path, 'Shot: 010/a?')
+    layout = SceneLayout(tmp_path, "Shot: 010/a?")
     assert layout.scene_dir == tmp_path / "Shot_ 010_a_"
     assert layout.pass_file("depth", 7) == layout.scene_dir / "passes" / "depth" / "0007.png"
     assert layout.pass_file("vector", 12, "exr").name == "0012.exr"

