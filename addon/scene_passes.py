@@ -20,9 +20,12 @@ from pathlib import Path
 import bpy
 import numpy as np
 
+from . import images
 from .render_state import overridden
+from .scene_fingerprint import scene_fingerprint
 from .stylepass_core import conditioning, exr, png
 from .stylepass_core.output_layout import (
+    PASS_NAMES,
     OutputError,
     SceneLayout,
     ensure_writable,
@@ -98,6 +101,7 @@ class PassSet:
     objects: list[ObjectEntry]
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    reused: bool = False
 
 
 # 1. Checks ------------------------------------------------------------------------------------------------
@@ -402,25 +406,9 @@ def _write_maps(
     return files
 
 
-IMAGE_PREFIX = "Stylepass "
-
-
-def show_images(files: dict[str, list[Path]]) -> None:
-    """Load (or reload) each pass PNG as a 'Stylepass <pass>' image datablock for the Image Editor."""
-    for name, paths in files.items():
-        path = str(next(p for p in paths if p.suffix == ".png"))
-        block_name = IMAGE_PREFIX + name
-        image = bpy.data.images.get(block_name)
-        if image is None or image.source != "FILE":
-            if image is not None:
-                bpy.data.images.remove(image)
-            image = bpy.data.images.load(path, check_existing=False)
-            image.name = block_name
-        else:
-            image.filepath = path
-            image.reload()
-        # Maps are data for a network, not pictures to colour-manage; the beauty already is display-referred.
-        image.colorspace_settings.name = "sRGB" if name == "beauty" else "Non-Color"
+def _fingerprint(scene, view_layer, options: PassOptions) -> str:
+    settings = {k: v for k, v in asdict(options).items() if k not in ("show_images", "output_dir")}
+    return scene_fingerprint(scene, view_layer, settings)
 
 
 def render_passes(
@@ -428,8 +416,13 @@ def render_passes(
     view_layer: bpy.types.ViewLayer,
     options: PassOptions,
     frame: int | None = None,
+    reuse: bool = False,
 ) -> PassSet:
     """Render the control passes of `frame` (default: the current frame) and write them to disk.
+
+    Args:
+        reuse: when the frame's passes on disk were made from the same scene state and options (same
+            fingerprint), load them instead of rendering again.
 
     Raises:
         StylepassError: with a message for the artist; the scene is unchanged and nothing was written.
@@ -443,6 +436,15 @@ def render_passes(
     frame = scene.frame_current if frame is None else frame
     objects = renderable_objects(view_layer)
     entries = object_entries(objects)
+    fingerprint = _fingerprint(scene, view_layer, options) if frame == scene.frame_current else None
+    if reuse and fingerprint is not None:
+        reused = load_passes(layout, frame, fingerprint)
+        if reused is not None:
+            reused.warnings.extend(warnings)
+            reused.timings["total"] = time.perf_counter() - start
+            if options.show_images:
+                images.show_pass_files(reused.files)
+            return reused
 
     work = Path(tempfile.mkdtemp(prefix=".tmp-", dir=layout.passes_dir))
     try:
@@ -467,9 +469,9 @@ def render_passes(
         tick = time.perf_counter()
         files = _write_maps(layout, frame, maps, raw, beauty_tmp)
         json_path = layout.pass_json(frame)
-        write_json(
-            json_path, _frame_record(scene, view_layer, frame, camera, options, entries, files, layout)
-        )
+        record = _frame_record(scene, view_layer, frame, camera, options, entries, files, layout)
+        record["fingerprint"] = fingerprint
+        write_json(json_path, record)
         timings["write"] = time.perf_counter() - tick
     except (OSError, exr.ExrError, png.PngError) as error:
         raise StylepassError(f"Writing or reading the passes failed: {error}") from error
@@ -477,7 +479,7 @@ def render_passes(
         shutil.rmtree(work, ignore_errors=True)
 
     if options.show_images:
-        show_images(files)
+        images.show_pass_files(files)
     timings["total"] = time.perf_counter() - start
     return PassSet(frame, width, height, maps, raw, files, json_path, entries, warnings, timings)
 
@@ -510,7 +512,39 @@ def _frame_record(scene, view_layer, frame, camera, options, entries, files, lay
     }
 
 
-def parse_record(path: Path) -> dict:
-    """Read a frame record written by `render_passes`."""
-    with open(path, encoding="utf-8") as stream:
-        return json.load(stream)
+def load_passes(layout: SceneLayout, frame: int, fingerprint: str) -> PassSet | None:
+    """The frame's passes from disk when their record carries `fingerprint` and every file is there."""
+    json_path = layout.pass_json(frame)
+    try:
+        with open(json_path, encoding="utf-8") as stream:
+            record = json.load(stream)
+    except (OSError, ValueError):
+        return None
+    if record.get("fingerprint") != fingerprint:
+        return None
+    files = {
+        name: [layout.passes_dir / relative for relative in paths] for name, paths in record["passes"].items()
+    }
+    if not all(path.is_file() for paths in files.values() for path in paths):
+        return None
+    tick = time.perf_counter()
+    try:
+        maps = {name: png.read_png_float(layout.pass_file(name, frame)) for name in PASS_NAMES}
+        maps["object_index"] = png.read_png(layout.pass_file("object_index", frame))[..., 0].astype(np.int32)
+        maps["beauty"] = maps["beauty"][..., :3]
+        for name in ("depth", "lineart"):
+            maps[name] = maps[name][..., 0]
+        raw_depth = exr.read_exr(layout.pass_file("depth", frame, "exr"))["Z"]
+        raw_normal = exr.read_exr(layout.pass_file("normal", frame, "exr"))
+        raw_vector = exr.read_exr(layout.pass_file("vector", frame, "exr"))
+    except (OSError, KeyError, exr.ExrError, png.PngError):
+        return None
+    raw = {
+        "depth": raw_depth,
+        "normal": np.stack([raw_normal[c] for c in "XYZ"], axis=-1),
+        "vector": np.stack([raw_vector[c] for c in "XYZW"], axis=-1),
+    }
+    height, width = maps["beauty"].shape[:2]
+    entries = [ObjectEntry(e["index"], e["name"], e["semantic_class"], tuple(e["colour"])) for e in record["objects"]]
+    timings = {"load": time.perf_counter() - tick}
+    return PassSet(frame, width, height, maps, raw, files, json_path, entries, [], timings, reused=True)

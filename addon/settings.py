@@ -12,6 +12,7 @@ from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, Po
 
 from . import ADDON_PACKAGE
 from .stylepass_core import conditioning
+from .stylepass_core.engines.neural_style import PRESETS
 
 DEFAULT_OUTPUT_DIR = "//stylepass/"
 
@@ -32,6 +33,7 @@ def _semantic_items() -> list[tuple[str, str, str]]:
 
 # Enum items must stay referenced from Python while Blender uses them.
 _SEMANTIC_ITEMS = _semantic_items()
+_PRESET_ITEMS = [(preset_id, label, f"Built-in pretrained style {label}") for preset_id, label in PRESETS]
 
 
 class StylepassSceneSettings(bpy.types.PropertyGroup):
@@ -99,6 +101,83 @@ class StylepassSceneSettings(bpy.types.PropertyGroup):
         default=True,
     )
 
+    # Style ----------------------------------------------------------------------------------------------
+    style_source: EnumProperty(
+        name="Style Source",
+        description="Where the look comes from",
+        items=[
+            ("PRESET", "Preset", "One of the built-in pretrained styles"),
+            ("BLEND", "Blend", "A mix of two built-in styles"),
+            ("IMAGE", "Image", "Any image (a painting, a photo, concept art) as the style reference"),
+        ],
+        default="PRESET",
+    )
+    style_preset: EnumProperty(
+        name="Style",
+        description="Built-in pretrained style",
+        items=_PRESET_ITEMS,
+        default=_PRESET_ITEMS[0][0],
+    )
+    style_blend_preset: EnumProperty(
+        name="Blend With",
+        description="Second built-in style mixed into the first",
+        items=_PRESET_ITEMS,
+        default=_PRESET_ITEMS[1][0],
+    )
+    style_blend_amount: FloatProperty(
+        name="Blend Amount",
+        description="Share of the second style (0 = only the first, 1 = only the second)",
+        default=0.5,
+        min=0.0,
+        max=1.0,
+        subtype="FACTOR",
+    )
+    style_image: PointerProperty(
+        name="Style Image",
+        description="Image whose look is transferred (used when Style Source is Image)",
+        type=bpy.types.Image,
+    )
+    strength: FloatProperty(
+        name="Strength",
+        description="How much of the style the engine applies (0 = the plain beauty pass, 1 = fully stylised)",
+        default=1.0,
+        min=0.0,
+        max=1.0,
+        subtype="FACTOR",
+    )
+    keep_colours: BoolProperty(
+        name="Keep Scene Colours",
+        description="Transfer only the style's light and texture (luminance) and keep the scene's own colours",
+        default=False,
+    )
+    detail_scale: FloatProperty(
+        name="Detail Scale",
+        description=(
+            "Resolution the network sees relative to the output: lower gives bigger brush strokes, higher finer "
+            "ones, independent of the output size"
+        ),
+        default=1.0,
+        min=0.1,
+        soft_max=2.0,
+        max=4.0,
+    )
+    seed: IntProperty(
+        name="Seed",
+        description="Random seed, recorded with every result so it can be reproduced",
+        default=0,
+        min=0,
+    )
+    object_filter: EnumProperty(
+        name="Objects",
+        description="Which objects get stylised, using each object's 'Stylepass Selection' checkbox",
+        items=[
+            ("ALL", "All", "Stylise the whole frame"),
+            ("INCLUDE", "Only Selected", "Stylise only objects in the Stylepass selection, keep the rest as rendered"),
+            ("EXCLUDE", "All but Selected", "Keep objects in the Stylepass selection as rendered, stylise the rest"),
+        ],
+        default="ALL",
+    )
+
 
 class StylepassObjectSettings(bpy.types.PropertyGroup):
     """Per-object Stylepass settings (`object.stylepass`)."""
@@ -111,6 +190,11 @@ class StylepassObjectSettings(bpy.types.PropertyGroup):
         ),
         items=_SEMANTIC_ITEMS,
         default="NONE",
+    )
+    in_selection: BoolProperty(
+        name="Stylepass Selection",
+        description="Part of the Stylepass selection, used by the scene's Objects setting (only / all but these)",
+        default=False,
     )
 
 

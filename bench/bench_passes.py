@@ -39,7 +39,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--samples", type=int, default=16)
-    args = parser.parse_args(sys.argv[1:])
+    args, _ = parser.parse_known_args(sys.argv[1:])
     print(f"Blender {bpy.app.version_string}: control passes, best of {args.repeats}, {args.samples} samples")
     header = f"{'size':>10} {'render s/MP':>12} {'to numpy s/MP':>14} {'maps s/MP':>10} {'write s/MP':>11}"
     print(header + f" {'beyond render / render':>24}")

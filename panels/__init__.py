@@ -7,6 +7,30 @@ Layout only: every `draw()` shows properties and operators, it never computes or
 import bpy
 
 
+def _draw_style(layout: bpy.types.UILayout, scene: bpy.types.Scene) -> None:
+    settings = scene.stylepass
+    layout.prop(settings, "engine")
+    layout.prop(settings, "style_source")
+    if settings.style_source in {"PRESET", "BLEND"}:
+        layout.prop(settings, "style_preset")
+    if settings.style_source == "BLEND":
+        layout.prop(settings, "style_blend_preset")
+        layout.prop(settings, "style_blend_amount")
+    if settings.style_source == "IMAGE":
+        layout.template_ID(settings, "style_image", open="image.open")
+    layout.prop(settings, "strength")
+    layout.prop(settings, "keep_colours")
+    layout.prop(settings, "detail_scale")
+    layout.prop(settings, "object_filter")
+
+
+def _draw_buttons(layout: bpy.types.UILayout) -> None:
+    row = layout.row(align=True)
+    row.scale_y = 1.4
+    row.operator("stylepass.stylise", icon="BRUSH_DATA")
+    layout.operator("stylepass.render_passes", icon="RENDERLAYERS")
+
+
 def _draw_output(layout: bpy.types.UILayout, scene: bpy.types.Scene) -> None:
     settings = scene.stylepass
     layout.prop(settings, "output_dir")
@@ -36,8 +60,8 @@ class STYLEPASS_PT_render(bpy.types.Panel):
         layout = self.layout
         layout.use_property_split = True
         layout.use_property_decorate = False
-        layout.prop(context.scene.stylepass, "engine")
-        layout.operator("stylepass.render_passes", icon="RENDERLAYERS")
+        _draw_buttons(layout)
+        _draw_style(layout, context.scene)
 
 
 class STYLEPASS_PT_render_output(bpy.types.Panel):
@@ -79,14 +103,15 @@ class VIEW3D_PT_stylepass(bpy.types.Panel):
         layout = self.layout
         layout.use_property_split = True
         layout.use_property_decorate = False
-        layout.prop(context.scene.stylepass, "engine")
-        layout.operator("stylepass.render_passes", icon="RENDERLAYERS")
+        _draw_buttons(layout)
+        _draw_style(layout, context.scene)
         _draw_output(layout.column(), context.scene)
         obj = context.active_object
         if obj is not None and hasattr(obj, "stylepass"):
             layout.separator()
             layout.label(text=obj.name, icon="OBJECT_DATA")
             layout.prop(obj.stylepass, "semantic_class")
+            layout.prop(obj.stylepass, "in_selection")
 
 
 class VIEW3D_PT_stylepass_passes(bpy.types.Panel):
@@ -115,6 +140,7 @@ class OBJECT_PT_stylepass(bpy.types.Panel):
     def draw(self, context: bpy.types.Context) -> None:
         self.layout.use_property_split = True
         self.layout.prop(context.object.stylepass, "semantic_class")
+        self.layout.prop(context.object.stylepass, "in_selection")
 
 
 classes = (

@@ -41,8 +41,11 @@ def manifest_version() -> str:
 
 def build_zip(out_dir: Path) -> Path:
     """Build `stylepass-<version>.zip` into out_dir with Blender's extension tool, then validate it."""
+    from fetch_wheels import fetch
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    fetch()
     tool = [sys.executable, str(blender_ext_tool())]
     _run_tool([*tool, "build", "--source-dir", str(ROOT), "--output-dir", str(out_dir)])
     zips = sorted(out_dir.glob(f"{EXTENSION_ID}-{manifest_version()}*.zip"), key=os.path.getmtime)

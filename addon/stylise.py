@@ -1,0 +1,250 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Scene -> passes -> engine -> image -> compositor, for one frame.
+
+Split in three so the UI can run the middle on a thread while Blender stays responsive:
+    prepare()  main thread: check everything, render (or reuse) the passes, build the engine request;
+    run()      any thread, no bpy: the engine and the files on disk;
+    finish()   main thread: the Image datablock and the Stylepass compositor group.
+`stylise()` does all three synchronously, for background mode, scripts and farms.
+"""
+
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import bpy
+
+from . import compositor, display_colour, images
+from .scene_passes import PassOptions, PassSet, StylepassError, render_passes
+from .stylepass_core import exr
+from .stylepass_core.engine_api import Aborted, EngineUnavailable, Progress, StyleRequest, get_engine
+from .stylepass_core.output_layout import SceneLayout, ensure_writable
+from .stylepass_core.stylise_job import StylisedFrame, stylise_frame
+
+STYLISED_IMAGE = compositor.STYLISED_IMAGE
+
+
+@dataclass
+class StyleOptions:
+    """The style settings as plain values (`scene.stylepass`), so scripts and tests can build one."""
+
+    engine: str = "NEURAL_STYLE"
+    style_source: str = "PRESET"
+    style_preset: str = "style_00"
+    style_blend_preset: str = "style_01"
+    style_blend_amount: float = 0.5
+    style_image: str | None = None
+    strength: float = 1.0
+    keep_colours: bool = False
+    detail_scale: float = 1.0
+    seed: int = 0
+    object_filter: str = "ALL"
+    passes: PassOptions = field(default_factory=PassOptions)
+
+    @classmethod
+    def from_scene(cls, scene: bpy.types.Scene, device: str = "CPU") -> "StyleOptions":
+        s = scene.stylepass
+        return cls(
+            engine=s.engine,
+            style_source=s.style_source,
+            style_preset=s.style_preset,
+            style_blend_preset=s.style_blend_preset,
+            style_blend_amount=s.style_blend_amount,
+            style_image=s.style_image.name if s.style_image is not None else None,
+            strength=s.strength,
+            keep_colours=s.keep_colours,
+            detail_scale=s.detail_scale,
+            seed=s.seed,
+            object_filter=s.object_filter,
+            passes=PassOptions.from_scene(scene, device),
+        )
+
+
+@dataclass
+class PreparedFrame:
+    """What the engine thread needs; plain data only, no bpy objects."""
+
+    engine: str
+    request: StyleRequest
+    passes: PassSet
+    png_path: Path
+    json_path: Path
+    context: dict
+    compositor_exr: Path
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class StyliseResult:
+    frame: StylisedFrame
+    passes: PassSet
+    image: bpy.types.Image | None
+    warnings: list[str]
+    timings: dict[str, float]
+
+
+def output_size(scene: bpy.types.Scene) -> tuple[int, int]:
+    """The final render's size: the stylised image matches it so the compositor lines it up pixel for pixel."""
+    render = scene.render
+    return (
+        max(1, int(render.resolution_x * render.resolution_percentage / 100)),
+        max(1, int(render.resolution_y * render.resolution_percentage / 100)),
+    )
+
+
+def _style_fields(options: StyleOptions) -> dict:
+    if options.style_source == "PRESET":
+        return {"style": options.style_preset}
+    if options.style_source == "BLEND":
+        return {
+            "style": options.style_preset,
+            "style_blend": options.style_blend_preset,
+            "blend_amount": options.style_blend_amount,
+        }
+    if options.style_source == "IMAGE":
+        image = bpy.data.images.get(options.style_image) if options.style_image else None
+        if image is None:
+            raise StylepassError(
+                "Style Source is Image but no style image is set: pick an image in the Stylepass panel "
+                f"({'image ' + repr(options.style_image) + ' not found' if options.style_image else 'empty'})."
+            )
+        try:
+            return {"style_image": images.image_to_display_rgb(image)}
+        except images.ImageError as error:
+            raise StylepassError(f"Style image unusable: {error}") from error
+    raise StylepassError(f"Unknown style source {options.style_source!r}.")
+
+
+def _object_selection(scene: bpy.types.Scene, options: StyleOptions, passes: PassSet) -> dict:
+    if options.object_filter == "ALL":
+        return {}
+    marked = {obj.name for obj in scene.objects if hasattr(obj, "stylepass") and obj.stylepass.in_selection}
+    indices = tuple(entry.index for entry in passes.objects if entry.name in marked)
+    if options.object_filter == "INCLUDE":
+        if not indices:
+            raise StylepassError(
+                "Objects is 'Only Selected' but no rendered object is in the Stylepass selection: tick "
+                "'Stylepass Selection' on the objects to stylise."
+            )
+        return {"include_objects": indices, "object_index": passes.maps["object_index"]}
+    return {"exclude_objects": indices, "object_index": passes.maps["object_index"]} if indices else {}
+
+
+def prepare(
+    scene: bpy.types.Scene, view_layer: bpy.types.ViewLayer, options: StyleOptions, frame: int | None = None
+) -> PreparedFrame:
+    """Check inputs, render or reuse the passes and build the request (main thread).
+
+    Raises:
+        StylepassError: the message says what to change; nothing was changed or written.
+    """
+    start = time.perf_counter()
+    # 1. Check what would make the engine fail before rendering anything
+    try:
+        get_engine(options.engine)
+    except EngineUnavailable as error:
+        raise StylepassError(str(error)) from error
+    except ValueError as error:
+        raise StylepassError(f"Unknown engine: {error}") from error
+    style = _style_fields(options)
+
+    # 2. Passes (checks camera, objects, resolution and the output folder)
+    passes = render_passes(scene, view_layer, options.passes, frame=frame, reuse=True)
+    layout = SceneLayout(passes.json_path.parents[2], scene.name)
+    try:
+        ensure_writable(layout.stylised_dir)
+    except OSError as error:
+        raise StylepassError(str(error)) from error
+
+    # 3. The request
+    width, height = output_size(scene)
+    controls = {name: passes.maps[name] for name in ("depth", "normal", "lineart", "segmentation")}
+    request = StyleRequest(
+        beauty=passes.maps["beauty"],
+        controls=controls,
+        strength=options.strength,
+        keep_colours=options.keep_colours,
+        detail_scale=options.detail_scale,
+        seed=options.seed,
+        width=width,
+        height=height,
+        **style,
+        **_object_selection(scene, options, passes),
+    )
+    try:
+        request.validate()
+    except ValueError as error:
+        raise StylepassError(f"Invalid style settings: {error}") from error
+    context = {
+        "scene": scene.name,
+        "frame": passes.frame,
+        "passes_record": str(passes.json_path),
+        "passes_reused": passes.reused,
+        "style_image": options.style_image if options.style_source == "IMAGE" else None,
+        "options": {k: v for k, v in asdict(options).items() if k != "passes"},
+        "blender_version": bpy.app.version_string,
+        "pass_timings": passes.timings,
+    }
+    return PreparedFrame(
+        engine=options.engine,
+        request=request,
+        passes=passes,
+        png_path=layout.stylised_file(passes.frame),
+        json_path=layout.stylised_file(passes.frame, "json"),
+        context=context,
+        compositor_exr=layout.stylised_dir / "compositor" / f"{passes.frame:04d}.exr",
+        timings={"prepare": time.perf_counter() - start},
+    )
+
+
+def run(prepared: PreparedFrame, progress: Progress | None = None, abort: threading.Event | None = None):
+    """The engine and the result files (any thread; touches no bpy)."""
+    try:
+        return stylise_frame(
+            prepared.engine,
+            prepared.request,
+            prepared.png_path,
+            prepared.json_path,
+            context=prepared.context,
+            progress=progress,
+            abort=abort,
+        )
+    except Aborted:
+        raise
+    except (EngineUnavailable, ValueError, OSError, MemoryError) as error:
+        raise StylepassError(f"The {prepared.engine} engine failed: {error}") from error
+
+
+def finish(scene: bpy.types.Scene, prepared: PreparedFrame, frame: StylisedFrame) -> tuple[bpy.types.Image, list]:
+    """Image datablock + compositor group (main thread). Returns the image and warnings."""
+    # The compositor works in scene-linear light: store the pixels that the scene's view transform turns
+    # back into exactly the engine's display-referred image, as a float EXR beside the PNG.
+    pixels, colour_space, warnings = display_colour.compositor_pixels(scene, frame.image)
+    prepared.compositor_exr.parent.mkdir(parents=True, exist_ok=True)
+    exr.write_exr(prepared.compositor_exr, {c: pixels[..., i] for i, c in enumerate("RGB")})
+    image = images.show_file(STYLISED_IMAGE, prepared.compositor_exr, colour_space)
+    compositor.install(scene, image)
+    if not scene.render.use_compositing:
+        warnings.append("Compositing is off in Output > Post Processing, so F12 will not show the stylised image.")
+    return image, warnings
+
+
+def stylise(
+    scene: bpy.types.Scene,
+    view_layer: bpy.types.ViewLayer,
+    options: StyleOptions,
+    progress: Progress | None = None,
+    abort: threading.Event | None = None,
+) -> StyliseResult:
+    """All three steps synchronously (background mode, scripts, render farms)."""
+    prepared = prepare(scene, view_layer, options)
+    tick = time.perf_counter()
+    frame = run(prepared, progress, abort)
+    engine_and_write = time.perf_counter() - tick
+    tick = time.perf_counter()
+    image, warnings = finish(scene, prepared, frame)
+    timings = dict(prepared.timings, run=engine_and_write, finish=time.perf_counter() - tick)
+    timings["engine"] = frame.record["timings"]["engine"]
+    return StyliseResult(frame, prepared.passes, image, prepared.passes.warnings + warnings, timings)
+
