@@ -253,6 +253,10 @@ def _render_with_overrides(
         use_pass_vector=True,
         use_pass_object_index=True,
     )
+    layer_cycles = getattr(view_layer, "cycles", None)
+    if layer_cycles is not None and hasattr(layer_cycles, "use_denoising"):
+        # Without this Cycles still writes a "Noisy Image" pass: four more float channels to save and read.
+        override.set(layer_cycles, "use_denoising", False)
     for index, obj in enumerate(objects, start=1):
         override.set(obj, "pass_index", index)
 
