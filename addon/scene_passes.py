@@ -549,6 +549,8 @@ def load_passes(layout: SceneLayout, frame: int, fingerprint: str) -> PassSet | 
         "vector": np.stack([raw_vector[c] for c in "XYZW"], axis=-1),
     }
     height, width = maps["beauty"].shape[:2]
-    entries = [ObjectEntry(e["index"], e["name"], e["semantic_class"], tuple(e["colour"])) for e in record["objects"]]
+    entries = [
+        ObjectEntry(e["index"], e["name"], e["semantic_class"], tuple(e["colour"])) for e in record["objects"]
+    ]
     timings = {"load": time.perf_counter() - tick}
     return PassSet(frame, width, height, maps, raw, files, json_path, entries, [], timings, reused=True)

@@ -172,8 +172,16 @@ class StylepassSceneSettings(bpy.types.PropertyGroup):
         description="Which objects get stylised, using each object's 'Stylepass Selection' checkbox",
         items=[
             ("ALL", "All", "Stylise the whole frame"),
-            ("INCLUDE", "Only Selected", "Stylise only objects in the Stylepass selection, keep the rest as rendered"),
-            ("EXCLUDE", "All but Selected", "Keep objects in the Stylepass selection as rendered, stylise the rest"),
+            (
+                "INCLUDE",
+                "Only Selected",
+                "Stylise only objects in the Stylepass selection, keep the rest as rendered",
+            ),
+            (
+                "EXCLUDE",
+                "All but Selected",
+                "Keep objects in the Stylepass selection as rendered, stylise the rest",
+            ),
         ],
         default="ALL",
     )

@@ -216,7 +216,9 @@ def run(prepared: PreparedFrame, progress: Progress | None = None, abort: thread
         raise StylepassError(f"The {prepared.engine} engine failed: {error}") from error
 
 
-def finish(scene: bpy.types.Scene, prepared: PreparedFrame, frame: StylisedFrame) -> tuple[bpy.types.Image, list]:
+def finish(
+    scene: bpy.types.Scene, prepared: PreparedFrame, frame: StylisedFrame
+) -> tuple[bpy.types.Image, list]:
     """Image datablock + compositor group (main thread). Returns the image and warnings."""
     # The compositor works in scene-linear light: store the pixels that the scene's view transform turns
     # back into exactly the engine's display-referred image, as a float EXR beside the PNG.
@@ -226,7 +228,9 @@ def finish(scene: bpy.types.Scene, prepared: PreparedFrame, frame: StylisedFrame
     image = images.show_file(STYLISED_IMAGE, prepared.compositor_exr, colour_space)
     compositor.install(scene, image)
     if not scene.render.use_compositing:
-        warnings.append("Compositing is off in Output > Post Processing, so F12 will not show the stylised image.")
+        warnings.append(
+            "Compositing is off in Output > Post Processing, so F12 will not show the stylised image."
+        )
     return image, warnings
 
 
@@ -247,4 +251,3 @@ def stylise(
     timings = dict(prepared.timings, run=engine_and_write, finish=time.perf_counter() - tick)
     timings["engine"] = frame.record["timings"]["engine"]
     return StyliseResult(frame, prepared.passes, image, prepared.passes.warnings + warnings, timings)
-

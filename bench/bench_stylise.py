@@ -15,9 +15,8 @@ from pathlib import Path
 import bpy
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "demo"))
-from demo_scene import build_demo_scene  # noqa: E402
-
-import blender_harness  # noqa: E402
+import blender_harness
+from demo_scene import build_demo_scene
 
 stylise = __import__(blender_harness.MODULE + ".addon.stylise", fromlist=["stylise"])
 
@@ -47,11 +46,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=3)
     args, _ = parser.parse_known_args(sys.argv[1:])
-    print(f"Blender {bpy.app.version_string}: stylise (neural style preset, passes reused), best of {args.repeats}")
+    print(
+        f"Blender {bpy.app.version_string}: stylise (neural style preset, passes reused), best of {args.repeats}"
+    )
     print(f"{'size':>10} {'engine s':>9} {'passes s':>9} {'overhead s':>11} {'overhead / engine':>18}")
     for size in (512, 1024):
         t = measure(size, args.repeats)
-        print(f"{size}x{size:<5} {t['engine']:9.3f} {t['passes']:9.3f} {t['overhead']:11.3f} {t['overhead'] / t['engine']:17.1%}")
+        print(
+            f"{size}x{size:<5} {t['engine']:9.3f} {t['passes']:9.3f} {t['overhead']:11.3f} {t['overhead'] / t['engine']:17.1%}"
+        )
 
 
 if __name__ == "__main__":

@@ -14,9 +14,8 @@ import bpy
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from demo_scene import build_demo_scene  # noqa: E402
-
-import blender_harness  # noqa: E402
+import blender_harness
+from demo_scene import build_demo_scene
 
 core = blender_harness.MODULE + ".addon.stylepass_core"
 png = __import__(core + ".png", fromlist=["png"])
@@ -81,7 +80,10 @@ def main() -> None:
 
     # 5. One picture to look at
     passes = out / scene.name / "passes"
-    tiles = [(name.replace("_", " "), png.read_png(passes / name / "0001.png")) for name in ("beauty", "depth", "normal", "lineart", "segmentation")]
+    tiles = [
+        (name.replace("_", " "), png.read_png(passes / name / "0001.png"))
+        for name in ("beauty", "depth", "normal", "lineart", "segmentation")
+    ]
     tiles += [
         ("style preset 7", png.read_png(out / "stylised_preset.png")),
         ("style reference", png.read_png(out / "style_reference.png")),

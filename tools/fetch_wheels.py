@@ -23,7 +23,17 @@ def manifest_wheels() -> list[Path]:
 
 def _download(name: str) -> None:
     dist, version, python_tag, _abi, platform = name[: -len(".whl")].split("-")
-    command = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "-d", str(CACHE)]
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "-q",
+        "--no-deps",
+        "--only-binary=:all:",
+        "-d",
+        str(CACHE),
+    ]
     if platform != "any":
         command += ["--platform", platform, "--implementation", "cp"]
         command += ["--python-version", f"{python_tag[2]}.{python_tag[3:]}"]

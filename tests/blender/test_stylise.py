@@ -29,7 +29,9 @@ def _scene(empty_file, out_dir):
 
 def _stylised(out_dir, scene, frame=1):
     folder = out_dir / scene.name / "stylised"
-    return png.read_png(folder / f"{frame:04d}.png")[..., :3], json.loads((folder / f"{frame:04d}.json").read_text())
+    return png.read_png(folder / f"{frame:04d}.png")[..., :3], json.loads(
+        (folder / f"{frame:04d}.json").read_text()
+    )
 
 
 def _tree(scene):
@@ -117,7 +119,10 @@ def test_users_nodes_and_links_survive(empty_file, out_dir):
 
     def state():
         nodes = sorted((n.name, n.bl_idname) for n in tree.nodes)
-        links = sorted((lk.from_node.name, lk.from_socket.identifier, lk.to_node.name, lk.to_socket.identifier) for lk in tree.links)
+        links = sorted(
+            (lk.from_node.name, lk.from_socket.identifier, lk.to_node.name, lk.to_socket.identifier)
+            for lk in tree.links
+        )
         return nodes, links
 
     nodes_before, links_before = state()

@@ -66,7 +66,11 @@ def test_stylise_frame_writes_png_and_reproducible_record(tmp_path):
 
 def test_background_job_progress_cancel_and_nothing_written(tmp_path):
     target = tmp_path / "0001.png"
-    job = BackgroundJob(lambda progress, abort: stylise_frame("TEST_INVERT", _request(), target, tmp_path / "0001.json", progress=progress, abort=abort))
+    job = BackgroundJob(
+        lambda progress, abort: stylise_frame(
+            "TEST_INVERT", _request(), target, tmp_path / "0001.json", progress=progress, abort=abort
+        )
+    )
     job.start()
     assert InvertEngine.started.wait(5)
     events = job.poll()
@@ -101,7 +105,9 @@ def test_contact_sheet_layout_and_labels():
     red = np.zeros((10, 20, 3), np.float32)
     red[..., 0] = 1
     gray16 = np.full((10, 20), 65535, np.uint16)
-    sheet = contact_sheet([("RED", red), ("GRAY", gray16), ("third", np.zeros((10, 20), np.uint8))], columns=2, tile_width=40)
+    sheet = contact_sheet(
+        [("RED", red), ("GRAY", gray16), ("third", np.zeros((10, 20), np.uint8))], columns=2, tile_width=40
+    )
     caption = 7 * 2 + 8
     assert sheet.shape == (2 * (20 + caption), 80, 3)
     # First tile body is red, second white, third black.
