@@ -6,7 +6,7 @@ compositor), the buttons in `operators/` and the UI in `panels/`.
 """
 
 from . import operators, panels
-from .addon import settings
+from .addon import engine_host, settings
 
 
 def register() -> None:
@@ -16,6 +16,8 @@ def register() -> None:
 
 
 def unregister() -> None:
+    # A worker outliving the add-on would hold GPU memory for nothing.
+    engine_host.release_memory()
     panels.unregister()
     operators.unregister()
     settings.unregister()

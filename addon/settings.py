@@ -6,9 +6,18 @@ properties: it would be saved into the .blend and undone by Ctrl+Z.
 """
 
 import math
+from dataclasses import dataclass
 
 import bpy
-from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
+from bpy.props import (
+    BoolProperty,
+    CollectionProperty,
+    EnumProperty,
+    FloatProperty,
+    IntProperty,
+    PointerProperty,
+    StringProperty,
+)
 
 from . import ADDON_PACKAGE
 from .stylepass_core import conditioning
@@ -36,13 +45,74 @@ _SEMANTIC_ITEMS = _semantic_items()
 _PRESET_ITEMS = [(preset_id, label, f"Built-in pretrained style {label}") for preset_id, label in PRESETS]
 
 
+CONTROL_MAPS = [
+    ("depth", "Depth", "Normalised inverse depth from the Depth pass"),
+    ("normal", "Normal", "Camera-space normals in normalbae colours"),
+    ("lineart", "Line Art", "Geometric outlines and creases"),
+    ("segmentation", "Segmentation", "Flat ADE20K colours per object"),
+]
+
+
+class StylepassControl(bpy.types.PropertyGroup):
+    """One ControlNet unit of the diffusion engine: which pass drives it, how strongly, and when."""
+
+    enabled: BoolProperty(name="Enabled", description="Use this control", default=True)
+    map: EnumProperty(
+        name="Pass", description="Which control pass drives this ControlNet", items=CONTROL_MAPS
+    )
+    model: StringProperty(
+        name="ControlNet",
+        description="ControlNet model: a model id, a diffusers folder or a .safetensors file",
+        default="",
+    )
+    weight: FloatProperty(
+        name="Weight",
+        description="How strongly this control steers the image",
+        default=1.0,
+        min=0.0,
+        soft_max=2.0,
+    )
+    start: FloatProperty(
+        name="Start",
+        description="Share of the steps before this control starts",
+        default=0.0,
+        min=0.0,
+        max=1.0,
+    )
+    end: FloatProperty(
+        name="End",
+        description="Share of the steps after which this control stops",
+        default=1.0,
+        min=0.0,
+        max=1.0,
+    )
+
+
+class StylepassModelFolder(bpy.types.PropertyGroup):
+    """A folder the worker may load models from."""
+
+    path: StringProperty(
+        name="Folder",
+        description="A folder with models (checkpoints, ControlNets, LoRAs)",
+        subtype="DIR_PATH",
+    )
+
+
 class StylepassSceneSettings(bpy.types.PropertyGroup):
     """Per-scene Stylepass settings (`scene.stylepass`)."""
 
     engine: EnumProperty(
         name="Engine",
         description="Which engine turns the control passes into a stylised image",
-        items=[("NEURAL_STYLE", "Neural Style", "Fast pretrained style transfer on the CPU, works offline")],
+        items=[
+            ("NEURAL_STYLE", "Neural Style", "Fast pretrained style transfer on the CPU, works offline"),
+            (
+                "DIFFUSION",
+                "Diffusion",
+                "Stable Diffusion with ControlNets driven by the exact passes, in a worker process "
+                "(install it in the preferences, or connect a remote worker)",
+            ),
+        ],
         default="NEURAL_STYLE",
     )
     output_dir: StringProperty(
@@ -167,6 +237,52 @@ class StylepassSceneSettings(bpy.types.PropertyGroup):
         default=0,
         min=0,
     )
+
+    # Diffusion -------------------------------------------------------------------------------------------
+    model: StringProperty(
+        name="Model",
+        description="Stable Diffusion model: a model id, a diffusers folder or a .safetensors checkpoint",
+        default="",
+    )
+    prompt: StringProperty(name="Prompt", description="What the image should look like", default="")
+    negative_prompt: StringProperty(
+        name="Negative Prompt",
+        description="What the image should not look like",
+        default="blurry, low quality",
+    )
+    seed_locked: BoolProperty(
+        name="Lock Seed",
+        description="Keep the seed between runs; unlocked, every run picks a new seed and stores it here",
+        default=True,
+    )
+    steps: IntProperty(name="Steps", description="Denoising steps", default=20, min=1, soft_max=60, max=200)
+    guidance: FloatProperty(
+        name="Guidance",
+        description="How closely to follow the prompt (classifier-free guidance)",
+        default=7.0,
+        min=0.0,
+        soft_max=15.0,
+    )
+    denoise: FloatProperty(
+        name="Denoise",
+        description="1 = paint from noise (text to image); lower keeps more of the beauty pass (image to image)",
+        default=0.75,
+        min=0.0,
+        max=1.0,
+        subtype="FACTOR",
+    )
+    scheduler: EnumProperty(
+        name="Scheduler",
+        description="Sampling method",
+        items=[
+            ("euler_a", "Euler a", "Euler ancestral: robust, varied"),
+            ("dpmpp_2m_karras", "DPM++ 2M Karras", "Sharp results in fewer steps"),
+            ("lcm", "LCM", "Latent consistency: 4-8 steps with an LCM model or LoRA"),
+        ],
+        default="dpmpp_2m_karras",
+    )
+    controls: CollectionProperty(type=StylepassControl, name="Controls", description="ControlNet units")
+    active_control: IntProperty(name="Active Control", description="Selected control in the list", default=0)
     object_filter: EnumProperty(
         name="Objects",
         description="Which objects get stylised, using each object's 'Stylepass Selection' checkbox",
@@ -220,11 +336,138 @@ class StylepassPreferences(bpy.types.AddonPreferences):
         ],
         default="CPU",
     )
+    engine_location: EnumProperty(
+        name="Diffusion Engine",
+        description="Where the diffusion engine runs",
+        items=[
+            ("MANAGED", "Managed Local Worker", "A Python environment Stylepass installs in its user folder"),
+            ("PYTHON", "Existing Python", "An interpreter you installed torch and diffusers into"),
+            ("REMOTE", "Remote Worker", "A Stylepass worker on another machine, by URL and token"),
+        ],
+        default="MANAGED",
+    )
+    python_path: StringProperty(
+        name="Python", description="Interpreter with torch and diffusers for the worker", subtype="FILE_PATH"
+    )
+    remote_url: StringProperty(
+        name="Worker URL", description="Address of a remote worker, e.g. https://gpu-box:8765", default=""
+    )
+    remote_token: StringProperty(
+        name="Token", description="The token the remote worker was started with", subtype="PASSWORD"
+    )
+    model_dirs: CollectionProperty(type=StylepassModelFolder, name="Model Folders")
+    allow_downloads: BoolProperty(
+        name="Allow Model Downloads",
+        description="Let the worker download models by id (only when Blender's online access is allowed too)",
+        default=False,
+    )
+    device: EnumProperty(
+        name="Device",
+        description="Device for the diffusion engine",
+        items=[
+            ("auto", "Automatic", "CUDA, then Apple Metal, then CPU"),
+            ("cuda", "CUDA", "NVIDIA GPU (fp16)"),
+            ("mps", "Apple Metal", "Apple silicon GPU"),
+            ("cpu", "CPU", "Slow but always there (fp32)"),
+        ],
+        default="auto",
+    )
+    torch_index_url: StringProperty(
+        name="Torch Package Index",
+        description=(
+            "Optional extra package index for the torch build, e.g. PyTorch's own index for CUDA on Windows "
+            "(see the install selector on PyTorch's website); empty uses the default index"
+        ),
+        default="",
+    )
 
     def draw(self, context: bpy.types.Context) -> None:
         layout = self.layout
         layout.use_property_split = True
         layout.prop(self, "render_device")
+        box = layout.box()
+        box.prop(self, "engine_location")
+        if self.engine_location == "MANAGED":
+            row = box.row(align=True)
+            row.operator("stylepass.install_engine", icon="IMPORT")
+            row.operator("stylepass.open_engine_log", text="", icon="TEXT")
+            box.prop(self, "torch_index_url")
+        elif self.engine_location == "PYTHON":
+            box.prop(self, "python_path")
+        else:
+            box.prop(self, "remote_url")
+            box.prop(self, "remote_token")
+        box.prop(self, "device")
+        row = box.row()
+        row.active = bpy.app.online_access
+        row.prop(self, "allow_downloads")
+        box.label(text="Model Folders")
+        for index, item in enumerate(self.model_dirs):
+            row = box.row(align=True)
+            row.prop(item, "path", text="")
+            row.operator("stylepass.model_folder_remove", text="", icon="X").index = index
+        box.operator("stylepass.model_folder_add", icon="ADD")
+        box.operator("stylepass.release_memory", icon="X")
+
+
+@dataclass(frozen=True)
+class DiffusionPreset:
+    label: str
+    description: str
+    model: str
+    scheduler: str
+    steps: int
+    guidance: float
+    controls: tuple[tuple[str, str, float, float], ...]  # (pass, ControlNet, weight, end)
+
+
+# Model ids as published by their authors; artists can point any field at local files instead.
+DIFFUSION_PRESETS = {
+    "SD15_DEPTH_LINEART": DiffusionPreset(
+        "SD 1.5 + Depth + Line Art",
+        "Stable Diffusion 1.5 following the scene's depth and outlines",
+        "stable-diffusion-v1-5/stable-diffusion-v1-5",
+        "dpmpp_2m_karras",
+        20,
+        7.0,
+        (
+            ("depth", "lllyasviel/control_v11f1p_sd15_depth", 1.0, 1.0),
+            ("lineart", "lllyasviel/control_v11p_sd15_lineart", 0.8, 0.8),
+        ),
+    ),
+    "SDXL_DEPTH": DiffusionPreset(
+        "SDXL + Depth",
+        "Stable Diffusion XL following the scene's depth",
+        "stabilityai/stable-diffusion-xl-base-1.0",
+        "dpmpp_2m_karras",
+        25,
+        6.0,
+        (("depth", "diffusers/controlnet-depth-sdxl-1.0", 0.8, 1.0),),
+    ),
+    "LCM_PREVIEW": DiffusionPreset(
+        "Fast Preview (LCM)",
+        "A latent-consistency model: usable previews in 4 steps",
+        "SimianLuo/LCM_Dreamshaper_v7",
+        "lcm",
+        4,
+        1.5,
+        (("depth", "lllyasviel/control_v11f1p_sd15_depth", 0.8, 1.0),),
+    ),
+}
+
+
+def apply_diffusion_preset(settings: "StylepassSceneSettings", key: str) -> None:
+    """Set the engine, model, sampler and controls of `settings` to the preset `key` (prompt untouched)."""
+    preset = DIFFUSION_PRESETS[key]
+    settings.engine = "DIFFUSION"
+    settings.model = preset.model
+    settings.scheduler = preset.scheduler
+    settings.steps = preset.steps
+    settings.guidance = preset.guidance
+    settings.controls.clear()
+    for pass_name, model, weight, end in preset.controls:
+        control = settings.controls.add()
+        control.map, control.model, control.weight, control.end = pass_name, model, weight, end
 
 
 def preferences(context: bpy.types.Context | None = None) -> StylepassPreferences | None:
@@ -234,7 +477,13 @@ def preferences(context: bpy.types.Context | None = None) -> StylepassPreference
     return addon.preferences if addon else None
 
 
-classes = (StylepassSceneSettings, StylepassObjectSettings, StylepassPreferences)
+classes = (
+    StylepassControl,
+    StylepassModelFolder,
+    StylepassSceneSettings,
+    StylepassObjectSettings,
+    StylepassPreferences,
+)
 
 _register_classes, _unregister_classes = bpy.utils.register_classes_factory(classes)
 

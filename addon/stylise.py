@@ -8,6 +8,8 @@ Split in three so the UI can run the middle on a thread while Blender stays resp
 `stylise()` does all three synchronously, for background mode, scripts and farms.
 """
 
+import os
+import secrets
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -15,12 +17,13 @@ from pathlib import Path
 
 import bpy
 
-from . import compositor, display_colour, images
+from . import compositor, display_colour, engine_host, images
 from .scene_passes import PassOptions, PassSet, StylepassError, render_passes
 from .stylepass_core import exr
 from .stylepass_core.engine_api import Aborted, EngineUnavailable, Progress, StyleRequest, get_engine
 from .stylepass_core.output_layout import SceneLayout, ensure_writable
-from .stylepass_core.stylise_job import StylisedFrame, stylise_frame
+from .stylepass_core.stylise_job import EngineRunner, StylisedFrame, run_in_process, stylise_frame
+from .stylepass_core.worker.client import WorkerError
 
 STYLISED_IMAGE = compositor.STYLISED_IMAGE
 
@@ -41,11 +44,23 @@ class StyleOptions:
     seed: int = 0
     object_filter: str = "ALL"
     passes: PassOptions = field(default_factory=PassOptions)
+    # Diffusion
+    model: str = ""
+    prompt: str = ""
+    negative_prompt: str = ""
+    seed_locked: bool = True
+    steps: int = 20
+    guidance: float = 7.0
+    denoise: float = 0.75
+    scheduler: str = "dpmpp_2m_karras"
+    controls: list[dict] = field(default_factory=list)
+    device: str = "auto"
+    allow_network: bool = False
 
     @classmethod
-    def from_scene(cls, scene: bpy.types.Scene, device: str = "CPU") -> "StyleOptions":
+    def from_scene(cls, scene: bpy.types.Scene, device: str = "CPU", prefs=None) -> "StyleOptions":
         s = scene.stylepass
-        return cls(
+        options = cls(
             engine=s.engine,
             style_source=s.style_source,
             style_preset=s.style_preset,
@@ -58,7 +73,24 @@ class StyleOptions:
             seed=s.seed,
             object_filter=s.object_filter,
             passes=PassOptions.from_scene(scene, device),
+            model=s.model,
+            prompt=s.prompt,
+            negative_prompt=s.negative_prompt,
+            seed_locked=s.seed_locked,
+            steps=s.steps,
+            guidance=s.guidance,
+            denoise=s.denoise,
+            scheduler=s.scheduler,
+            controls=[
+                {"map": c.map, "model": c.model, "weight": c.weight, "start": c.start, "end": c.end}
+                for c in s.controls
+                if c.enabled
+            ],
         )
+        if prefs is not None:
+            options.device = prefs.device
+            options.allow_network = bool(prefs.allow_downloads and bpy.app.online_access)
+        return options
 
 
 @dataclass
@@ -72,6 +104,7 @@ class PreparedFrame:
     json_path: Path
     context: dict
     compositor_exr: Path
+    runner: EngineRunner = run_in_process
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -116,6 +149,59 @@ def _style_fields(options: StyleOptions) -> dict:
     raise StylepassError(f"Unknown style source {options.style_source!r}.")
 
 
+def _model_reference(value: str) -> str:
+    """A file or folder setting made absolute ('//' = the .blend's folder); model ids pass unchanged."""
+    if value.startswith("//") or os.path.isabs(value) or os.path.exists(bpy.path.abspath(value)):
+        return os.path.normpath(bpy.path.abspath(value))
+    return value
+
+
+def diffusion_params(options: StyleOptions) -> tuple[dict, list[str]]:
+    """The diffusion engine's params and the folders its model files live in (the worker may read only those).
+
+    Raises:
+        StylepassError: no model, or a control without a ControlNet.
+    """
+    if not options.model.strip():
+        raise StylepassError(
+            "The diffusion engine needs a model: set Model to a model id, a diffusers folder or a .safetensors file "
+            "(or use a preset)."
+        )
+    params: dict = {
+        "model": _model_reference(options.model.strip()),
+        "prompt": options.prompt,
+        "negative_prompt": options.negative_prompt,
+        "steps": options.steps,
+        "guidance": options.guidance,
+        "denoise": options.denoise,
+        "scheduler": options.scheduler,
+        "device": options.device,
+        "allow_network": options.allow_network,
+    }
+    used = set()
+    for control in options.controls:
+        name = control["map"]
+        if name in used:
+            raise StylepassError(f"Two controls use the {name} pass: keep one.")
+        if not control["model"].strip():
+            raise StylepassError(
+                f"The {name} control has no ControlNet model: set one or disable the control."
+            )
+        used.add(name)
+        params[f"controlnet.{name}.model"] = _model_reference(control["model"].strip())
+        params[f"controlnet.{name}.weight"] = control["weight"]
+        params[f"controlnet.{name}.start"] = control["start"]
+        params[f"controlnet.{name}.end"] = control["end"]
+    folders = sorted(
+        {
+            os.path.dirname(v)
+            for k, v in params.items()
+            if (k == "model" or k.endswith(".model")) and os.path.isabs(v)
+        }
+    )
+    return params, folders
+
+
 def _object_selection(scene: bpy.types.Scene, options: StyleOptions, passes: PassSet) -> dict:
     if options.object_filter == "ALL":
         return {}
@@ -132,7 +218,11 @@ def _object_selection(scene: bpy.types.Scene, options: StyleOptions, passes: Pas
 
 
 def prepare(
-    scene: bpy.types.Scene, view_layer: bpy.types.ViewLayer, options: StyleOptions, frame: int | None = None
+    scene: bpy.types.Scene,
+    view_layer: bpy.types.ViewLayer,
+    options: StyleOptions,
+    frame: int | None = None,
+    prefs=None,
 ) -> PreparedFrame:
     """Check inputs, render or reuse the passes and build the request (main thread).
 
@@ -141,13 +231,27 @@ def prepare(
     """
     start = time.perf_counter()
     # 1. Check what would make the engine fail before rendering anything
+    extra: dict = {}
+    folders: list[str] = []
+    if options.engine in engine_host.IN_PROCESS_ENGINES:
+        try:
+            get_engine(options.engine)
+        except EngineUnavailable as error:
+            raise StylepassError(str(error)) from error
+        except ValueError as error:
+            raise StylepassError(f"Unknown engine: {error}") from error
+        style = _style_fields(options)
+    else:
+        params, folders = diffusion_params(options)
+        extra["params"] = params
+        style = _style_fields(options) if options.style_source == "IMAGE" else {}
     try:
-        get_engine(options.engine)
-    except EngineUnavailable as error:
+        runner = engine_host.runner_for(options.engine, prefs, folders)
+    except engine_host.EngineHostError as error:
         raise StylepassError(str(error)) from error
-    except ValueError as error:
-        raise StylepassError(f"Unknown engine: {error}") from error
-    style = _style_fields(options)
+    if not options.seed_locked:
+        options.seed = secrets.randbelow(2**31)
+        scene.stylepass.seed = options.seed
 
     # 2. Passes (checks camera, objects, resolution and the output folder)
     passes = render_passes(scene, view_layer, options.passes, frame=frame, reuse=True)
@@ -170,6 +274,7 @@ def prepare(
         width=width,
         height=height,
         **style,
+        **extra,
         **_object_selection(scene, options, passes),
     )
     try:
@@ -194,6 +299,7 @@ def prepare(
         json_path=layout.stylised_file(passes.frame, "json"),
         context=context,
         compositor_exr=layout.stylised_dir / "compositor" / f"{passes.frame:04d}.exr",
+        runner=runner,
         timings={"prepare": time.perf_counter() - start},
     )
 
@@ -209,10 +315,11 @@ def run(prepared: PreparedFrame, progress: Progress | None = None, abort: thread
             context=prepared.context,
             progress=progress,
             abort=abort,
+            runner=prepared.runner,
         )
     except Aborted:
         raise
-    except (EngineUnavailable, ValueError, OSError, MemoryError) as error:
+    except (EngineUnavailable, ValueError, OSError, MemoryError, WorkerError) as error:
         raise StylepassError(f"The {prepared.engine} engine failed: {error}") from error
 
 
@@ -240,9 +347,10 @@ def stylise(
     options: StyleOptions,
     progress: Progress | None = None,
     abort: threading.Event | None = None,
+    prefs=None,
 ) -> StyliseResult:
     """All three steps synchronously (background mode, scripts, render farms)."""
-    prepared = prepare(scene, view_layer, options)
+    prepared = prepare(scene, view_layer, options, prefs=prefs)
     tick = time.perf_counter()
     frame = run(prepared, progress, abort)
     engine_and_write = time.perf_counter() - tick

@@ -3,8 +3,9 @@
 
 import bpy
 
-from ..addon import images, scene_passes, settings, stylise
+from ..addon import engine_host, images, scene_passes, settings, stylise
 from ..addon.stylepass_core.jobs import BackgroundJob
+from ..addon.stylepass_core.worker import installer
 
 
 def _device(context: bpy.types.Context) -> str:
@@ -72,9 +73,10 @@ class STYLEPASS_OT_stylise(bpy.types.Operator):
     def execute(self, context: bpy.types.Context) -> set[str]:
         # Synchronous: background mode, scripts and farms get the same result as the UI.
         scene = context.scene
-        options = stylise.StyleOptions.from_scene(scene, _device(context))
+        prefs = settings.preferences(context)
+        options = stylise.StyleOptions.from_scene(scene, _device(context), prefs)
         try:
-            result = stylise.stylise(scene, context.view_layer, options)
+            result = stylise.stylise(scene, context.view_layer, options, prefs=prefs)
         except scene_passes.StylepassError as error:
             self.report({"ERROR"}, str(error))
             return {"CANCELLED"}
@@ -85,10 +87,11 @@ class STYLEPASS_OT_stylise(bpy.types.Operator):
         if bpy.app.background or context.window is None:
             return self.execute(context)
         scene = context.scene
-        options = stylise.StyleOptions.from_scene(scene, _device(context))
+        prefs = settings.preferences(context)
+        options = stylise.StyleOptions.from_scene(scene, _device(context), prefs)
         try:
             # The pass render blocks briefly (it is a Blender render); the engine then runs on a thread.
-            self._prepared = stylise.prepare(scene, context.view_layer, options)
+            self._prepared = stylise.prepare(scene, context.view_layer, options, prefs=prefs)
         except scene_passes.StylepassError as error:
             self.report({"ERROR"}, str(error))
             return {"CANCELLED"}
@@ -148,6 +151,214 @@ class STYLEPASS_OT_stylise(bpy.types.Operator):
             context.workspace.status_text_set(None)
 
 
-classes = (STYLEPASS_OT_render_passes, STYLEPASS_OT_stylise)
+class STYLEPASS_OT_release_memory(bpy.types.Operator):
+    """Stop the diffusion worker and free the memory its models hold (they load again on the next run)"""
+
+    bl_idname = "stylepass.release_memory"
+    bl_label = "Release Memory"
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        stopped = engine_host.release_memory()
+        self.report(
+            {"INFO"}, f"Stylepass: stopped {stopped} worker(s)" if stopped else "Stylepass: no worker running"
+        )
+        return {"FINISHED"}
+
+
+class STYLEPASS_OT_install_engine(bpy.types.Operator):
+    """Install the diffusion engine (torch, diffusers) into a Python environment in Stylepass's user folder.
+    Downloads a few GB; progress in the status bar, ESC cancels, everything is logged"""
+
+    bl_idname = "stylepass.install_engine"
+    bl_label = "Install Engine"
+
+    _job: BackgroundJob | None = None
+    _timer = None
+
+    def _work(self, context: bpy.types.Context):
+        prefs = settings.preferences(context)
+        pip_args = installer.torch_index_args(index_url=prefs.torch_index_url if prefs else "")
+        venv, log = engine_host.engine_venv(), engine_host.install_log()
+        return lambda progress, abort: installer.install(
+            venv, log, pip_args=pip_args, progress=progress, abort=abort, base_python=_base_python()
+        )
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        if not bpy.app.online_access:
+            self.report(
+                {"ERROR"},
+                "Online access is off (Preferences > System > Network): the install downloads packages.",
+            )
+            return {"CANCELLED"}
+        job = BackgroundJob(self._work(context)).start()
+        job.wait()
+        return self._finish(job)
+
+    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+        if bpy.app.background or context.window is None:
+            return self.execute(context)
+        if not bpy.app.online_access:
+            self.report(
+                {"ERROR"},
+                "Online access is off (Preferences > System > Network): the install downloads packages.",
+            )
+            return {"CANCELLED"}
+        self._job = BackgroundJob(self._work(context)).start()
+        wm = context.window_manager
+        wm.progress_begin(0, 100)
+        self._timer = wm.event_timer_add(0.2, window=context.window)
+        wm.modal_handler_add(self)
+        return {"RUNNING_MODAL"}
+
+    def modal(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+        if event.type == "ESC" and event.value == "PRESS":
+            self._job.cancel()
+        if event.type != "TIMER":
+            return {"PASS_THROUGH"}
+        for progress in self._job.poll():
+            context.window_manager.progress_update(int(progress.fraction * 100))
+            context.workspace.status_text_set(f"Stylepass install: {progress.message} (Esc to cancel)")
+        if not self._job.done:
+            return {"PASS_THROUGH"}
+        self.cancel(context)
+        return self._finish(self._job)
+
+    def cancel(self, context: bpy.types.Context) -> None:
+        if self._job is not None and not self._job.done:
+            self._job.cancel(wait=10.0)
+        if self._timer is not None:
+            context.window_manager.event_timer_remove(self._timer)
+            self._timer = None
+        context.window_manager.progress_end()
+        if context.workspace is not None:
+            context.workspace.status_text_set(None)
+
+    def _finish(self, job: BackgroundJob) -> set[str]:
+        if job.cancelled:
+            self.report(
+                {"WARNING"}, "Stylepass: engine install cancelled; press Install Engine to start again."
+            )
+            return {"CANCELLED"}
+        if job.error is not None:
+            self.report({"ERROR"}, f"Stylepass: engine install failed: {job.error}")
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"Stylepass: diffusion engine installed ({job.result})")
+        return {"FINISHED"}
+
+
+def _base_python() -> str:
+    import sys
+
+    return sys.executable
+
+
+class STYLEPASS_OT_open_engine_log(bpy.types.Operator):
+    """Open the engine install and worker logs in Blender's text editor"""
+
+    bl_idname = "stylepass.open_engine_log"
+    bl_label = "Open Engine Log"
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        opened = 0
+        for path in (engine_host.install_log(), engine_host.worker_log()):
+            if path.is_file():
+                bpy.data.texts.load(str(path))
+                opened += 1
+        if not opened:
+            self.report({"WARNING"}, "Stylepass: no engine log yet")
+            return {"CANCELLED"}
+        self.report({"INFO"}, "Stylepass: logs opened in the Text Editor")
+        return {"FINISHED"}
+
+
+class STYLEPASS_OT_model_folder_add(bpy.types.Operator):
+    """Add a folder the diffusion worker may load models from"""
+
+    bl_idname = "stylepass.model_folder_add"
+    bl_label = "Add Model Folder"
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        settings.preferences(context).model_dirs.add()
+        return {"FINISHED"}
+
+
+class STYLEPASS_OT_model_folder_remove(bpy.types.Operator):
+    """Remove this model folder"""
+
+    bl_idname = "stylepass.model_folder_remove"
+    bl_label = "Remove Model Folder"
+
+    index: bpy.props.IntProperty(name="Index", description="Which folder", default=0)
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        folders = settings.preferences(context).model_dirs
+        if 0 <= self.index < len(folders):
+            folders.remove(self.index)
+        return {"FINISHED"}
+
+
+class STYLEPASS_OT_control_add(bpy.types.Operator):
+    """Add a ControlNet unit driven by one of the control passes"""
+
+    bl_idname = "stylepass.control_add"
+    bl_label = "Add Control"
+    bl_options = {"REGISTER", "UNDO"}
+
+    map: bpy.props.EnumProperty(name="Pass", description="Which pass drives it", items=settings.CONTROL_MAPS)
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        controls = context.scene.stylepass.controls
+        control = controls.add()
+        control.map = self.map
+        context.scene.stylepass.active_control = len(controls) - 1
+        return {"FINISHED"}
+
+
+class STYLEPASS_OT_control_remove(bpy.types.Operator):
+    """Remove this ControlNet unit"""
+
+    bl_idname = "stylepass.control_remove"
+    bl_label = "Remove Control"
+    bl_options = {"REGISTER", "UNDO"}
+
+    index: bpy.props.IntProperty(name="Index", description="Which control", default=0)
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        controls = context.scene.stylepass.controls
+        if 0 <= self.index < len(controls):
+            controls.remove(self.index)
+        return {"FINISHED"}
+
+
+class STYLEPASS_OT_diffusion_preset(bpy.types.Operator):
+    """Set model, scheduler, steps and controls for a common diffusion set-up"""
+
+    bl_idname = "stylepass.diffusion_preset"
+    bl_label = "Diffusion Preset"
+    bl_options = {"REGISTER", "UNDO"}
+
+    preset: bpy.props.EnumProperty(
+        name="Preset",
+        description="Which set-up",
+        items=[(key, preset.label, preset.description) for key, preset in settings.DIFFUSION_PRESETS.items()],
+    )
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        settings.apply_diffusion_preset(context.scene.stylepass, self.preset)
+        return {"FINISHED"}
+
+
+classes = (
+    STYLEPASS_OT_render_passes,
+    STYLEPASS_OT_stylise,
+    STYLEPASS_OT_release_memory,
+    STYLEPASS_OT_install_engine,
+    STYLEPASS_OT_open_engine_log,
+    STYLEPASS_OT_model_folder_add,
+    STYLEPASS_OT_model_folder_remove,
+    STYLEPASS_OT_control_add,
+    STYLEPASS_OT_control_remove,
+    STYLEPASS_OT_diffusion_preset,
+)
 
 register, unregister = bpy.utils.register_classes_factory(classes)

@@ -10,18 +10,50 @@ import bpy
 def _draw_style(layout: bpy.types.UILayout, scene: bpy.types.Scene) -> None:
     settings = scene.stylepass
     layout.prop(settings, "engine")
-    layout.prop(settings, "style_source")
-    if settings.style_source in {"PRESET", "BLEND"}:
-        layout.prop(settings, "style_preset")
-    if settings.style_source == "BLEND":
-        layout.prop(settings, "style_blend_preset")
-        layout.prop(settings, "style_blend_amount")
-    if settings.style_source == "IMAGE":
-        layout.template_ID(settings, "style_image", open="image.open")
+    if settings.engine == "DIFFUSION":
+        _draw_diffusion(layout, settings)
+    else:
+        layout.prop(settings, "style_source")
+        if settings.style_source in {"PRESET", "BLEND"}:
+            layout.prop(settings, "style_preset")
+        if settings.style_source == "BLEND":
+            layout.prop(settings, "style_blend_preset")
+            layout.prop(settings, "style_blend_amount")
+        if settings.style_source == "IMAGE":
+            layout.template_ID(settings, "style_image", open="image.open")
+        layout.prop(settings, "detail_scale")
     layout.prop(settings, "strength")
     layout.prop(settings, "keep_colours")
-    layout.prop(settings, "detail_scale")
     layout.prop(settings, "object_filter")
+
+
+def _draw_diffusion(layout: bpy.types.UILayout, settings) -> None:
+    layout.operator_menu_enum("stylepass.diffusion_preset", "preset", text="Presets", icon="PRESET")
+    layout.prop(settings, "model")
+    layout.prop(settings, "prompt")
+    layout.prop(settings, "negative_prompt")
+    row = layout.row(align=True)
+    row.prop(settings, "seed")
+    row.prop(settings, "seed_locked", text="", icon="LOCKED" if settings.seed_locked else "UNLOCKED")
+    layout.prop(settings, "steps")
+    layout.prop(settings, "denoise")
+    layout.prop(settings, "guidance")
+    layout.prop(settings, "scheduler")
+    box = layout.box()
+    box.label(text="Controls", icon="MODIFIER")
+    for index, control in enumerate(settings.controls):
+        col = box.column(align=True)
+        row = col.row(align=True)
+        row.prop(control, "enabled", text="")
+        row.prop(control, "map", text="")
+        row.prop(control, "weight", text="Weight")
+        row.operator("stylepass.control_remove", text="", icon="X").index = index
+        col.prop(control, "model", text="")
+        row = col.row(align=True)
+        row.prop(control, "start")
+        row.prop(control, "end")
+    box.operator_menu_enum("stylepass.control_add", "map", text="Add Control", icon="ADD")
+    layout.operator("stylepass.release_memory", icon="X")
 
 
 def _draw_buttons(layout: bpy.types.UILayout) -> None:

@@ -56,7 +56,8 @@ _FONT = {
     "_": "00000 00000 00000 00000 00000 00000 11111",
 }
 _GLYPHS = {
-    char: np.array([[bit == "1" for bit in row] for row in rows.split()], dtype=bool) for char, rows in _FONT.items()
+    char: np.array([[bit == "1" for bit in row] for row in rows.split()], dtype=bool)
+    for char, rows in _FONT.items()
 }
 
 

@@ -42,7 +42,9 @@ class QueueProgress:
 class BackgroundJob:
     """`work(progress, abort)` on a daemon thread; result or error collected for the main thread."""
 
-    def __init__(self, work: Callable[[QueueProgress, threading.Event], Any], name: str = "stylepass-job") -> None:
+    def __init__(
+        self, work: Callable[[QueueProgress, threading.Event], Any], name: str = "stylepass-job"
+    ) -> None:
         self.abort = threading.Event()
         self._events: queue.Queue[ProgressEvent] = queue.Queue()
         self._work = work

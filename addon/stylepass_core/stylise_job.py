@@ -9,14 +9,26 @@ import platform
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from . import png
-from .engine_api import NullProgress, Progress, StyleRequest, get_engine
+from .engine_api import NullProgress, Progress, StyleRequest, StyleResult, get_engine
 from .output_layout import write_json
+
+# Runs an engine somewhere (in this process, in a worker): (engine id, request, progress, abort) -> result.
+EngineRunner = Callable[[str, StyleRequest, Progress, "threading.Event | None"], StyleResult]
+
+
+def run_in_process(
+    engine_id: str, request: StyleRequest, progress: Progress, abort: threading.Event | None
+) -> StyleResult:
+    """The engine in this process (the embedded neural style)."""
+    return get_engine(engine_id).run(request, progress, abort)
+
 
 RECORD_FORMAT = 1
 
@@ -46,6 +58,7 @@ def stylise_frame(
     context: dict | None = None,
     progress: Progress | None = None,
     abort: threading.Event | None = None,
+    runner: EngineRunner = run_in_process,
 ) -> StylisedFrame:
     """Run `engine_id` on `request` and write the image and its record.
 
@@ -56,6 +69,8 @@ def stylise_frame(
         json_path: where the record goes: every request parameter, the engine's info (models, versions),
             timings and `context` (scene, frame, the pass record it came from...).
         context: extra JSON-able facts to record.
+        runner: where the engine runs: this process (default) or a worker (`LocalWorker.run`,
+            `WorkerClient.run`).
 
     Raises:
         EngineUnavailable: the engine cannot run here (the message says what to install).
@@ -63,13 +78,12 @@ def stylise_frame(
         ValueError: the request is invalid.
     """
     progress = progress or NullProgress()
-    # 1. Check inputs and the engine before any work
+    # 1. Check inputs before any work
     request.validate()
-    engine = get_engine(engine_id)
 
     # 2. Run
     tick = time.perf_counter()
-    result = engine.run(request, progress, abort)
+    result = runner(engine_id, request, progress, abort)
     engine_seconds = time.perf_counter() - tick
 
     # 3. Write image, then its record (the record names a file that exists)

@@ -1,0 +1,129 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The diffusion engine from Blender: through a local worker process running tiny random-weight models.
+
+Needs the diffusion venv (`./run test` passes its interpreter as STYLEPASS_DIFFUSION_PYTHON); the tiny
+models are built with it once per session, the way tests/diffusion builds them.
+"""
+
+import json
+import os
+import subprocess
+import textwrap
+
+import bpy
+import numpy as np
+import pytest
+from conftest import ROOT, addon_module, diff_snapshots, scene_snapshot
+from scenes import known_scene
+
+import blender_harness
+
+engine_host = addon_module("addon.engine_host")
+compositor = addon_module("addon.compositor")
+png = addon_module("addon.stylepass_core.png")
+
+PYTHON = os.environ.get("STYLEPASS_DIFFUSION_PYTHON", "")
+pytestmark = pytest.mark.skipif(
+    not os.path.isfile(PYTHON), reason="needs the diffusion venv (STYLEPASS_DIFFUSION_PYTHON, set by ./run test)"
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny-models")
+    script = textwrap.dedent(
+        f"""
+        import sys
+        from pathlib import Path
+        sys.path.insert(0, {str(ROOT / "tests" / "diffusion")!r})
+        import tiny_models as t
+        out = Path({str(folder)!r})
+        pipe = t.save_sd15_folder(out / "tiny-sd15")
+        t.save_controlnet(out / "tiny-controlnet-depth", pipe.unet, seed=1)
+        """
+    )
+    subprocess.run([PYTHON, "-c", script], check=True, capture_output=True, timeout=600)
+    return folder
+
+
+@pytest.fixture
+def prefs():
+    prefs = bpy.context.preferences.addons[blender_harness.MODULE].preferences
+    saved = (prefs.engine_location, prefs.python_path, prefs.device)
+    prefs.engine_location, prefs.python_path, prefs.device = "PYTHON", PYTHON, "cpu"
+    yield prefs
+    engine_host.release_memory()
+    prefs.engine_location, prefs.python_path, prefs.device = saved
+
+
+def _diffusion_scene(empty_file, out_dir, models):
+    scene = empty_file
+    known_scene(scene)
+    scene.render.engine = "CYCLES"
+    scene.cycles.samples = 1
+    scene.view_settings.view_transform = "Standard"
+    s = scene.stylepass
+    s.output_dir = str(out_dir)
+    s.engine = "DIFFUSION"
+    s.model = str(models / "tiny-sd15")
+    s.prompt = "a watercolour castle"
+    s.steps = 2
+    s.denoise = 0.6
+    s.seed = 5
+    control = s.controls.add()
+    control.map, control.model, control.weight = "depth", str(models / "tiny-controlnet-depth"), 0.8
+    return scene
+
+
+def test_stylise_through_a_local_worker_and_f12_shows_it(empty_file, out_dir, tiny_models, prefs, tmp_path):
+    scene = _diffusion_scene(empty_file, out_dir, tiny_models)
+    assert bpy.ops.stylepass.stylise() == {"FINISHED"}
+    folder = out_dir / scene.name / "stylised"
+    record = json.loads((folder / "0001.json").read_text())
+    assert record["engine"] == "DIFFUSION"
+    assert record["request"]["params"]["controlnet.depth.weight"] == pytest.approx(0.8)
+    assert record["result"]["worker"]["job"]
+    pids = [w.pid for w in engine_host._workers.values()]
+    assert len(pids) == 1 and pids[0] is not None and pids[0] != os.getpid()
+
+    stylised = png.read_png(folder / "0001.png")[..., :3].astype(int)
+    scene.render.filepath = str(tmp_path / "f12.png")
+    scene.render.use_file_extension = False
+    settings = scene.render.image_settings
+    if hasattr(settings, "media_type"):
+        settings.media_type = "IMAGE"
+    settings.file_format, settings.color_mode, settings.color_depth = "PNG", "RGB", "8"
+    assert bpy.ops.render.render(write_still=True) == {"FINISHED"}
+    shown = png.read_png(tmp_path / "f12.png")[..., :3].astype(int)
+    assert np.abs(shown - stylised).max() <= 2
+
+    # Release Memory stops the worker process.
+    assert bpy.ops.stylepass.release_memory() == {"FINISHED"}
+    assert not engine_host._workers
+    assert not os.path.exists(f"/proc/{pids[0]}") or "zombie" in open(f"/proc/{pids[0]}/status").read().lower()
+
+
+def test_worker_that_cannot_start_is_reported_and_scene_unchanged(empty_file, out_dir, tiny_models, prefs, tmp_path):
+    scene = _diffusion_scene(empty_file, out_dir, tiny_models)
+    broken = tmp_path / "python"
+    broken.write_text("#!/bin/sh\necho 'no engine here' >&2\nexit 3\n")
+    broken.chmod(0o755)
+    prefs.python_path = str(broken)
+    before = scene_snapshot(scene)
+    with pytest.raises(RuntimeError, match="worker"):
+        bpy.ops.stylepass.stylise()
+    assert diff_snapshots(before, scene_snapshot(scene)) == []
+    assert bpy.data.node_groups.get(compositor.GROUP_NAME) is None
+    assert not (out_dir / scene.name / "stylised" / "0001.png").exists()
+
+
+def test_missing_python_or_model_is_reported_before_rendering(empty_file, out_dir, tiny_models, prefs):
+    scene = _diffusion_scene(empty_file, out_dir, tiny_models)
+    prefs.python_path = str(out_dir / "no-such-python")
+    with pytest.raises(RuntimeError, match="does not exist"):
+        bpy.ops.stylepass.stylise()
+    prefs.python_path = PYTHON
+    scene.stylepass.model = ""
+    with pytest.raises(RuntimeError, match="needs a model"):
+        bpy.ops.stylepass.stylise()
+    assert not (out_dir / scene.name).exists()
