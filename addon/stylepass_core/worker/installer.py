@@ -21,7 +21,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..engine_api import Aborted, NullProgress, Progress
+from ..engine_api import Aborted, NullProgress, Progress, check_abort
 
 MARKER = ".stylepass-complete"
 REQUIREMENTS_FILE = Path(__file__).resolve().parents[1] / "engines" / "diffusion" / "requirements.txt"
@@ -81,6 +81,7 @@ def _stream(
     total: int,
 ) -> list[str]:
     """Run `command`, copying its output to `log`; progress ticks per package pip reports. Returns the lines."""
+    check_abort(abort)
     log.write(f"\n$ {' '.join(command)}\n")
     log.flush()
     process = subprocess.Popen(
