@@ -53,8 +53,13 @@ def _by_id(sockets, identifier: str):
     return next(socket for socket in sockets if socket.identifier == identifier)
 
 
-def ensure_group(image: bpy.types.Image | None) -> bpy.types.NodeTree:
-    """Create or rebuild the "Stylepass" group around `image` (the stylised result). Returns the group."""
+def ensure_group(image: bpy.types.Image | None, sequence: tuple[int, int] | None = None) -> bpy.types.NodeTree:
+    """Create or rebuild the "Stylepass" group around `image` (the stylised result). Returns the group.
+
+    Args:
+        sequence: (first frame, frame count) when `image` is an image sequence with one file per scene frame
+            (file 0012 for frame 12): the node then shows the file of the frame being rendered or scrubbed.
+    """
     group = bpy.data.node_groups.get(GROUP_NAME)
     if group is not None and group.bl_idname != "CompositorNodeTree":
         raise CompositorError(
@@ -84,6 +89,14 @@ def ensure_group(image: bpy.types.Image | None) -> bpy.types.NodeTree:
     stylised.name = stylised.label = "Stylised"
     stylised.image = image
     stylised.location = (-500, -250)
+    if sequence is not None:
+        first, count = sequence
+        # Blender shows file number (frame - frame_start + 1 + frame_offset): this maps frame f to file f.
+        stylised.frame_start = first
+        stylised.frame_duration = count
+        stylised.frame_offset = first - 1
+        stylised.use_auto_refresh = True
+        stylised.use_cyclic = False
     by_factor = _mix(nodes, "Mix by Factor", (-150, 0))
     by_mask = _mix(nodes, "Mix by Mask", (150, 0))
     links.new(group_in.outputs["Image"], _by_id(by_factor.inputs, "A_Color"))
@@ -173,7 +186,12 @@ def find_group_node(tree):
     return None
 
 
-def install(scene: bpy.types.Scene, image: bpy.types.Image, factor: float | None = None) -> bpy.types.Node:
+def install(
+    scene: bpy.types.Scene,
+    image: bpy.types.Image,
+    factor: float | None = None,
+    sequence: tuple[int, int] | None = None,
+) -> bpy.types.Node:
     """Build or update the Stylepass group and its node in the scene's compositor. Returns the group node.
 
     Args:
@@ -181,8 +199,9 @@ def install(scene: bpy.types.Scene, image: bpy.types.Image, factor: float | None
         image: the stylised image the group shows.
         factor: sets the node's Factor when given; otherwise a new node starts at 1 and an existing one
             keeps the artist's value.
+        sequence: (first frame, frame count) for a per-frame image sequence (see `ensure_group`).
     """
-    group = ensure_group(image)
+    group = ensure_group(image, sequence)
     tree, _created = scene_tree(scene)
     node = find_group_node(tree)
     if node is not None:

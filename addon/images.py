@@ -61,10 +61,21 @@ def show_file(name: str, path: Path, colour_space: str) -> bpy.types.Image:
         image = bpy.data.images.load(str(path), check_existing=False)
         image.name = name
     else:
+        if image.source == "SEQUENCE":
+            image.source = "FILE"
         if bpy.path.abspath(image.filepath) != str(path):
             image.filepath = str(path)
         image.reload()
     image.colorspace_settings.name = colour_space
+    return image
+
+
+def show_sequence(name: str, first_file: Path, colour_space: str) -> bpy.types.Image:
+    """`first_file` (e.g. .../0001.exr) as an image sequence datablock `name`, one file per frame."""
+    image = show_file(name, first_file, colour_space)
+    if image.source != "SEQUENCE":
+        image.source = "SEQUENCE"
+        image.reload()
     return image
 
 

@@ -59,6 +59,7 @@ def stylise_frame(
     progress: Progress | None = None,
     abort: threading.Event | None = None,
     runner: EngineRunner = run_in_process,
+    postprocess: Callable[[np.ndarray], tuple[np.ndarray, dict]] | None = None,
 ) -> StylisedFrame:
     """Run `engine_id` on `request` and write the image and its record.
 
@@ -71,6 +72,8 @@ def stylise_frame(
         context: extra JSON-able facts to record.
         runner: where the engine runs: this process (default) or a worker (`LocalWorker.run`,
             `WorkerClient.run`).
+        postprocess: turns the engine's image into the one written (temporal blending), returning the image
+            and facts for the record (stored under "postprocess").
 
     Raises:
         EngineUnavailable: the engine cannot run here (the message says what to install).
@@ -85,11 +88,14 @@ def stylise_frame(
     tick = time.perf_counter()
     result = runner(engine_id, request, progress, abort)
     engine_seconds = time.perf_counter() - tick
+    image, post_record = result.image, None
+    if postprocess is not None:
+        image, post_record = postprocess(image)
 
     # 3. Write image, then its record (the record names a file that exists)
     tick = time.perf_counter()
     png_path.parent.mkdir(parents=True, exist_ok=True)
-    png.write_png(png_path, result.image)
+    png.write_png(png_path, image)
     header, _arrays = request.to_parts()
     record = {
         "format": RECORD_FORMAT,
@@ -101,8 +107,9 @@ def stylise_frame(
         "python": sys.version.split()[0],
         "platform": platform.platform(terse=True),
         "context": context or {},
+        "postprocess": post_record,
         "timings": {"engine": engine_seconds},
     }
     record["timings"]["write"] = time.perf_counter() - tick
     write_json(json_path, record)
-    return StylisedFrame(result.image, png_path, json_path, record)
+    return StylisedFrame(image, png_path, json_path, record)
