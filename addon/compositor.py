@@ -53,7 +53,9 @@ def _by_id(sockets, identifier: str):
     return next(socket for socket in sockets if socket.identifier == identifier)
 
 
-def ensure_group(image: bpy.types.Image | None, sequence: tuple[int, int] | None = None) -> bpy.types.NodeTree:
+def ensure_group(
+    image: bpy.types.Image | None, sequence: tuple[int, int] | None = None
+) -> bpy.types.NodeTree:
     """Create or rebuild the "Stylepass" group around `image` (the stylised result). Returns the group.
 
     Args:

@@ -2,57 +2,369 @@
 """Show display-referred pixels in the compositor exactly as they were made.
 
 Engines return display-referred images (what a screen shows). The compositor works in scene-linear light and
-the render's view transform turns its result back into display values. Tagging the stylised image with the
-colour space of the scene's own view (for sRGB: "sRGB" for Standard, "Filmic sRGB", "AgX Base sRGB") makes
-Blender apply that view's inverse on load, so the view transform at the end gives the original pixels back.
+the render's view transform (view, look, exposure, gamma, curves, white balance) turns its result back into
+display values. `compositor_pixels` gives the scene-linear pixels that this view transform turns back into
+the engine's pixels: it inverts the view numerically (`stylepass_core.view_inverse`), using Blender itself as
+the forward transform, since the inverses in Blender's OCIO config are approximate (AgX) or missing (looks,
+exposure, curves). The inverse is cached on disk per colour-management settings and Blender version.
+
+Blender applies the view transform when it saves a float image "as a render" to an integer format, exactly
+as it does for F12 output; a throwaway scene carries a copy of the artist's settings for that, so the artist's
+scene is never changed.
 """
 
+import math
+import os
+import tempfile
+from pathlib import Path
+
 import bpy
+import numpy as np
+
+from . import ADDON_PACKAGE
+from .stylepass_core import png, view_inverse
+
+# Scene linear (Rec.709 primaries, D65) -> FilmLight E-Gamut, from the matrices in Blender's config.ocio. AgX
+# clips and takes logarithms per channel in E-Gamut, so its inverse is searched there: that reaches saturated
+# colours which need light outside Rec.709 (negative scene-linear components).
+REC709_TO_E_GAMUT = (
+    (0.5594630473, 0.3047758110, 0.1358129414),
+    (0.0762332609, 0.7879523952, 0.1357748488),
+    (0.0655375095, 0.1645427299, 0.7697415277),
+)
+# Nodes per axis of the inverse table over the display cube, and samples per axis of the dense forward sampling
+# that seeds its search (see `view_inverse.build`).
+INVERSE_SIZE = 33
+FORWARD_SIZE = 65
+# Pixels farther than this from anything the view can show count as "not reproducible" (display units)...
+UNREACHABLE_DISTANCE = 1.0 / 255
+# ...and a warning is given when more than this share of the image is.
+UNREACHABLE_SHARE = 0.005
+# The warning's share is measured on at most this many pixels (a regular subsample of the image).
+_SHARE_SAMPLES = 1 << 16
+
+_VIEW_FIRST = ("view_transform", "look")
+# Derived from temperature and tint, or only describing the display hardware.
+_VIEW_SKIP = {"white_balance_whitepoint", "is_hdr", "support_emulation"}
+_CURVE_PROPS = (
+    "tone",
+    "use_clip",
+    "clip_min_x",
+    "clip_min_y",
+    "clip_max_x",
+    "clip_max_y",
+    "extend",
+    "black_level",
+    "white_level",
+)
+
+# Inverses already loaded in this session, by cache key (each ~1 MB).
+_LOADED: dict[str, view_inverse.InverseView] = {}
+_LOADED_MAX = 8
 
 
-def _colour_spaces() -> set[str]:
-    image_settings = bpy.types.ColorManagedInputColorspaceSettings.bl_rna.properties["name"]
-    return {item.identifier for item in image_settings.enum_items}
+class ViewProbeError(RuntimeError):
+    """Blender could not run colours through the view transform (the message says why)."""
 
 
-def view_colour_space(scene: bpy.types.Scene) -> tuple[str, list[str]]:
-    """The image colour space that round-trips through the scene's view transform, and warnings.
+# Settings -----------------------------------------------------------------------------------------------
+
+
+def _enum_ids(struct, prop: str) -> set[str]:
+    return {item.identifier for item in struct.bl_rna.properties[prop].enum_items}
+
+
+def scene_linear_colour_space() -> str:
+    """The colour-space name to tag scene-linear float images with on this Blender version.
+
+    5.x lists the `scene_linear` role itself, which follows a custom OCIO config; 4.x lists only colour spaces,
+    where Blender's own config calls scene linear "Linear Rec.709".
+    """
+    names = _enum_ids(bpy.types.ColorManagedInputColorspaceSettings, "name")
+    for name in ("scene_linear", "Linear Rec.709", "Linear"):
+        if name in names:
+            return name
+    raise ViewProbeError("No scene-linear colour space found in the OCIO configuration.")
+
+
+def _output_colour_settings(scene: bpy.types.Scene):
+    """(display settings, view settings) that an F12 render's saved file goes through."""
+    image_settings = scene.render.image_settings
+    if getattr(image_settings, "color_management", "FOLLOW_SCENE") == "OVERRIDE":
+        return image_settings.display_settings, image_settings.view_settings
+    return scene.display_settings, scene.view_settings
+
+
+def _plain_props(struct, first: tuple[str, ...] = (), skip: set[str] = frozenset()) -> dict:
+    """The writable plain (non-pointer) RNA properties of `struct`, `first` ones first, as JSON-able values."""
+    names = [p.identifier for p in struct.bl_rna.properties]
+    ordered = [n for n in first if n in names] + [n for n in names if n not in first]
+    values = {}
+    for name in ordered:
+        prop = struct.bl_rna.properties[name]
+        if name in skip or name == "rna_type" or prop.is_readonly or prop.type in {"POINTER", "COLLECTION"}:
+            continue
+        values[name] = _as_json(getattr(struct, name))
+    return values
+
+
+def _curve_mapping_state(curve_mapping) -> dict | None:
+    if curve_mapping is None:
+        return None
+    state = {
+        name: _as_json(getattr(curve_mapping, name)) for name in _CURVE_PROPS if hasattr(curve_mapping, name)
+    }
+    state["curves"] = [
+        [[*point.location, point.handle_type] for point in curve.points] for curve in curve_mapping.curves
+    ]
+    return state
+
+
+def _as_json(value):
+    return list(value) if hasattr(value, "__len__") and not isinstance(value, str) else value
+
+
+def colour_settings(scene: bpy.types.Scene) -> dict:
+    """Everything that shapes the view transform of the scene's rendered output, as plain values.
+
+    The display, the view settings (view, look, exposure, gamma, white balance...) and, when curves are on,
+    their points. Used to copy the settings onto the probe scene and as the cache key.
+    """
+    display, view = _output_colour_settings(scene)
+    settings = {
+        "display": _plain_props(display, first=("display_device",)),
+        "view": _plain_props(view, first=_VIEW_FIRST, skip=_VIEW_SKIP),
+    }
+    if view.use_curve_mapping:
+        settings["curves"] = _curve_mapping_state(view.curve_mapping)
+    return settings
+
+
+def _apply_settings(settings: dict, display, view) -> None:
+    for name, value in settings["display"].items():
+        setattr(display, name, value)
+    for name, value in settings["view"].items():
+        setattr(view, name, value)
+    curves = settings.get("curves")
+    if curves is not None and view.curve_mapping is not None:
+        target = view.curve_mapping
+        for name in _CURVE_PROPS:
+            if name in curves:
+                setattr(target, name, curves[name])
+        for points, curve in zip(curves["curves"], target.curves, strict=True):
+            while len(curve.points) > max(len(points), 2):
+                curve.points.remove(curve.points[-1])
+            while len(curve.points) < len(points):
+                curve.points.new(0.5, 0.5)
+            for (x, y, handle), point in zip(points, curve.points, strict=False):
+                point.location = (x, y)
+                point.handle_type = handle
+        target.update()
+
+
+def _is_agx(settings: dict) -> bool:
+    return "AgX" in str(settings["view"].get("view_transform", ""))
+
+
+# The forward transform, run by Blender -------------------------------------------------------------------
+
+
+class BlenderViewTransform:
+    """`forward(linear (N, 3)) -> display (N, 3)` through Blender's own colour management.
+
+    Use as a context manager: it creates a throwaway scene carrying a copy of the colour settings and removes
+    it (and every image it made) on exit. Each call writes one float image as a 16-bit PNG with
+    `Image.save_render`, which applies the view transform exactly as F12 output does, and reads it back.
+    """
+
+    # Width of the probe image (the batch fills as many rows as it needs).
+    WIDTH = 1024
+
+    def __init__(self, settings: dict):
+        self.settings = settings
+        self.scene = None
+        self.folder = None
+        self.colour_space = scene_linear_colour_space()
+
+    def __enter__(self):
+        self.folder = tempfile.TemporaryDirectory(prefix="stylepass-view-")
+        self.scene = bpy.data.scenes.new("Stylepass view probe")
+        try:
+            _apply_settings(self.settings, self.scene.display_settings, self.scene.view_settings)
+            image_settings = self.scene.render.image_settings
+            if hasattr(image_settings, "media_type"):
+                image_settings.media_type = "IMAGE"  # 5.x: before file_format
+            image_settings.file_format = "PNG"
+            image_settings.color_mode = "RGB"
+            image_settings.color_depth = "16"
+            image_settings.compression = 0
+            image_settings.color_management = "FOLLOW_SCENE"
+            self.scene.render.dither_intensity = 0.0
+        except (TypeError, ValueError, AttributeError, RuntimeError) as error:
+            self.__exit__(None, None, None)
+            raise ViewProbeError(f"Could not copy the colour settings to a probe scene: {error}") from error
+        return self
+
+    def __exit__(self, *exc):
+        if self.scene is not None:
+            bpy.data.scenes.remove(self.scene)
+            self.scene = None
+        if self.folder is not None:
+            self.folder.cleanup()
+            self.folder = None
+        return False
+
+    def __call__(self, linear: np.ndarray) -> np.ndarray:
+        if self.scene is None:
+            raise ViewProbeError("BlenderViewTransform must be used inside a 'with' block")
+        linear = np.asarray(linear, dtype=np.float32).reshape(-1, 3)
+        count = len(linear)
+        width = min(self.WIDTH, max(count, 1))
+        height = max(math.ceil(count / width), 1)
+        rgba = np.ones((height * width, 4), dtype=np.float32)
+        rgba[:count, :3] = linear
+        image = bpy.data.images.new("Stylepass view probe", width, height, alpha=True, float_buffer=True)
+        path = os.path.join(self.folder.name, "probe.png")
+        try:
+            image.colorspace_settings.name = self.colour_space
+            image.pixels.foreach_set(rgba.ravel())
+            image.save_render(path, scene=self.scene)
+        finally:
+            bpy.data.images.remove(image)
+        stored = png.read_png(path)
+        if stored.shape[:2] != (height, width) or stored.dtype != np.uint16:
+            raise ViewProbeError(f"Blender saved a {stored.shape} {stored.dtype} PNG, expected 16-bit RGB")
+        # PNG rows run top-down, Blender's bottom-up.
+        display = stored[::-1, :, :3].reshape(-1, 3)[:count]
+        return display.astype(np.float32) / np.float32(65535)
+
+
+# The inverse --------------------------------------------------------------------------------------------
+
+
+def cache_folder() -> Path:
+    """Where inverses are kept between sessions: the extension's user folder, else the temp folder."""
+    try:
+        return Path(bpy.utils.extension_path_user(ADDON_PACKAGE, path="view_inverse", create=True))
+    except (ValueError, RuntimeError, KeyError):
+        # Not installed as an extension (e.g. run from a source folder).
+        folder = Path(tempfile.gettempdir()) / "stylepass-view-inverse"
+        folder.mkdir(exist_ok=True)
+        return folder
+
+
+def inverse_key(settings: dict) -> str:
+    return view_inverse.cache_key(
+        {
+            "settings": settings,
+            "blender": bpy.app.version_string,
+            "ocio": os.environ.get("OCIO", ""),
+            "size": INVERSE_SIZE,
+            "forward_size": FORWARD_SIZE,
+            "working": "E-Gamut" if _is_agx(settings) else "scene",
+        }
+    )
+
+
+def inverse_view(scene: bpy.types.Scene, *, rebuild: bool = False) -> view_inverse.InverseView:
+    """The inverse of the view transform of the scene's output, from memory, the disk cache or a new build.
+
+    A build takes 1-2 s (2 CPU cores) and runs ~3 M colours through Blender in ~50 batches; the result is saved
+    in `cache_folder()`, so a later session loads it in milliseconds.
+
+    Raises:
+        ViewProbeError: Blender could not run the probe.
+    """
+    settings = colour_settings(scene)
+    key = inverse_key(settings)
+    folder = cache_folder()
+    if not rebuild:
+        found = _LOADED.get(key) or view_inverse.InverseView.load(folder, key)
+        if found is not None:
+            _remember(key, found)
+            return found
+    with BlenderViewTransform(settings) as forward:
+        built = view_inverse.build(
+            forward,
+            size=INVERSE_SIZE,
+            forward_size=FORWARD_SIZE,
+            to_working=np.array(REC709_TO_E_GAMUT) if _is_agx(settings) else None,
+        )
+    try:
+        built.save(folder, key)
+    except OSError:
+        pass  # A read-only cache only costs a rebuild next session.
+    _remember(key, built)
+    return built
+
+
+def _remember(key: str, inverse: view_inverse.InverseView) -> None:
+    _LOADED.pop(key, None)
+    _LOADED[key] = inverse
+    while len(_LOADED) > _LOADED_MAX:
+        _LOADED.pop(next(iter(_LOADED)))
+
+
+def compositor_pixels(scene: bpy.types.Scene, display_rgb: np.ndarray) -> tuple[np.ndarray, str, list[str]]:
+    """Pixels for the stylised Image datablock so that the scene's render shows `display_rgb` exactly.
+
+    Args:
+        scene: the scene whose output colour management (display, view, look, exposure, gamma, curves,
+            white balance) the pixels must survive. It is not changed.
+        display_rgb: `(H, W, 3)` float in [0, 1], display-referred (what the artist should see), top row first.
 
     Returns:
-        (colour space name, warnings): warnings say when the match cannot be exact (a look, exposure, gamma
-        or curves on top of the view, or a view with no inverse such as False Color).
+        (pixels, colour space, warnings): `(H, W, 3)` float32 scene-linear pixels, top row first; the name to
+        set on the Image's `colorspace_settings.name`; and warnings for the artist when the render cannot
+        match exactly (a view with no inverse, or colours the view cannot produce).
+
+    Raises:
+        ValueError: `display_rgb` is not `(H, W, 3)` float, or holds NaN.
+        ViewProbeError: Blender could not run the probe.
     """
-    display = scene.display_settings.display_device
-    view_settings = scene.view_settings
-    view = view_settings.view_transform
-    spaces = _colour_spaces()
-    candidates = [f"{view} Base {display}", f"{view} {display}", view]
-    if view == "Standard":
-        candidates.insert(0, display)
-    if view == "Raw":
-        candidates.insert(0, "Non-Color")
+    # 1. Check inputs.
+    display_rgb = np.asarray(display_rgb)
+    if display_rgb.ndim != 3 or display_rgb.shape[2] != 3 or display_rgb.dtype.kind != "f":
+        raise ValueError(
+            f"display_rgb must be (H, W, 3) float in [0, 1], got {display_rgb.shape} {display_rgb.dtype}"
+        )
+    if not np.all(np.isfinite(display_rgb)):
+        raise ValueError("display_rgb contains NaN or infinity")
+    display_rgb = np.clip(display_rgb, 0.0, 1.0).astype(np.float32, copy=False)
+
+    # 2. Views that are not meant to be inverted.
+    display, view = _output_colour_settings(scene)
     warnings = []
-    name = next((c for c in candidates if c in spaces), None)
-    if name is None:
-        name = "sRGB"
+    if scene.render.image_settings.color_management == "OVERRIDE":
         warnings.append(
-            f"View '{view}' on display '{display}' has no invertible colour space: the stylised image will look "
-            "different in the compositor than in the engine. Use Standard, Filmic or AgX."
+            "The output overrides the scene's colour management: the stylised image matches the saved file, "
+            "not the render window."
         )
-    extras = []
-    if view_settings.look not in ("None", "", f"{view} - Base Contrast"):
-        extras.append(f"look '{view_settings.look}'")
-    if abs(view_settings.exposure) > 1e-6:
-        extras.append(f"exposure {view_settings.exposure:g}")
-    if abs(view_settings.gamma - 1.0) > 1e-6:
-        extras.append(f"gamma {view_settings.gamma:g}")
-    if view_settings.use_curve_mapping:
-        extras.append("curves")
-    if extras:
+    if view.view_transform == "False Color":
         warnings.append(
-            "Colour management adds "
-            + ", ".join(extras)
-            + " on top of the view transform, so Factor 1 shows "
-            "the stylised image with that grade applied."
+            "The False Color view shows exposure bands, not colours: the stylised image cannot appear as made. "
+            "Use Standard, Filmic or AgX."
         )
-    return name, warnings
+        return display_rgb.copy(), _display_colour_space(display.display_device), warnings
+
+    # 3. Invert the view and say how much of the image it cannot reproduce.
+    inverse = inverse_view(scene)
+    pixels = inverse.apply(display_rgb)
+    stride = max(1, math.isqrt(display_rgb.shape[0] * display_rgb.shape[1] // _SHARE_SAMPLES))
+    # The worst node a pixel is interpolated from: an upper bound that also covers the band next to colours
+    # the view cannot produce, where interpolation misses too.
+    distance = inverse.distance_at(display_rgb[::stride, ::stride], worst=True)
+    share = float(np.mean(distance > UNREACHABLE_DISTANCE)) if distance.size else 0.0
+    if share > UNREACHABLE_SHARE:
+        warnings.append(
+            f"The '{view.view_transform}' view cannot show {share:.1%} of the stylised image's colours (mostly "
+            f"very saturated ones); they render up to {float(distance.max()) * 255:.0f} levels off. "
+            "Standard shows every colour."
+        )
+    return pixels, scene_linear_colour_space(), warnings
+
+
+def _display_colour_space(display_device: str) -> str:
+    """The colour space of a display device itself (its 'Standard' view), for pixels shown unconverted."""
+    spaces = _enum_ids(bpy.types.ColorManagedInputColorspaceSettings, "name")
+    return display_device if display_device in spaces else "sRGB"

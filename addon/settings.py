@@ -283,6 +283,30 @@ class StylepassSceneSettings(bpy.types.PropertyGroup):
     )
     controls: CollectionProperty(type=StylepassControl, name="Controls", description="ControlNet units")
     active_control: IntProperty(name="Active Control", description="Selected control in the list", default=0)
+    # Animation -------------------------------------------------------------------------------------------
+    temporal_coherence: BoolProperty(
+        name="Temporal Coherence",
+        description=(
+            "Carry each stylised frame into the next along Blender's exact motion vectors, so the style sticks "
+            "to surfaces instead of flickering"
+        ),
+        default=True,
+    )
+    temporal_weight: FloatProperty(
+        name="Coherence",
+        description="How much of the previous frame is kept where it is still visible (0 = none, 1 = all)",
+        default=0.7,
+        min=0.0,
+        max=1.0,
+        subtype="FACTOR",
+    )
+    keyframe_interval: IntProperty(
+        name="Keyframe Interval",
+        description="Restart from a fresh stylisation every this many frames (0 = only at cuts), so drift cannot build up",
+        default=12,
+        min=0,
+        soft_max=48,
+    )
     object_filter: EnumProperty(
         name="Objects",
         description="Which objects get stylised, using each object's 'Stylepass Selection' checkbox",

@@ -1,9 +1,11 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Stylepass operators: thin buttons that read settings, call one function of `addon/`, and report."""
 
+import threading
+
 import bpy
 
-from ..addon import engine_host, images, scene_passes, settings, stylise
+from ..addon import animation, engine_host, images, scene_passes, settings, stylise
 from ..addon.stylepass_core.jobs import BackgroundJob
 from ..addon.stylepass_core.worker import installer
 
@@ -348,9 +350,184 @@ class STYLEPASS_OT_diffusion_preset(bpy.types.Operator):
         return {"FINISHED"}
 
 
+def _animation_options(op, scene: bpy.types.Scene) -> "animation.AnimationOptions":
+    s = scene.stylepass
+    start = op.frame_start if op.use_range else scene.frame_start
+    end = op.frame_end if op.use_range else scene.frame_end
+    return animation.AnimationOptions(
+        frame_start=start,
+        frame_end=end,
+        frame_step=scene.frame_step,
+        overwrite=op.overwrite,
+        temporal=s.temporal_coherence,
+        temporal_weight=s.temporal_weight,
+        keyframe_interval=s.keyframe_interval,
+    )
+
+
+class _AnimationRange:
+    use_range: bpy.props.BoolProperty(
+        name="Custom Range", description="Use the range below instead of the scene's", default=False
+    )
+    frame_start: bpy.props.IntProperty(name="Start", description="First frame of the custom range", default=1)
+    frame_end: bpy.props.IntProperty(name="End", description="Last frame of the custom range", default=250)
+    overwrite: bpy.props.BoolProperty(
+        name="Overwrite",
+        description="Stylise every frame again, also those whose result on disk is up to date",
+        default=False,
+    )
+
+
+class STYLEPASS_OT_stylise_animation(_AnimationRange, bpy.types.Operator):
+    """Stylise every frame of the range with temporal coherence; frames already up to date are skipped, so a
+    stopped run continues where it left off (ESC stops after the current frame)"""
+
+    bl_idname = "stylepass.stylise_animation"
+    bl_label = "Stylise Animation"
+    bl_options = {"REGISTER", "UNDO"}
+
+    _steps = None
+    _stop: threading.Event | None = None
+    _timer = None
+
+    def _start(self, context: bpy.types.Context):
+        scene = context.scene
+        prefs = settings.preferences(context)
+        style = stylise.StyleOptions.from_scene(scene, _device(context), prefs)
+        style.passes.show_images = False
+        self._stop = threading.Event()
+        self._summary = animation.AnimationSummary()
+        return animation.animation_steps(
+            scene,
+            context.view_layer,
+            style,
+            _animation_options(self, scene),
+            prefs,
+            self._stop,
+            self._summary,
+        )
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        try:
+            for step in self._start(context):
+                print(f"Stylepass: {step.done}/{step.total} {step.message}", flush=True)
+        except scene_passes.StylepassError as error:
+            self.report({"ERROR"}, str(error))
+            return {"CANCELLED"}
+        return self._report(self._summary)
+
+    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+        if bpy.app.background or context.window is None:
+            return self.execute(context)
+        self._steps = self._start(context)
+        wm = context.window_manager
+        wm.progress_begin(0, 100)
+        self._timer = wm.event_timer_add(0.05, window=context.window)
+        wm.modal_handler_add(self)
+        return {"RUNNING_MODAL"}
+
+    def modal(self, context: bpy.types.Context, event: bpy.types.Event) -> set[str]:
+        if event.type == "ESC" and event.value == "PRESS":
+            self._stop.set()
+            context.workspace.status_text_set("Stylepass: stopping after the current frame...")
+        if event.type != "TIMER":
+            return {"PASS_THROUGH"}
+        try:
+            step = next(self._steps)
+        except StopIteration:
+            self._cleanup(context)
+            return self._report(self._summary)
+        except scene_passes.StylepassError as error:
+            self._cleanup(context)
+            self.report({"ERROR"}, str(error))
+            return {"CANCELLED"}
+        context.window_manager.progress_update(int(100 * step.done / max(1, step.total)))
+        left = f", about {step.seconds_left:.0f} s left" if step.seconds_left else ""
+        context.workspace.status_text_set(
+            f"Stylepass: frame {step.done + 1} of {step.total}{left} - {step.message} (Esc stops after this frame)"
+        )
+        return {"PASS_THROUGH"}
+
+    def cancel(self, context: bpy.types.Context) -> None:
+        if self._stop is not None:
+            self._stop.set()
+        if self._steps is not None:
+            self._steps.close()  # runs the generator's cleanup: waits for the running frame, restores the frame
+        self._cleanup(context)
+
+    def _cleanup(self, context: bpy.types.Context) -> None:
+        if self._timer is not None:
+            context.window_manager.event_timer_remove(self._timer)
+            self._timer = None
+        context.window_manager.progress_end()
+        if context.workspace is not None:
+            context.workspace.status_text_set(None)
+
+    def _report(self, summary: "animation.AnimationSummary") -> set[str]:
+        message = (
+            f"Stylepass: {len(summary.stylised)} frame(s) stylised, {len(summary.skipped)} up to date "
+            f"in {summary.seconds:.1f} s"
+        )
+        if summary.stopped_early:
+            self.report({"WARNING"}, message + "; stopped early, run again to continue")
+            return {"CANCELLED"}
+        self.report({"INFO"}, message)
+        return {"FINISHED"}
+
+
+class STYLEPASS_OT_render_animation(_AnimationRange, bpy.types.Operator):
+    """Stylise the frames that are missing or out of date, then render the animation through the compositor
+    to the scene's output path (also from the command line)"""
+
+    bl_idname = "stylepass.render_animation"
+    bl_label = "Render Stylised Animation"
+
+    def execute(self, context: bpy.types.Context) -> set[str]:
+        scene = context.scene
+        prefs = settings.preferences(context)
+        style = stylise.StyleOptions.from_scene(scene, _device(context), prefs)
+        style.passes.show_images = False
+        try:
+            summary = animation.stylise_animation(
+                scene, context.view_layer, style, _animation_options(self, scene), prefs
+            )
+        except scene_passes.StylepassError as error:
+            self.report({"ERROR"}, str(error))
+            return {"CANCELLED"}
+        if not scene.render.use_compositing:
+            self.report(
+                {"ERROR"},
+                "Compositing is off (Output > Post Processing): the render would not show Stylepass.",
+            )
+            return {"CANCELLED"}
+        frame_range = (scene.frame_start, scene.frame_end)
+        if self.use_range:
+            scene.frame_start, scene.frame_end = self.frame_start, self.frame_end
+        try:
+            result = bpy.ops.render.render(animation=True, scene=scene.name)
+        finally:
+            scene.frame_start, scene.frame_end = frame_range
+        if "FINISHED" not in result:
+            self.report({"WARNING"}, "Stylepass: the animation render was cancelled")
+            return {"CANCELLED"}
+        self.report(
+            {"INFO"},
+            f"Stylepass: rendered frames {summary.frames[0]}-{summary.frames[-1]} to {bpy.path.abspath(scene.render.filepath)}",
+        )
+        return {"FINISHED"}
+
+
+def draw_render_menu(self, context: bpy.types.Context) -> None:
+    self.layout.separator()
+    self.layout.operator(STYLEPASS_OT_stylise.bl_idname, icon="BRUSH_DATA")
+    self.layout.operator(STYLEPASS_OT_render_animation.bl_idname, icon="RENDER_ANIMATION")
+
+
 classes = (
     STYLEPASS_OT_render_passes,
     STYLEPASS_OT_stylise,
+    STYLEPASS_OT_stylise_animation,
+    STYLEPASS_OT_render_animation,
     STYLEPASS_OT_release_memory,
     STYLEPASS_OT_install_engine,
     STYLEPASS_OT_open_engine_log,
@@ -361,4 +538,14 @@ classes = (
     STYLEPASS_OT_diffusion_preset,
 )
 
-register, unregister = bpy.utils.register_classes_factory(classes)
+_register_classes, _unregister_classes = bpy.utils.register_classes_factory(classes)
+
+
+def register() -> None:
+    _register_classes()
+    bpy.types.TOPBAR_MT_render.append(draw_render_menu)
+
+
+def unregister() -> None:
+    bpy.types.TOPBAR_MT_render.remove(draw_render_menu)
+    _unregister_classes()

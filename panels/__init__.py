@@ -60,7 +60,19 @@ def _draw_buttons(layout: bpy.types.UILayout) -> None:
     row = layout.row(align=True)
     row.scale_y = 1.4
     row.operator("stylepass.stylise", icon="BRUSH_DATA")
-    layout.operator("stylepass.render_passes", icon="RENDERLAYERS")
+    row = layout.row(align=True)
+    row.operator("stylepass.stylise_animation", icon="RENDER_ANIMATION")
+    row.operator("stylepass.render_passes", text="", icon="RENDERLAYERS")
+
+
+def _draw_animation(layout: bpy.types.UILayout, scene: bpy.types.Scene) -> None:
+    settings = scene.stylepass
+    layout.prop(settings, "temporal_coherence")
+    col = layout.column()
+    col.active = settings.temporal_coherence
+    col.prop(settings, "temporal_weight")
+    col.prop(settings, "keyframe_interval")
+    layout.operator("stylepass.render_animation", icon="RENDER_ANIMATION")
 
 
 def _draw_output(layout: bpy.types.UILayout, scene: bpy.types.Scene) -> None:
@@ -123,6 +135,20 @@ class STYLEPASS_PT_render_passes(bpy.types.Panel):
         _draw_passes(self.layout, context.scene)
 
 
+class STYLEPASS_PT_render_animation(bpy.types.Panel):
+    bl_label = "Animation"
+    bl_space_type = "PROPERTIES"
+    bl_region_type = "WINDOW"
+    bl_context = "render"
+    bl_parent_id = "STYLEPASS_PT_render"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context: bpy.types.Context) -> None:
+        self.layout.use_property_split = True
+        self.layout.use_property_decorate = False
+        _draw_animation(self.layout, context.scene)
+
+
 class VIEW3D_PT_stylepass(bpy.types.Panel):
     """Stylepass tab in the 3D viewport sidebar"""
 
@@ -179,6 +205,7 @@ classes = (
     STYLEPASS_PT_render,
     STYLEPASS_PT_render_output,
     STYLEPASS_PT_render_passes,
+    STYLEPASS_PT_render_animation,
     VIEW3D_PT_stylepass,
     VIEW3D_PT_stylepass_passes,
     OBJECT_PT_stylepass,

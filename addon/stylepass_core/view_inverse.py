@@ -1,20 +1,23 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Invert a view transform numerically: display-referred pixels -> the scene-linear pixels that show them.
 
-A view transform (sRGB Standard, Filmic, AgX, plus look, exposure, gamma...) maps scene-linear light to display
-values. Its inverse in an OCIO config is often approximate or missing, so this module builds one from the
-forward transform alone, treated as a black box `forward(linear (N, 3)) -> display (N, 3)`:
+A view transform (sRGB Standard, Filmic, AgX, plus look, exposure, gamma, curves...) maps scene-linear light to
+display values. The inverses in an OCIO config are approximate (AgX) or missing (looks, exposure, curves), so
+this module builds one from the forward transform alone, used as a black box `forward(linear (N, 3)) -> (N, 3)`:
 
-1. A per-channel *shaper* is fitted to the forward transform's neutral axis, so that shaper units `u` in
-   [0, 1] run roughly like display values. Every search and every table below works in these units.
-2. The forward transform is sampled on a grid over the shaper cube (one batch) and inverted by
-   Levenberg-Marquardt on that table for every node of a display-cube grid, within the box u in [0, 1]^3.
-3. A few more batches polish each node against the real forward transform (finite-difference Jacobians), so
-   the table's own interpolation error drops out. A node whose colour the view cannot produce converges to
-   the closest colour it can; its distance is kept and reported.
-4. `apply` interpolates the node solutions trilinearly and decodes them back to linear.
+1. A per-channel *shaper* is fitted to the view's response to greys, so that shaper units `u` in [0, 1] run
+   roughly like display values. The search and the table below work in these units.
+2. The forward transform is sampled densely over the shaper cube (one batch); every node of a grid over the
+   display cube starts from a sample near it.
+3. Levenberg-Marquardt against the forward transform itself (finite-difference Jacobians, one batch per
+   iteration) solves each node within the box u in [0, 1]^3. A node whose colour the view cannot produce ends
+   at the closest colour it can; its distance is kept and reported.
+4. Where the view is flat (a clipped channel) many units give a node's colour; such nodes take the solution
+   that continues their neighbours, so that the table stays smooth across them.
+5. A few refinement steps adjust the nodes so that the interpolated table is right inside the cells too.
+6. `apply` interpolates the nodes tetrahedrally (exact along the grey axis) and decodes them to scene linear.
 
-The result is an `InverseView`, which saves to and loads from a cache folder as `.npy` + `.json` (no pickle).
+The result, an `InverseView`, saves to and loads from a cache folder as `.npy` + `.json` files (no pickle).
 This module never imports bpy: Blender supplies the forward transform (see `addon/display_colour.py`).
 """
 
@@ -55,6 +58,38 @@ _PROBE_PER_STOP = 16
 _SATURATED = 1e-4
 # Rows per block in `apply`: small enough for the cache, large enough to amortise numpy's call overhead.
 _BLOCK = 1 << 15
+# Samples along the shaper cube's diagonal, for the anchors.
+_DIAGONAL_SAMPLES = 1025
+
+# Solving (see `build`).
+# Weight of the pull towards each node's anchor. Where the view is flat (above white, below its black level)
+# many units give the same colour; the pull picks the one nearest the anchor, a smooth function of the node,
+# which keeps the table smooth there. It is far too weak to move a solution where the view is not flat.
+_PULL = 1e-4
+# A node whose cost is below this is done (a residual of ~0.01 of an 8-bit level).
+_CONVERGED = (0.01 / 255) ** 2
+# Finite-difference step for Jacobians, in shaper units (~1/4 of an 8-bit level along grey).
+_PROBE = 1e-3
+# A node whose Jacobian's smallest singular value (display per unit; ~1 in general) is below this has no unique
+# solution.
+_DEGENERATE = 0.05
+# For nodes without a unique solution: display distance that one unit of distance from the neighbours is worth,
+# and how much farther from its target a node may end up for the sake of smoothness.
+_AWAY_WEIGHT = 0.2
+_WORSE_BY = 1.0 / 255
+# The largest move of a node per refinement step, in units.
+_REFINE_STEP = 0.01
+# How far off its own target refinement may move a node (else the node keeps its solution).
+_REFINE_OFF_TARGET = 1.0 / 255
+# Levenberg-Marquardt damping of the refinement's corrections (they come from interpolated Jacobians).
+_REFINE_DAMPING = 0.05
+# How far a node without a unique solution extends the trend of its two neighbours in a row (0: copy the
+# nearer one, 1: linear extrapolation); halfway is the most robust on clipped faces.
+_EXTRAPOLATE = 0.5
+# How much farther (display) a degenerate node may move from its target while retreating to its neighbours.
+_RETREAT_SLACK = 0.02 / 255
+# How much a seed's distance (in units) from its node's anchor counts against it, next to its display distance.
+_ANCHOR_WEIGHT = 0.25
 
 
 @dataclass
@@ -124,7 +159,7 @@ class Shaper:
     @classmethod
     def fit(
         cls, stops_linear: np.ndarray, display: np.ndarray, *, headroom_stops: float, resolution: int
-    ) -> tuple[Shaper, float]:
+    ) -> Shaper:
         """Fit the shaper to the forward transform's response to greys.
 
         Args:
@@ -135,7 +170,7 @@ class Shaper:
             resolution: K, entries per channel of the table.
 
         Returns:
-            (shaper, top): `top` is the linear level that u = 1 decodes to.
+            The shaper; u = 1 decodes to `headroom_stops` above the level where the greys saturate.
         """
         levels = np.asarray(stops_linear, dtype=np.float64)
         display = np.asarray(display, dtype=np.float64)
@@ -170,7 +205,7 @@ class Shaper:
             for k in range(1, resolution):
                 if table[c, k] <= table[c, k - 1]:
                     table[c, k] = np.nextafter(table[c, k - 1], np.float32(np.inf))
-        return cls(table), float(top)
+        return cls(table)
 
 
 class InverseView:
@@ -204,12 +239,15 @@ class InverseView:
         self.nodes = nodes
         self.distance = distance
         self.shaper = shaper
-        self.to_linear = np.eye(3, dtype=np.float32) if to_linear is None else np.asarray(to_linear, np.float32)
+        self.to_linear = (
+            np.eye(3, dtype=np.float32) if to_linear is None else np.asarray(to_linear, np.float32)
+        )
         if self.to_linear.shape != (3, 3):
             raise ValueError(f"to_linear must be 3x3, got {self.to_linear.shape}")
         self.report = report
         self._identity = bool(np.array_equal(self.to_linear, np.eye(3, dtype=np.float32)))
         self._cells = _cell_table(nodes)
+        self._distance_cells = None
 
     @property
     def size(self) -> int:
@@ -245,26 +283,39 @@ class InverseView:
         working = self.shaper.decode(units)
         out[:] = working if self._identity else working @ self.to_linear.T
 
-    def distance_at(self, display: np.ndarray) -> np.ndarray:
+    def distance_at(self, display: np.ndarray, *, worst: bool = False) -> np.ndarray:
         """How far (display units, max over channels) the view lands from each pixel: `(...)` float32.
 
-        Interpolated from the nodes' distances: 0 where the view reproduces the colour, and for a colour the
-        view cannot produce, roughly how far the closest one is.
+        Args:
+            display: `(..., 3)` float in [0, 1].
+            worst: False interpolates the nodes' distances (0 where the view reproduces the colour, and for a
+                colour it cannot produce, roughly how far the closest one is). True takes the largest distance
+                among the nodes the pixel is interpolated from: next to colours the view cannot produce the
+                interpolation itself can miss by about that much, so this bounds the error from above.
         """
         display = _check_pixels(display)
         flat = display.reshape(-1, 3)
-        cells = _cell_table(self.distance[..., None])
         out = np.empty(len(flat), dtype=np.float32)
+        if worst:
+            distance = self.distance.ravel()
+            for s in range(0, len(flat), _BLOCK):
+                corners, weights = _tetrahedra(flat[s : s + _BLOCK], self.size)
+                out[s : s + _BLOCK] = np.max(np.where(weights > 1e-6, distance[corners], 0.0), axis=1)
+            return out.reshape(display.shape[:-1])
+        if self._distance_cells is None:
+            self._distance_cells = _cell_table(self.distance[..., None])
         for s in range(0, len(flat), _BLOCK):
-            out[s : s + _BLOCK] = _interpolate_cells(cells, self.size, flat[s : s + _BLOCK])[:, 0]
+            out[s : s + _BLOCK] = _interpolate_cells(self._distance_cells, self.size, flat[s : s + _BLOCK])[
+                :, 0
+            ]
         return out.reshape(display.shape[:-1])
 
     # Cache --------------------------------------------------------------------------------------------
 
     def save(self, folder: str | os.PathLike, key: str) -> Path:
-        """Write `<folder>/<key>.npy` (nodes and distances) and `<folder>/<key>.json` (the rest).
+        """Write `<key>.npy` (nodes and distances), `<key>.shaper.npy` and `<key>.json` into `folder`.
 
-        Each file is written to a temporary name and renamed, and the `.json` last, so a reader never sees a
+        Each file is written under a temporary name and renamed, the `.json` last, so a reader never sees a
         half-written table. Returns the `.npy` path.
         """
         _check_key(key)
@@ -275,18 +326,21 @@ class InverseView:
             "format_version": FORMAT_VERSION,
             "size": self.size,
             "to_linear": self.to_linear.tolist(),
-            "shaper": self.shaper.table.tolist(),
             "report": None if self.report is None else asdict(self.report),
         }
         npy = folder / f"{key}.npy"
         _replace_atomically(npy, lambda handle: np.save(handle, table, allow_pickle=False))
+        _replace_atomically(
+            folder / f"{key}.shaper.npy",
+            lambda handle: np.save(handle, self.shaper.table, allow_pickle=False),
+        )
         _replace_atomically(folder / f"{key}.json", lambda handle: handle.write(json.dumps(meta).encode()))
         return npy
 
     @classmethod
     def load(cls, folder: str | os.PathLike, key: str) -> InverseView | None:
-        """The table saved under `key`, or None if there is none, it is from another format version or it is
-        unreadable (a cache miss, never an error)."""
+        """The inverse saved under `key`, or None when there is none, it is from another format version or it
+        is unreadable: a cache miss, never an error."""
         _check_key(key)
         folder = Path(folder)
         try:
@@ -294,15 +348,18 @@ class InverseView:
             if meta.get("format_version") != FORMAT_VERSION:
                 return None
             table = np.load(folder / f"{key}.npy", allow_pickle=False)
+            shaper = np.load(folder / f"{key}.shaper.npy", allow_pickle=False)
+            if table.ndim != 4 or table.shape[-1] != 4 or table.shape[0] != meta["size"]:
+                return None
             report = BuildReport(**meta["report"]) if meta.get("report") else None
             return cls(
                 nodes=table[..., :3],
                 distance=table[..., 3],
-                shaper=Shaper(np.asarray(meta["shaper"], dtype=np.float32)),
+                shaper=Shaper(shaper),
                 to_linear=np.asarray(meta["to_linear"], dtype=np.float32),
                 report=report,
             )
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, EOFError):
             return None
 
 
@@ -313,27 +370,30 @@ def build(
     forward: Forward,
     *,
     size: int = 33,
-    forward_size: int = 33,
+    forward_size: int = 65,
     to_working: np.ndarray | None = None,
     headroom_stops: float = 3.0,
     shaper_resolution: int = 4096,
     tolerance: float = 0.25 / 255,
-    polish_steps: int = 3,
+    iterations: int = 8,
+    refine_steps: int = 3,
 ) -> InverseView:
     """Build the inverse of `forward` over the display cube.
 
     Args:
         forward: the view transform, `forward(linear (N, 3) float32) -> display (N, 3) float32`. It is called
-            a handful of times with large batches (about `forward_size ** 3` and `4 * size ** 3` colours).
+            about 50 times with batches of up to `forward_size ** 3` or `4 * size ** 3` colours.
         size: nodes per axis of the inverse table (33: ~8 display levels apart).
-        forward_size: nodes per axis of the forward table the first search runs on.
+        forward_size: samples per axis of the dense forward sampling that seeds the search.
         to_working: `(3, 3)` matrix from scene linear to the space whose non-negative values the search
             explores (default identity: non-negative scene-linear RGB). A wider gamut lets the search reach
             display colours that need out-of-gamut light, e.g. FilmLight E-Gamut for AgX.
         headroom_stops: stops searched above the level where greys saturate.
         shaper_resolution: entries per channel of the shaper table.
         tolerance: display distance (max over channels) under which a node counts as reached.
-        polish_steps: Gauss-Newton steps against `forward` itself after the table search.
+        iterations: Levenberg-Marquardt iterations (each one batch) per solving pass.
+        refine_steps: refinement steps (each one batch of about `2 * size ** 3` colours); 0 keeps the nodes
+            exact at their own colours.
 
     Returns:
         The inverse; `report` says how many nodes the view could not reach.
@@ -350,8 +410,10 @@ def build(
         raise ValueError(f"headroom_stops must be >= 0, got {headroom_stops}")
     if tolerance <= 0:
         raise ValueError(f"tolerance must be > 0, got {tolerance}")
-    if polish_steps < 0:
-        raise ValueError(f"polish_steps must be >= 0, got {polish_steps}")
+    if iterations < 0:
+        raise ValueError(f"iterations must be >= 0, got {iterations}")
+    if refine_steps < 0:
+        raise ValueError(f"refine_steps must be >= 0, got {refine_steps}")
     if to_working is None:
         to_working = np.eye(3)
     to_working = np.asarray(to_working, dtype=np.float64)
@@ -365,27 +427,59 @@ def build(
     stops = np.arange(_PROBE_LOW_STOP, _PROBE_HIGH_STOP + 1e-9, 1.0 / _PROBE_PER_STOP)
     levels = np.concatenate([[0.0], np.exp2(stops)])
     greys = np.repeat(levels[:, None], 3, axis=1).astype(np.float32)
-    shaper, _top = Shaper.fit(
+    shaper = Shaper.fit(
         levels, oracle.working(greys), headroom_stops=headroom_stops, resolution=shaper_resolution
     )
 
-    # 3. Sample the forward transform over the shaper cube and along its diagonal (one batch).
-    diagonal_units = np.linspace(0.0, 1.0, 1025, dtype=np.float32)
-    diagonal = np.repeat(diagonal_units[:, None], 3, axis=1)
-    sampled = oracle.units(np.concatenate([_grid(forward_size), diagonal]), shaper).astype(np.float64)
-    forward_table = sampled[: forward_size**3].reshape((forward_size,) * 3 + (3,))
-    neutral = sampled[forward_size**3 :]
-
-    # 4. Start from the per-channel inverse of the diagonal, then search the forward table.
+    # 3. Sample the forward transform densely over the shaper cube (one batch) and seed every display node
+    #    with a sample near it. The cube's diagonal, sampled finely, gives each node an anchor: the per-channel
+    #    inverse of the diagonal, a smooth function of the node that the search is pulled towards where the
+    #    view is flat.
+    samples = _grid(forward_size)
+    along = np.linspace(0.0, 1.0, _DIAGONAL_SAMPLES, dtype=np.float32)
+    sampled = oracle.units(np.concatenate([samples, np.repeat(along[:, None], 3, axis=1)]), shaper)
+    sampled, diagonal = sampled[: len(samples)], sampled[len(samples) :]
     targets = _grid(size).astype(np.float64)
-    units = np.empty_like(targets)
-    for c in range(3):
-        units[:, c] = _first_crossing(neutral[:, c], diagonal_units, targets[:, c])
-    units = _search_table(forward_table, targets, units)
+    anchors = np.stack([_first_crossing(diagonal[:, c], along, targets[:, c]) for c in range(3)], axis=1)
+    # The anchors are candidate seeds too: on the grey axis they are the solutions, at the first units that
+    # reach the node (past white the view is flat, and its edges are ridges a search would not cross).
+    candidates = np.concatenate([samples, anchors.astype(np.float32)])
+    sampled = np.concatenate([sampled, oracle.units(anchors.astype(np.float32), shaper)])
+    seeds, seed_values = _seed_nodes(candidates, sampled, anchors, size)
 
-    # 5. Polish against the forward transform itself.
-    units, reached = _polish(oracle, shaper, targets, units, polish_steps)
+    # 4. Levenberg-Marquardt against the forward transform itself.
+    units, reached, jacobian = _solve(oracle, shaper, targets, seeds, anchors, iterations, seed_values)
     distance = np.max(np.abs(reached - targets), axis=1)
+
+    # 5. Where the solution is not unique (a channel clipped on a face of the cube) or does not exist, the
+    #    search may have stopped anywhere in a region of equally good units, and interpolating towards such a
+    #    node misses. For those nodes, solve again from the settled neighbours, move both solutions back
+    #    towards the neighbours as far as they stay as close to the target, and keep the best.
+    settled = (distance <= tolerance) & (_smallest_singular_value(jacobian) >= _DEGENERATE)
+    if settled.any() and not settled.all():
+        redo = np.nonzero(~settled)[0]
+        units[redo], reached[redo], distance[redo] = _smooth_unsettled(
+            oracle,
+            shaper,
+            targets[redo],
+            units[redo],
+            reached[redo],
+            _spread(units, settled, size)[redo],
+            tolerance,
+            iterations,
+        )
+
+    # 6. Exact nodes can still interpolate poorly where the view bends sharply between them. Adjust the
+    #    reached nodes so that the table, as interpolated, is right at points inside the cells too.
+    #    A node may move off its own target by a little for that; `distance` keeps describing how far the
+    #    view is from each node's colour.
+    if refine_steps:
+        refined, refined_reached = _refine(
+            oracle, shaper, units, reached, distance <= tolerance, size, refine_steps
+        )
+        moved_off = np.max(np.abs(refined_reached - targets), axis=1)
+        keep = moved_off <= np.maximum(distance, tolerance) + _REFINE_OFF_TARGET
+        units[keep], reached[keep] = refined[keep], refined_reached[keep]
 
     report = BuildReport(
         nodes=len(targets),
@@ -398,7 +492,7 @@ def build(
     )
     shape = (size, size, size)
     return InverseView(
-        nodes=units.astype(np.float32).reshape(shape + (3,)),
+        nodes=units.astype(np.float32).reshape((*shape, 3)),
         distance=distance.astype(np.float32).reshape(shape),
         shaper=shaper,
         to_linear=to_linear,
@@ -446,97 +540,303 @@ def _grid(size: int) -> np.ndarray:
     return np.stack([r.ravel(), g.ravel(), b.ravel()], axis=1)
 
 
+def _cost(value, targets, units, start) -> np.ndarray:
+    return np.sum((value - targets) ** 2, axis=1) + _PULL * np.sum((units - start) ** 2, axis=1)
+
+
+def _lm_step(jacobian, residual, units, start, damping) -> np.ndarray:
+    """Levenberg-Marquardt step `(N, 3)` for |F(u) - target|^2 + _PULL |u - start|^2."""
+    jtj = np.einsum("nki,nkj->nij", jacobian, jacobian)
+    gradient = np.einsum("nki,nk->ni", jacobian, residual) + _PULL * (units - start)
+    # Marquardt's scaling by diag(J^T J), floored so that damping also shortens steps where the view is flat.
+    diag = np.maximum(np.einsum("nii->ni", jtj), 1e-2)
+    lhs = jtj + np.eye(3) * (_PULL + damping[:, None] * diag)[:, None, :]
+    return -np.linalg.solve(lhs, gradient[..., None])[..., 0]
+
+
 def _first_crossing(response: np.ndarray, units: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """The lowest u where a sampled monotone-ish response reaches each target (ends clamp)."""
-    response = np.maximum.accumulate(response)
+    """The lowest u where a sampled, roughly increasing response reaches each target (ends clamp)."""
+    response = np.maximum.accumulate(response.astype(np.float64))
     rising = np.concatenate([[True], np.diff(response) > 0])
     return np.interp(targets, response[rising], units[rising])
 
 
-def _table_value_and_jacobian(table: np.ndarray, units: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Trilinear value `(N, 3)` and Jacobian `(N, out 3, in 3)` of a `(n, n, n, 3)` table at `units`."""
-    n = table.shape[0]
-    x = np.clip(units, 0.0, 1.0) * (n - 1)
-    i = np.minimum(x.astype(np.int64), n - 2)
-    f = x - i
-    corner = {}
-    for dr in (0, 1):
-        for dg in (0, 1):
-            for db in (0, 1):
-                corner[dr, dg, db] = table[i[:, 0] + dr, i[:, 1] + dg, i[:, 2] + db].astype(np.float64)
-    fr, fg, fb = (f[:, k, None] for k in range(3))
+def _seed_nodes(
+    samples: np.ndarray, sampled: np.ndarray, anchors: np.ndarray, size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """A starting point for every display node: a nearby forward sample, else a neighbour's seed.
 
-    def lerp(a, b, t):
-        return a + (b - a) * t
+    Each sample votes for the node nearest its display colour. A node keeps the voter that is closest in
+    display plus `_ANCHOR_WEIGHT` times its distance in units from the node's anchor: where several units
+    give (nearly) the same colour, as where a view clips or desaturates highlights, that picks the branch
+    which joins smoothly onto the neighbouring nodes. Nodes nobody voted for (colours the view cannot
+    produce, or sparsely sampled ones) take the seed of a neighbouring node, spreading outwards.
 
-    # Collapse b, then g, keeping the differences needed for the derivatives.
-    along_b = {(dr, dg): lerp(corner[dr, dg, 0], corner[dr, dg, 1], fb) for dr in (0, 1) for dg in (0, 1)}
-    along_g = {dr: lerp(along_b[dr, 0], along_b[dr, 1], fg) for dr in (0, 1)}
-    value = lerp(along_g[0], along_g[1], fr)
-    d_r = along_g[1] - along_g[0]
-    d_g = lerp(along_b[0, 1] - along_b[0, 0], along_b[1, 1] - along_b[1, 0], fr)
-    slope_b = {(dr, dg): corner[dr, dg, 1] - corner[dr, dg, 0] for dr in (0, 1) for dg in (0, 1)}
-    d_b = lerp(lerp(slope_b[0, 0], slope_b[0, 1], fg), lerp(slope_b[1, 0], slope_b[1, 1], fg), fr)
-    jacobian = np.stack([d_r, d_g, d_b], axis=2) * (n - 1)
-    return value, jacobian
-
-
-def _lm_step(jacobian: np.ndarray, residual: np.ndarray, damping: np.ndarray) -> np.ndarray:
-    """Levenberg-Marquardt step `(N, 3)`: solve (J^T J + damping * diag(J^T J) + tiny) step = -J^T r."""
-    jtj = np.einsum("nki,nkj->nij", jacobian, jacobian)
-    jtr = np.einsum("nki,nk->ni", jacobian, residual)
-    diag = np.einsum("nii->ni", jtj)
-    lhs = jtj + np.eye(3) * (damping[:, None] * (diag + 1e-6))[:, None, :]
-    return -np.linalg.solve(lhs, jtr[..., None])[..., 0]
-
-
-def _search_table(table: np.ndarray, targets: np.ndarray, units: np.ndarray, iterations: int = 40):
-    """Minimise |table(u) - target|^2 over u in [0, 1]^3 for every target (projected Levenberg-Marquardt)."""
-    units = units.copy()
-    damping = np.full(len(units), 1e-3)
-    value, jacobian = _table_value_and_jacobian(table, units)
-    cost = np.sum((value - targets) ** 2, axis=1)
-    for _ in range(iterations):
-        step = _lm_step(jacobian, value - targets, damping)
-        trial = np.clip(units + step, 0.0, 1.0)
-        trial_value, trial_jacobian = _table_value_and_jacobian(table, trial)
-        trial_cost = np.sum((trial_value - targets) ** 2, axis=1)
-        better = trial_cost < cost
-        units[better], value[better], jacobian[better] = trial[better], trial_value[better], trial_jacobian[better]
-        cost[better] = trial_cost[better]
-        damping = np.where(better, np.maximum(damping / 3.0, 1e-7), np.minimum(damping * 4.0, 1e7))
-    return units
-
-
-def _polish(oracle: _CountingForward, shaper: Shaper, targets, units, steps: int, probe: float = 1e-3):
-    """Gauss-Newton steps on the real forward transform with finite-difference Jacobians.
-
-    Each step sends the current solutions and three probes per node in one batch; a step that makes a node
-    worse is undone and retried with more damping. Returns (units, display reached by them).
+    Returns:
+        (seeds, values): `(size ** 3, 3)` units and the display colours the samples at them produced.
     """
-    n = len(units)
-    damping = np.full(n, 1e-4)
-    best, best_value, best_cost = units.copy(), None, np.full(n, np.inf)
-    current = units.copy()
-    for step in range(steps + 1):
-        last = step == steps
-        # Probe downwards near the top of the box so that every probe stays inside it.
-        h = np.where(current + probe <= 1.0, probe, -probe)
-        batch = [current] if last else [current] + [current + h * np.eye(3)[k] for k in range(3)]
-        values = oracle.units(np.concatenate(batch).astype(np.float32), shaper).astype(np.float64)
-        value = values[:n]
-        cost = np.sum((value - targets) ** 2, axis=1)
-        better = cost < best_cost
-        best[better], best_cost[better] = current[better], cost[better]
-        best_value = value if best_value is None else np.where(better[:, None], value, best_value)
-        damping = np.where(better, np.maximum(damping / 3.0, 1e-7), np.minimum(damping * 10.0, 1e7))
-        if last:
+    steps = size - 1
+    nearest = np.rint(np.clip(sampled, 0.0, 1.0) * steps).astype(np.int64)
+    node = (nearest[:, 0] * size + nearest[:, 1]) * size + nearest[:, 2]
+    score = np.max(np.abs(sampled - nearest / steps), axis=1)
+    score += _ANCHOR_WEIGHT * np.max(np.abs(samples - anchors[node]), axis=1)
+    order = np.lexsort((score, node))
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = node[order][1:] != node[order][:-1]
+    winners = order[first]
+    seeds = np.zeros((size**3, 3))
+    values = np.zeros((size**3, 3))
+    seeds[node[winners]] = samples[winners]
+    values[node[winners]] = sampled[winners]
+    known = np.zeros(size**3, dtype=bool)
+    known[node[winners]] = True
+
+    cube_seeds, cube_values, cube_known = (
+        a.reshape((size,) * 3 + a.shape[1:]) for a in (seeds, values, known)
+    )
+    while not cube_known.all():
+        grown = cube_known.copy()
+        for axis in range(3):
+            for shift in (1, -1):
+                # Each node looks at its neighbour `shift` steps along `axis`.
+                here = [slice(None)] * 3
+                there = [slice(None)] * 3
+                here[axis], there[axis] = (
+                    (slice(1, None), slice(None, -1)) if shift == 1 else (slice(None, -1), slice(1, None))
+                )
+                take = ~grown[tuple(here)] & cube_known[tuple(there)]
+                cube_seeds[tuple(here)][take] = cube_seeds[tuple(there)][take]
+                cube_values[tuple(here)][take] = cube_values[tuple(there)][take]
+                grown[tuple(here)] |= take
+        if np.array_equal(grown, cube_known):
+            break  # no sample at all (cannot happen with a non-empty grid)
+        cube_known = grown
+    return seeds, values
+
+
+def _solve(oracle, shaper: Shaper, targets, seeds, anchors, iterations: int, seed_values=None):
+    """Projected Levenberg-Marquardt on the real forward transform, with finite-difference Jacobians.
+
+    Every iteration sends, for the nodes still moving, one trial point and three probes around it in a single
+    batch; a trial that lowers the node's cost is taken along with the Jacobian its probes give.
+
+    Returns:
+        (units, display reached by them, Jacobian there): `(N, 3)`, `(N, 3)`, `(N, 3, 3)` float64.
+    """
+    units = seeds.copy()
+    value, jacobian = _value_and_jacobian(oracle, shaper, units, seed_values)
+    cost = _cost(value, targets, units, anchors)
+    damping = np.full(len(units), 1e-4)
+    moved = np.full(len(units), np.inf)
+    active = np.arange(len(units))
+    for _ in range(iterations):
+        # A node is done once it sits on its target and stopped moving, or when no step helps any more.
+        residual = np.sum((value[active] - targets[active]) ** 2, axis=1)
+        active = active[((residual > _CONVERGED) | (moved[active] > 1e-5)) & (damping[active] < 1e6)]
+        if len(active) == 0:
             break
-        jacobian = np.stack([(values[(k + 1) * n : (k + 2) * n] - value) / h[:, k, None] for k in range(3)], 2)
-        # A worse node restarts from its best point, using the Jacobian measured at the worse one.
-        residual = np.where(better[:, None], value, best_value) - targets
-        current = np.clip(best + _lm_step(jacobian, residual, damping), 0.0, 1.0)
-    return best, best_value
+        step = _lm_step(
+            jacobian[active], value[active] - targets[active], units[active], anchors[active], damping[active]
+        )
+        trial = np.clip(units[active] + step, 0.0, 1.0)
+        trial_value, trial_jacobian = _value_and_jacobian(oracle, shaper, trial)
+        trial_cost = _cost(trial_value, targets[active], trial, anchors[active])
+        better = trial_cost < cost[active]
+        take = active[better]
+        # A step that gains less than 1% of the cost counts as standing still (e.g. at the closest colour).
+        gained = (cost[take] - trial_cost[better]) / np.maximum(cost[take], 1e-30)
+        moved[take] = np.where(gained > 0.01, np.max(np.abs(trial[better] - units[take]), axis=1), 0.0)
+        units[take], value[take], cost[take] = trial[better], trial_value[better], trial_cost[better]
+        jacobian[take] = trial_jacobian[better]
+        damping[active] = np.where(better, np.maximum(damping[active] / 4.0, 1e-7), damping[active] * 8.0)
+    return units, value, jacobian
+
+
+def _value_and_jacobian(oracle, shaper: Shaper, units, value=None):
+    """The forward transform at `units` (unless given) and its finite-difference Jacobian, in one batch."""
+    # Probe downwards near the top of the box so that every probe stays inside it.
+    h = np.where(units + _PROBE <= 1.0, _PROBE, -_PROBE)
+    batch = ([] if value is not None else [units]) + [units + h * np.eye(3)[k] for k in range(3)]
+    values = oracle.units(np.concatenate(batch).astype(np.float32), shaper).astype(np.float64)
+    n = len(units)
+    if value is None:
+        value, values = values[:n], values[n:]
+    jacobian = np.stack([(values[k * n : (k + 1) * n] - value) / h[:, k, None] for k in range(3)], axis=2)
+    return np.asarray(value, dtype=np.float64), jacobian
+
+
+def _smallest_singular_value(jacobian: np.ndarray) -> np.ndarray:
+    return np.linalg.svd(jacobian, compute_uv=False)[:, -1]
+
+
+def _smooth_unsettled(oracle, shaper, targets, units, reached, neighbours, tolerance, iterations):
+    """Better solutions for nodes without a unique one: `(units, reached, distance)`.
+
+    Candidates are the node's current solution, the same moved back towards its neighbours, and a fresh
+    solution from the neighbours moved back likewise. Each scores its distance from the target (floored at
+    `tolerance`, below which colours count as equal) plus `_AWAY_WEIGHT` times its distance from the
+    neighbours, and may be at most `_WORSE_BY` farther from the target than the current solution.
+    """
+    distance = np.max(np.abs(reached - targets), axis=1)
+    # Starting farther from a solution, the fresh search gets twice the iterations.
+    fresh, fresh_reached, _ = _solve(oracle, shaper, targets, neighbours, neighbours, 2 * iterations)
+    candidates = [(units, reached)]
+    for start, start_reached in ((units, reached), (fresh, fresh_reached)):
+        limit = np.max(np.abs(start_reached - targets), axis=1) + _RETREAT_SLACK
+        candidates.append(_retreat(oracle, shaper, targets, start, start_reached, neighbours, limit))
+    best_units, best_reached = units.copy(), reached.copy()
+    best_score = np.full(len(units), np.inf)
+    for candidate, candidate_reached in candidates:
+        candidate_distance = np.max(np.abs(candidate_reached - targets), axis=1)
+        away = np.max(np.abs(candidate - neighbours), axis=1)
+        score = np.maximum(candidate_distance, tolerance) + _AWAY_WEIGHT * away
+        take = (score < best_score) & (candidate_distance <= distance + _WORSE_BY)
+        best_score[take] = score[take]
+        best_units[take], best_reached[take] = candidate[take], candidate_reached[take]
+    # Polish the winners that are not on their target yet, pulled towards where they are to keep their branch.
+    best_distance = np.max(np.abs(best_reached - targets), axis=1)
+    loose = np.nonzero(best_distance > tolerance)[0]
+    if len(loose):
+        polished, polished_reached, _ = _solve(
+            oracle,
+            shaper,
+            targets[loose],
+            best_units[loose],
+            best_units[loose],
+            iterations,
+            best_reached[loose],
+        )
+        best_units[loose], best_reached[loose] = polished, polished_reached
+        best_distance[loose] = np.max(np.abs(polished_reached - targets[loose]), axis=1)
+    return best_units, best_reached, best_distance
+
+
+def _refine(oracle, shaper, units, reached, good, size, steps):
+    """Adjust the `good` nodes so that the interpolated table lands on its targets inside the cells too.
+
+    Each step evaluates the interpolated table at the nodes and at one point inside every cell (a centroid
+    of one of its six tetrahedra, taking turns), turns each point's display error into a unit correction with
+    the local Jacobian, and moves every good node by the weighted mean of the corrections of the points it
+    takes part in. Returns (units, display reached at the nodes).
+    """
+    steps_per_axis = size - 1
+    # 1. The sample points: the nodes, then one tetrahedron centroid per cell.
+    corner = np.stack(np.meshgrid(*[np.arange(steps_per_axis)] * 3, indexing="ij"), axis=-1).reshape(-1, 3)
+    orders = np.array(
+        [
+            [0.75, 0.5, 0.25],
+            [0.75, 0.25, 0.5],
+            [0.5, 0.75, 0.25],
+            [0.25, 0.75, 0.5],
+            [0.5, 0.25, 0.75],
+            [0.25, 0.5, 0.75],
+        ]
+    )
+    inside = (corner + orders[np.arange(len(corner)) % 6]) / steps_per_axis
+    points = np.concatenate([_grid(size).astype(np.float64), inside])
+    corners, weights = _tetrahedra(points, size)
+    usable = np.all(good[corners] | (weights == 0), axis=1)
+    # 2. Jacobians at the nodes, interpolated to the points.
+    _, node_jacobian = _value_and_jacobian(oracle, shaper, units, reached)
+    current = units.copy()
+    for _ in range(steps):
+        at_points = np.einsum("pk,pkc->pc", weights, current[corners])
+        value = oracle.units(at_points.astype(np.float32), shaper).astype(np.float64)
+        jacobian = np.einsum("pk,pkij->pij", weights, node_jacobian[corners])
+        correction = _lm_step(
+            jacobian, value - points, at_points, at_points, np.full(len(points), _REFINE_DAMPING)
+        )
+        correction[~usable] = 0.0
+        total = np.zeros_like(current)
+        weight = np.zeros(len(current))
+        for k in range(4):
+            np.add.at(total, corners[:, k], weights[:, k, None] * correction)
+            np.add.at(weight, corners[:, k], weights[:, k])
+        step = np.where(
+            good[:, None] & (weight[:, None] > 0), total / np.maximum(weight, 1e-12)[:, None], 0.0
+        )
+        current = np.clip(current + np.clip(step, -_REFINE_STEP, _REFINE_STEP), 0.0, 1.0)
+    return current, oracle.units(current.astype(np.float32), shaper).astype(np.float64)
+
+
+def _tetrahedra(points: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The 4 node indices and tetrahedral weights `(P, 4)` that interpolate each point, as `apply` does."""
+    steps = size - 1
+    x = np.clip(points, 0.0, 1.0) * steps
+    index = np.minimum(x.astype(np.int64), steps - 1)
+    x = x - index
+    largest = np.argmax(x, axis=1)
+    smallest = np.argmin(x, axis=1)
+    smallest = np.where(smallest == largest, (largest + 1) % 3, smallest)
+    middle = 3 - largest - smallest
+    rows = np.arange(len(x))
+    high, mid, low = x[rows, largest], x[rows, middle], x[rows, smallest]
+    unit = np.eye(3, dtype=np.int64)
+    offsets = [np.zeros_like(index), unit[largest], unit[largest] + unit[middle], np.ones_like(index)]
+    corners = np.stack([((index + o) * [size * size, size, 1]).sum(axis=1) for o in offsets], axis=1)
+    weights = np.stack([1 - high, high - mid, mid - low, low], axis=1)
+    return corners, weights
+
+
+def _spread(units: np.ndarray, known: np.ndarray, size: int) -> np.ndarray:
+    """Fill the nodes not `known` from their known neighbours, layer by layer outwards.
+
+    A node next to two known nodes in a row along an axis extends their trend (by `_EXTRAPOLATE` of a step), a
+    node next to one takes its value; the estimates from all six directions are averaged and clipped to the
+    box. On a face of the cube this points at the solution that continues the interior ones.
+    """
+    cube = units.reshape(size, size, size, 3).copy()
+    known = known.reshape(size, size, size).copy()
+    while not known.all():
+        total = np.zeros_like(cube)
+        count = np.zeros(known.shape)
+        for axis in range(3):
+            for direction in (1, -1):
+                one, one_known = _shifted(cube, axis, direction), _shifted(known, axis, direction)
+                two, two_known = _shifted(cube, axis, 2 * direction), _shifted(known, axis, 2 * direction)
+                line = (one_known & two_known)[..., None]
+                estimate = np.where(line, one + _EXTRAPOLATE * (one - two), one)
+                total += np.where(one_known[..., None], estimate, 0.0)
+                count += one_known
+        new = ~known & (count > 0)
+        if not new.any():
+            break
+        cube[new] = np.clip(total[new] / count[new][:, None], 0.0, 1.0)
+        known |= new
+    return cube.reshape(-1, 3)
+
+
+def _retreat(oracle, shaper: Shaper, targets, units, value, towards, limit, steps: int = 6):
+    """Move each solution back along the segment towards `towards` while it stays within `limit` of its target.
+
+    On a face of the cube the solutions form a region (a clipped channel accepts anything past the clip); the
+    search may overshoot deep into it, but the smooth continuation of the neighbouring nodes is the region's
+    boundary nearest to them. Bisection finds it, one batch per step. Returns (units, value).
+    """
+    near, far = np.zeros(len(units)), np.ones(len(units))
+    best_value = value.copy()
+    for _ in range(steps):
+        middle = (near + far) / 2
+        trial = towards + middle[:, None] * (units - towards)
+        trial_value = oracle.units(trial.astype(np.float32), shaper).astype(np.float64)
+        inside = np.max(np.abs(trial_value - targets), axis=1) <= limit
+        far = np.where(inside, middle, far)
+        near = np.where(inside, near, middle)
+        best_value[inside] = trial_value[inside]
+    return towards + far[:, None] * (units - towards), best_value
+
+
+def _shifted(array: np.ndarray, axis: int, offset: int) -> np.ndarray:
+    """`out[i] = array[i - offset]` along `axis`, zero (False) where that falls outside."""
+    out = np.zeros_like(array)
+    src = [slice(None)] * array.ndim
+    dst = [slice(None)] * array.ndim
+    if offset > 0:
+        src[axis], dst[axis] = slice(None, -offset), slice(offset, None)
+    else:
+        src[axis], dst[axis] = slice(-offset, None), slice(None, offset)
+    out[tuple(dst)] = array[tuple(src)]
+    return out
 
 
 # Interpolation --------------------------------------------------------------------------------------------
@@ -545,7 +845,7 @@ def _polish(oracle: _CountingForward, shaper: Shaper, targets, units, steps: int
 def _cell_table(nodes: np.ndarray) -> np.ndarray:
     """Every cell's 8 corners side by side, `((S-1)**3, 8 * C)`, so that one gather fetches a whole cell.
 
-    Corner order is (dr, dg, db) = 000, 001, 010, 011, 100, ... which `_interpolate_cells` collapses b-last.
+    Corner k = 4 dr + 2 dg + db, i.e. in the order 000, 001, 010, 011, 100, 101, 110, 111 of (dr, dg, db).
     """
     cells = nodes.shape[0] - 1
     corners = [
@@ -554,12 +854,19 @@ def _cell_table(nodes: np.ndarray) -> np.ndarray:
         for dg in (0, 1)
         for db in (0, 1)
     ]
-    # Corner order r, g, b with b fastest; _interpolate_cells collapses r first (the slowest half-split).
     return np.ascontiguousarray(np.stack(corners, axis=3).reshape(cells**3, -1), dtype=np.float32)
 
 
+# Corner-index step for moving +1 along r, g, b in a cell table row.
+_CORNER_STEP = np.array([4, 2, 1], dtype=np.int64)
+
+
 def _interpolate_cells(cells: np.ndarray, size: int, display: np.ndarray) -> np.ndarray:
-    """Trilinear interpolation of a cell table at `(N, 3)` points of the unit cube: `(N, C)` float32."""
+    """Tetrahedral interpolation of a cell table at `(N, 3)` points of the unit cube: `(N, C)` float32.
+
+    Each cell splits into six tetrahedra along its grey diagonal, so a grey point uses only the two grey
+    corners: the neutral axis interpolates exactly as solved, whatever the saturated corners hold.
+    """
     steps = size - 1
     x = np.clip(display, 0.0, 1.0)
     x *= np.float32(steps)
@@ -568,16 +875,22 @@ def _interpolate_cells(cells: np.ndarray, size: int, display: np.ndarray) -> np.
     flat = index[:, 0] * (steps * steps)
     flat += index[:, 1] * steps
     flat += index[:, 2]
-    block = np.take(cells, flat, axis=0)
-    width = block.shape[1] // 2
-    for axis in range(3):
-        low, high = block[:, :width], block[:, width:]
-        high = high - low
-        high *= x[:, axis, None]
-        high += low
-        block = high
-        width //= 2
-    return block
+    channels = cells.shape[1] // 8
+    block = np.take(cells, flat, axis=0).reshape(-1, 8, channels)
+    # Axes by decreasing fraction (ties in any order, as long as the three are distinct).
+    largest = np.argmax(x, axis=1)
+    smallest = np.argmin(x, axis=1)
+    smallest = np.where(smallest == largest, (largest + 1) % 3, smallest)
+    middle = 3 - largest - smallest
+    rows = np.arange(len(x))
+    high, mid, low = x[rows, largest], x[rows, middle], x[rows, smallest]
+    second = _CORNER_STEP[largest]
+    third = second + _CORNER_STEP[middle]
+    out = block[:, 0] * (1 - high)[:, None]
+    out += block[rows, second] * (high - mid)[:, None]
+    out += block[rows, third] * (mid - low)[:, None]
+    out += block[:, 7] * low[:, None]
+    return out
 
 
 def _check_pixels(display: np.ndarray) -> np.ndarray:

@@ -67,3 +67,33 @@ def known_scene(scene):
     }
     scene.stylepass.pass_samples = 2
     return objects
+
+
+def animated_scene(scene, frames: int = 4):
+    """`known_scene` with the box sliding right and the sphere rising over `frames` frames."""
+    objects = known_scene(scene)
+    scene.frame_start, scene.frame_end = 1, frames
+    box, ball = objects["box"], objects["sphere"]
+    for frame in range(1, frames + 1):
+        box.location.x = -0.3 + 0.12 * (frame - 1)
+        box.keyframe_insert("location", frame=frame)
+        ball.location.y = 0.2 + 0.05 * (frame - 1)
+        ball.keyframe_insert("location", frame=frame)
+    for fcurve in _fcurves(box) + _fcurves(ball):
+        for point in fcurve.keyframe_points:
+            point.interpolation = "LINEAR"
+    scene.frame_set(1)
+    return objects
+
+
+def _fcurves(obj):
+    action = obj.animation_data.action
+    if hasattr(action, "fcurves") and len(action.fcurves):
+        return list(action.fcurves)
+    # Blender 5.x: layered actions keep F-curves in channelbags.
+    curves = []
+    for layer in action.layers:
+        for strip in layer.strips:
+            for bag in strip.channelbags:
+                curves.extend(bag.fcurves)
+    return curves

@@ -10,13 +10,12 @@ import os
 import subprocess
 import textwrap
 
+import blender_harness
 import bpy
 import numpy as np
 import pytest
 from conftest import ROOT, addon_module, diff_snapshots, scene_snapshot
 from scenes import known_scene
-
-import blender_harness
 
 engine_host = addon_module("addon.engine_host")
 compositor = addon_module("addon.compositor")
@@ -24,7 +23,8 @@ png = addon_module("addon.stylepass_core.png")
 
 PYTHON = os.environ.get("STYLEPASS_DIFFUSION_PYTHON", "")
 pytestmark = pytest.mark.skipif(
-    not os.path.isfile(PYTHON), reason="needs the diffusion venv (STYLEPASS_DIFFUSION_PYTHON, set by ./run test)"
+    not os.path.isfile(PYTHON),
+    reason="needs the diffusion venv (STYLEPASS_DIFFUSION_PYTHON, set by ./run test)",
 )
 
 
@@ -100,10 +100,14 @@ def test_stylise_through_a_local_worker_and_f12_shows_it(empty_file, out_dir, ti
     # Release Memory stops the worker process.
     assert bpy.ops.stylepass.release_memory() == {"FINISHED"}
     assert not engine_host._workers
-    assert not os.path.exists(f"/proc/{pids[0]}") or "zombie" in open(f"/proc/{pids[0]}/status").read().lower()
+    assert (
+        not os.path.exists(f"/proc/{pids[0]}") or "zombie" in open(f"/proc/{pids[0]}/status").read().lower()
+    )
 
 
-def test_worker_that_cannot_start_is_reported_and_scene_unchanged(empty_file, out_dir, tiny_models, prefs, tmp_path):
+def test_worker_that_cannot_start_is_reported_and_scene_unchanged(
+    empty_file, out_dir, tiny_models, prefs, tmp_path
+):
     scene = _diffusion_scene(empty_file, out_dir, tiny_models)
     broken = tmp_path / "python"
     broken.write_text("#!/bin/sh\necho 'no engine here' >&2\nexit 3\n")

@@ -1,0 +1,152 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Stylised animation: resume, cancel, temporal coherence and the frame-synced compositor."""
+
+import json
+import subprocess
+import sys
+import textwrap
+import threading
+
+import bpy
+import numpy as np
+from conftest import ROOT, ZIP_PATH, addon_module
+from scenes import animated_scene
+
+animation = addon_module("addon.animation")
+stylise = addon_module("addon.stylise")
+png = addon_module("addon.stylepass_core.png")
+exr = addon_module("addon.stylepass_core.exr")
+temporal = addon_module("addon.stylepass_core.temporal")
+
+
+def _setup(scene, out_dir, frames=4):
+    objects = animated_scene(scene, frames)
+    scene.render.engine = "CYCLES"
+    scene.cycles.samples = 1
+    scene.view_settings.view_transform = "Standard"
+    scene.stylepass.output_dir = str(out_dir)
+    scene.stylepass.style_preset = "style_07"
+    return objects
+
+
+def _run(scene, overwrite=False, temporal_on=True, stop_after=None):
+    style = stylise.StyleOptions.from_scene(scene)
+    style.passes.show_images = False
+    anim = animation.AnimationOptions(
+        scene.frame_start, scene.frame_end, overwrite=overwrite, temporal=temporal_on
+    )
+    stop = threading.Event()
+    summary = animation.AnimationSummary()
+    for _step in animation.animation_steps(
+        scene, bpy.context.view_layer, style, anim, stop=stop, summary=summary
+    ):
+        if stop_after is not None and len(summary.stylised) >= stop_after:
+            stop.set()
+    return summary
+
+
+def _stylised(out_dir, scene, frame):
+    return png.read_png(out_dir / scene.name / "stylised" / f"{frame:04d}.png")[..., :3].astype(np.int32)
+
+
+def test_resume_skips_done_frames_and_redoes_changed_ones(empty_file, out_dir):
+    scene = empty_file
+    objects = _setup(scene, out_dir)
+    first = _run(scene)
+    assert first.stylised == [1, 2, 3, 4] and first.skipped == []
+    assert first.keyframes[1] == "first"
+    assert scene.frame_current == 1
+    again = _run(scene)
+    assert again.stylised == [] and again.skipped == [1, 2, 3, 4]
+    # Change the animation from frame 3 on: frames 1-2 stay, 3-4 are redone.
+    objects["box"].location.x = 0.6
+    objects["box"].keyframe_insert("location", frame=3)
+    changed = _run(scene)
+    assert changed.skipped == [1, 2] and changed.stylised == [3, 4]
+    assert _run(scene, overwrite=True).stylised == [1, 2, 3, 4]
+
+
+def test_cancel_keeps_finished_frames_and_resume_continues(empty_file, out_dir):
+    scene = empty_file
+    _setup(scene, out_dir)
+    stopped = _run(scene, stop_after=2)
+    assert stopped.stopped_early and 2 <= len(stopped.stylised) < 4
+    finished = list(stopped.stylised)
+    folder = out_dir / scene.name / "stylised"
+    for frame in finished:
+        record = json.loads((folder / f"{frame:04d}.json").read_text())
+        assert record["context"]["frame"] == frame
+        assert (folder / "compositor" / f"{frame:04d}.exr").is_file()
+    resumed = _run(scene)
+    assert resumed.skipped == finished and resumed.stylised == [f for f in (1, 2, 3, 4) if f not in finished]
+
+
+def test_compositor_shows_frame_k_at_frame_k(empty_file, out_dir, tmp_path):
+    scene = empty_file
+    _setup(scene, out_dir)
+    assert bpy.ops.stylepass.stylise_animation() == {"FINISHED"}
+    settings = scene.render.image_settings
+    if hasattr(settings, "media_type"):
+        settings.media_type = "IMAGE"
+    settings.file_format, settings.color_mode, settings.color_depth = "PNG", "RGB", "8"
+    scene.render.use_file_extension = False
+    for frame in (1, 3, 4):
+        scene.frame_set(frame)
+        scene.render.filepath = str(tmp_path / f"f{frame}.png")
+        assert bpy.ops.render.render(write_still=True) == {"FINISHED"}
+        shown = png.read_png(tmp_path / f"f{frame}.png")[..., :3].astype(np.int32)
+        assert np.abs(shown - _stylised(out_dir, scene, frame)).max() <= 2, frame
+    assert np.abs(_stylised(out_dir, scene, 1) - _stylised(out_dir, scene, 4)).mean() > 1
+
+
+def test_temporal_coherence_lowers_the_warping_error(empty_file, out_dir, tmp_path):
+    scene = empty_file
+    _setup(scene, out_dir, frames=5)
+    passes = out_dir / scene.name / "passes"
+    results = {}
+    for on in (False, True):
+        _run(scene, overwrite=True, temporal_on=on)
+        frames, vectors, masks = [], [None], [None]
+        previous = None
+        for frame in range(1, 6):
+            frames.append(_stylised(out_dir, scene, frame).astype(np.float32) / 255.0)
+            raw = exr.read_exr(passes / "vector" / f"{frame:04d}.exr")
+            vec = np.stack([raw[c] for c in "XYZW"], axis=-1)
+            depth = exr.read_exr(passes / "depth" / f"{frame:04d}.exr")["Z"]
+            if previous is not None:
+                vectors.append(vec)
+                masks.append(temporal.occlusion_mask(vec, previous[0], depth, previous[1]))
+            previous = (vec, depth)
+        results[on] = temporal.warping_error(frames, vectors, masks)
+    assert results[True] < 0.5 * results[False], results
+
+
+def test_render_animation_from_the_command_line(empty_file, out_dir, tmp_path):
+    scene = empty_file
+    _setup(scene, out_dir, frames=3)
+    scene.render.filepath = str(tmp_path / "render" / "frame_####")
+    settings = scene.render.image_settings
+    if hasattr(settings, "media_type"):
+        settings.media_type = "IMAGE"
+    settings.file_format = "PNG"
+    blend = tmp_path / "shot.blend"
+    bpy.ops.wm.save_as_mainfile(filepath=str(blend), copy=True)
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.path.insert(0, {str(ROOT / "tools")!r})
+        import blender_harness as h
+        h.use_throwaway_user_folder()
+        import bpy
+        h.install_extension({str(ZIP_PATH)!r})
+        bpy.ops.wm.open_mainfile(filepath={str(blend)!r})
+        import bpy; bpy.ops.stylepass.render_animation()
+        h.disable_extension()
+        print("RENDERED")
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=900)
+    assert "RENDERED" in done.stdout, done.stdout[-3000:] + done.stderr[-3000:]
+    for frame in (1, 2, 3):
+        rendered = png.read_png(tmp_path / "render" / f"frame_{frame:04d}.png")[..., :3].astype(np.int32)
+        assert np.abs(rendered - _stylised(out_dir, scene, frame)).max() <= 2, frame
