@@ -16,7 +16,11 @@ import numpy as np
 
 def _plain_values(struct) -> Iterable[tuple[str, object]]:
     for prop in struct.bl_rna.properties:
-        if prop.type in {"POINTER", "COLLECTION"} or prop.identifier == "rna_type":
+        if (
+            prop.type in {"POINTER", "COLLECTION"}
+            or prop.identifier == "rna_type"
+            or getattr(prop, "is_deprecated", False)
+        ):
             continue
         try:
             value = getattr(struct, prop.identifier)

@@ -130,3 +130,24 @@ def build_demo_scene(width: int = 512, height: int = 512, name: str = "Demo") ->
         figure.stylepass.semantic_class = "PERSON"
     _ = ball
     return scene
+
+
+def animate_demo_scene(scene: bpy.types.Scene, frames: int = 24) -> None:
+    """A short shot on the demo scene: the camera dollies and pans, the sphere rolls across the street."""
+    scene.frame_start, scene.frame_end = 1, frames
+    camera = scene.camera
+    ball = scene.objects["Sphere"]
+    start_cam, end_cam = Vector((-1.5, -10.0, 3.0)), Vector((1.0, -8.5, 2.6))
+    start_ball, end_ball = Vector((3.2, -0.5, 1.0)), Vector((0.2, -1.2, 1.0))
+    for frame in (1, frames):
+        t = (frame - 1) / max(1, frames - 1)
+        camera.location = start_cam.lerp(end_cam, t)
+        direction = Vector((0.5, 3.0, 1.8)) - camera.location
+        camera.rotation_euler = direction.to_track_quat("-Z", "Y").to_euler()
+        camera.keyframe_insert("location", frame=frame)
+        camera.keyframe_insert("rotation_euler", frame=frame)
+        ball.location = start_ball.lerp(end_ball, t)
+        ball.rotation_euler = (0.0, -3.0 * t, 0.0)
+        ball.keyframe_insert("location", frame=frame)
+        ball.keyframe_insert("rotation_euler", frame=frame)
+    scene.frame_set(1)
