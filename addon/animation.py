@@ -141,9 +141,11 @@ def _temporal_work(prepared: PreparedFrame, previous: _Previous | None, anim: An
         # same seed, so it repaints detail without re-inventing what is already there.
         start = np.where(valid[..., None], warped, beauty).astype(np.float32)
         start = _fit(start, request.beauty.shape[:2])  # the request's arrays stay at the pass size
-        params = dict(
-            request.params, denoise=min(float(request.params.get("denoise", 1.0)), anim.temporal_denoise)
-        )
+        steps = int(request.params.get("steps", 20))
+        denoise = min(float(request.params.get("denoise", 1.0)), anim.temporal_denoise)
+        # img2img runs int(steps * denoise) steps: keep at least one.
+        denoise = max(denoise, min(1.0, 1.0 / max(1, steps) + 1e-6))
+        params = dict(request.params, denoise=denoise)
         request = replace(request, beauty=start, params=params)
 
     def blend(image: np.ndarray) -> tuple[np.ndarray, dict]:

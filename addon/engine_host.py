@@ -77,11 +77,14 @@ def runner_for(engine_id: str, prefs, extra_model_dirs: list[str] = ()) -> Engin
     from .stylepass_core.worker.client import WorkerClient
 
     if prefs is not None and prefs.engine_location == "REMOTE":
-        if not prefs.remote_url:
+        if not prefs.remote_url or not prefs.remote_token:
             raise EngineHostError(
-                "Remote worker chosen but no URL is set in Preferences > Add-ons > Stylepass."
+                "Remote worker chosen but its URL or token is empty: set both in Preferences > Add-ons > Stylepass."
             )
-        client = WorkerClient(prefs.remote_url, prefs.remote_token or None)
+        try:
+            client = WorkerClient(prefs.remote_url.strip(), prefs.remote_token.strip())
+        except ValueError as error:
+            raise EngineHostError(f"Remote worker: {error}") from error
         return client.run
     python = _worker_python(prefs)
     folders = sorted({*model_folders(prefs), *extra_model_dirs})

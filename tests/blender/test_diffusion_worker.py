@@ -131,3 +131,79 @@ def test_missing_python_or_model_is_reported_before_rendering(empty_file, out_di
     with pytest.raises(RuntimeError, match="needs a model"):
         bpy.ops.stylepass.stylise()
     assert not (out_dir / scene.name).exists()
+
+
+@pytest.fixture
+def remote_worker(tiny_models):
+    """A worker started by hand, as on a GPU box, on loopback with a token."""
+    token = "test-token-" + os.urandom(8).hex()
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "addon"))
+    process = subprocess.Popen(
+        [
+            PYTHON,
+            "-m",
+            "stylepass_core.worker",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--token",
+            token,
+            "--model-dir",
+            str(tiny_models),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.PIPE,
+        env=env,
+        text=True,
+    )
+    ready = json.loads(process.stdout.readline())
+    yield ready["url"], token, process
+    process.kill()
+    process.wait(10)
+
+
+def test_remote_worker_and_a_worker_that_died(empty_file, out_dir, tiny_models, prefs, remote_worker):
+    url, token, process = remote_worker
+    scene = _diffusion_scene(empty_file, out_dir, tiny_models)
+    prefs.engine_location, prefs.remote_url, prefs.remote_token = "REMOTE", url, token
+    try:
+        assert bpy.ops.stylepass.stylise() == {"FINISHED"}
+        record = json.loads((out_dir / scene.name / "stylised" / "0001.json").read_text())
+        assert record["result"]["worker"]["url"].rstrip("/") == url.rstrip("/")
+        # Wrong token: refused with a clear message.
+        prefs.remote_token = "wrong"
+        with pytest.raises(RuntimeError, match=r"(?i)token|401|unauthori"):
+            bpy.ops.stylepass.stylise()
+        prefs.remote_token = token
+        # The worker dies: a clear report, nothing changed in the scene.
+        process.kill()
+        process.wait(10)
+        before = scene_snapshot(scene)
+        with pytest.raises(RuntimeError, match=r"(?i)worker"):
+            bpy.ops.stylepass.stylise()
+        assert diff_snapshots(before, scene_snapshot(scene)) == []
+    finally:
+        prefs.engine_location, prefs.remote_url, prefs.remote_token = "PYTHON", "", ""
+
+
+def test_animation_with_diffusion_starts_from_the_warped_previous_frame(
+    empty_file, out_dir, tiny_models, prefs
+):
+    from scenes import animated_scene
+
+    scene = _diffusion_scene(empty_file, out_dir, tiny_models)
+    animated_scene(scene, frames=3)
+    scene.stylepass.keyframe_interval = 0
+    scene.stylepass.steps = 4
+    assert bpy.ops.stylepass.stylise_animation() == {"FINISHED"}
+    folder = out_dir / scene.name / "stylised"
+    records = [json.loads((folder / f"{f:04d}.json").read_text()) for f in (1, 2, 3)]
+    assert records[0]["postprocess"]["keyframe"] == "first"
+    assert records[0]["request"]["params"]["denoise"] == pytest.approx(0.6)
+    for record in records[1:]:
+        if record["postprocess"]["keyframe"] is None:
+            assert record["request"]["params"]["denoise"] <= 0.45
+            assert record["request"]["seed"] == records[0]["request"]["seed"]
+    assert any(r["postprocess"]["keyframe"] is None for r in records[1:])
