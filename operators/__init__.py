@@ -46,6 +46,16 @@ class STYLEPASS_OT_render_passes(bpy.types.Operator):
         return {"FINISHED"}
 
 
+def _end_modal(context: bpy.types.Context, timer) -> None:
+    """Undo what a modal operator set up: its timer, the progress bar, the status text. Returns None."""
+    wm = context.window_manager
+    if timer is not None:
+        wm.event_timer_remove(timer)
+    wm.progress_end()
+    if context.workspace is not None:
+        context.workspace.status_text_set(None)
+
+
 def _report_done(operator: bpy.types.Operator, result: "stylise.StyliseResult") -> None:
     for warning in result.warnings:
         operator.report({"WARNING"}, warning)
@@ -144,13 +154,7 @@ class STYLEPASS_OT_stylise(bpy.types.Operator):
         self._cleanup(context)
 
     def _cleanup(self, context: bpy.types.Context) -> None:
-        wm = context.window_manager
-        if self._timer is not None:
-            wm.event_timer_remove(self._timer)
-            self._timer = None
-        wm.progress_end()
-        if context.workspace is not None:
-            context.workspace.status_text_set(None)
+        self._timer = _end_modal(context, self._timer)
 
 
 class STYLEPASS_OT_release_memory(bpy.types.Operator):
@@ -228,12 +232,7 @@ class STYLEPASS_OT_install_engine(bpy.types.Operator):
     def cancel(self, context: bpy.types.Context) -> None:
         if self._job is not None and not self._job.done:
             self._job.cancel(wait=10.0)
-        if self._timer is not None:
-            context.window_manager.event_timer_remove(self._timer)
-            self._timer = None
-        context.window_manager.progress_end()
-        if context.workspace is not None:
-            context.workspace.status_text_set(None)
+        self._timer = _end_modal(context, self._timer)
 
     def _finish(self, job: BackgroundJob) -> set[str]:
         if job.cancelled:
@@ -456,12 +455,7 @@ class STYLEPASS_OT_stylise_animation(_AnimationRange, bpy.types.Operator):
         self._cleanup(context)
 
     def _cleanup(self, context: bpy.types.Context) -> None:
-        if self._timer is not None:
-            context.window_manager.event_timer_remove(self._timer)
-            self._timer = None
-        context.window_manager.progress_end()
-        if context.workspace is not None:
-            context.workspace.status_text_set(None)
+        self._timer = _end_modal(context, self._timer)
 
     def _report(self, summary: "animation.AnimationSummary") -> set[str]:
         message = (

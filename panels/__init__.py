@@ -91,13 +91,26 @@ def _draw_passes(layout: bpy.types.UILayout, scene: bpy.types.Scene) -> None:
     col.prop(settings, "line_crease_angle")
 
 
-class STYLEPASS_PT_render(bpy.types.Panel):
-    """Stylepass in Properties > Render"""
-
-    bl_label = "Stylepass"
+class _RenderProperties:
     bl_space_type = "PROPERTIES"
     bl_region_type = "WINDOW"
     bl_context = "render"
+
+
+class _RenderSubPanel(_RenderProperties):
+    bl_parent_id = "STYLEPASS_PT_render"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def _split(self) -> bpy.types.UILayout:
+        self.layout.use_property_split = True
+        self.layout.use_property_decorate = False
+        return self.layout
+
+
+class STYLEPASS_PT_render(_RenderProperties, bpy.types.Panel):
+    """Stylepass in Properties > Render"""
+
+    bl_label = "Stylepass"
     bl_options = {"DEFAULT_CLOSED"}
 
     def draw(self, context: bpy.types.Context) -> None:
@@ -108,45 +121,25 @@ class STYLEPASS_PT_render(bpy.types.Panel):
         _draw_style(layout, context.scene)
 
 
-class STYLEPASS_PT_render_output(bpy.types.Panel):
+class STYLEPASS_PT_render_output(_RenderSubPanel, bpy.types.Panel):
     bl_label = "Output"
-    bl_space_type = "PROPERTIES"
-    bl_region_type = "WINDOW"
-    bl_context = "render"
-    bl_parent_id = "STYLEPASS_PT_render"
 
     def draw(self, context: bpy.types.Context) -> None:
-        self.layout.use_property_split = True
-        self.layout.use_property_decorate = False
-        _draw_output(self.layout, context.scene)
+        _draw_output(self._split(), context.scene)
 
 
-class STYLEPASS_PT_render_passes(bpy.types.Panel):
+class STYLEPASS_PT_render_passes(_RenderSubPanel, bpy.types.Panel):
     bl_label = "Control Passes"
-    bl_space_type = "PROPERTIES"
-    bl_region_type = "WINDOW"
-    bl_context = "render"
-    bl_parent_id = "STYLEPASS_PT_render"
-    bl_options = {"DEFAULT_CLOSED"}
 
     def draw(self, context: bpy.types.Context) -> None:
-        self.layout.use_property_split = True
-        self.layout.use_property_decorate = False
-        _draw_passes(self.layout, context.scene)
+        _draw_passes(self._split(), context.scene)
 
 
-class STYLEPASS_PT_render_animation(bpy.types.Panel):
+class STYLEPASS_PT_render_animation(_RenderSubPanel, bpy.types.Panel):
     bl_label = "Animation"
-    bl_space_type = "PROPERTIES"
-    bl_region_type = "WINDOW"
-    bl_context = "render"
-    bl_parent_id = "STYLEPASS_PT_render"
-    bl_options = {"DEFAULT_CLOSED"}
 
     def draw(self, context: bpy.types.Context) -> None:
-        self.layout.use_property_split = True
-        self.layout.use_property_decorate = False
-        _draw_animation(self.layout, context.scene)
+        _draw_animation(self._split(), context.scene)
 
 
 class VIEW3D_PT_stylepass(bpy.types.Panel):
