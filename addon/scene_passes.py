@@ -25,7 +25,6 @@ from .render_state import overridden
 from .scene_fingerprint import scene_fingerprint
 from .stylepass_core import conditioning, exr, png
 from .stylepass_core.output_layout import (
-    PASS_NAMES,
     OutputError,
     SceneLayout,
     ensure_writable,
@@ -384,7 +383,6 @@ def _write_maps(
     frame: int,
     maps: dict[str, np.ndarray],
     raw: dict[str, np.ndarray],
-    beauty_tmp: Path,
 ) -> dict[str, list[Path]]:
     files: dict[str, list[Path]] = {}
 
@@ -394,7 +392,9 @@ def _write_maps(
         files.setdefault(name, []).append(path)
         return path
 
-    shutil.move(str(beauty_tmp), target("beauty"))
+    # Written again by our encoder rather than moved: Blender's PNG rows use filters that decode slowly,
+    # and every reuse of this frame reads the beauty.
+    png.write_png(target("beauty"), maps["beauty"])
     # 16 bits where 8 would band: inverse depth and the raw object indices.
     png.write_png(target("depth"), maps["depth"], bit_depth=16)
     png.write_png(target("normal"), maps["normal"])
@@ -471,7 +471,7 @@ def render_passes(
 
         # 5. Files, record, images
         tick = time.perf_counter()
-        files = _write_maps(layout, frame, maps, raw, beauty_tmp)
+        files = _write_maps(layout, frame, maps, raw)
         json_path = layout.pass_json(frame)
         record = _frame_record(scene, view_layer, frame, camera, options, entries, files, layout)
         record["fingerprint"] = fingerprint
@@ -516,6 +516,33 @@ def _frame_record(scene, view_layer, frame, camera, options, entries, files, lay
     }
 
 
+class _OnDisk(dict):
+    """Pass arrays read from disk on first use: a reused frame rarely needs all of them."""
+
+    def __init__(self, read) -> None:
+        super().__init__()
+        self._read = read
+
+    def __missing__(self, name: str) -> np.ndarray:
+        value = self[name] = self._read(name)
+        return value
+
+
+def _read_map(layout: SceneLayout, name: str, frame: int) -> np.ndarray:
+    path = layout.pass_file(name, frame)
+    if name == "object_index":
+        return png.read_png(path)[..., 0].astype(np.int32)
+    image = png.read_png_float(path)
+    return image[..., 0] if name in ("depth", "lineart") else image[..., :3]
+
+
+def _read_raw(layout: SceneLayout, name: str, frame: int) -> np.ndarray:
+    channels = exr.read_exr(layout.pass_file(name, frame, "exr"))
+    if name == "depth":
+        return channels["Z"]
+    return np.stack([channels[c] for c in ("XYZ" if name == "normal" else "XYZW")], axis=-1)
+
+
 def load_passes(layout: SceneLayout, frame: int, fingerprint: str) -> PassSet | None:
     """The frame's passes from disk when their record carries `fingerprint` and every file is there."""
     json_path = layout.pass_json(frame)
@@ -532,23 +559,14 @@ def load_passes(layout: SceneLayout, frame: int, fingerprint: str) -> PassSet | 
     if not all(path.is_file() for paths in files.values() for path in paths):
         return None
     tick = time.perf_counter()
+    maps = _OnDisk(lambda name: _read_map(layout, name, frame))
+    raw = _OnDisk(lambda name: _read_raw(layout, name, frame))
     try:
-        maps = {name: png.read_png_float(layout.pass_file(name, frame)) for name in PASS_NAMES}
-        maps["object_index"] = png.read_png(layout.pass_file("object_index", frame))[..., 0].astype(np.int32)
-        maps["beauty"] = maps["beauty"][..., :3]
-        for name in ("depth", "lineart"):
-            maps[name] = maps[name][..., 0]
-        raw_depth = exr.read_exr(layout.pass_file("depth", frame, "exr"))["Z"]
-        raw_normal = exr.read_exr(layout.pass_file("normal", frame, "exr"))
-        raw_vector = exr.read_exr(layout.pass_file("vector", frame, "exr"))
+        # The beauty is nearly always wanted, and reading it proves the files are readable.
+        maps["beauty"]
     except (OSError, KeyError, exr.ExrError, png.PngError):
         return None
-    raw = {
-        "depth": raw_depth,
-        "normal": np.stack([raw_normal[c] for c in "XYZ"], axis=-1),
-        "vector": np.stack([raw_vector[c] for c in "XYZW"], axis=-1),
-    }
-    height, width = maps["beauty"].shape[:2]
+    width, height = record["resolution"]
     entries = [
         ObjectEntry(e["index"], e["name"], e["semantic_class"], tuple(e["colour"])) for e in record["objects"]
     ]

@@ -263,7 +263,9 @@ def prepare(
 
     # 3. The request
     width, height = output_size(scene)
-    controls = {name: passes.maps[name] for name in ("depth", "normal", "lineart", "segmentation")}
+    # Only the maps the engine reads (neural style reads none; diffusion those with a ControlNet).
+    wanted = [] if options.engine in engine_host.IN_PROCESS_ENGINES else [c["map"] for c in options.controls]
+    controls = {name: passes.maps[name] for name in wanted}
     request = StyleRequest(
         beauty=passes.maps["beauty"],
         controls=controls,
