@@ -15,7 +15,8 @@ from . import ADDON_PACKAGE
 from .stylepass_core.stylise_job import EngineRunner, run_in_process
 from .stylepass_core.worker import installer
 
-IN_PROCESS_ENGINES = {"NEURAL_STYLE"}
+# Engines that need torch run in a worker; the rest (the embedded neural style) run in Blender itself.
+WORKER_ENGINES = {"DIFFUSION"}
 
 # Managed workers by (python, model folders): process handles, not scene data, so not in Scene properties.
 _workers: dict[tuple, object] = {}
@@ -72,7 +73,7 @@ def _worker_python(prefs) -> str:
 
 def runner_for(engine_id: str, prefs, extra_model_dirs: list[str] = ()) -> EngineRunner:
     """A runner for `engine_id` as the preferences say. Checks the set-up, starts nothing (the job does)."""
-    if engine_id in IN_PROCESS_ENGINES:
+    if engine_id not in WORKER_ENGINES:
         return run_in_process
     from .stylepass_core.worker.client import WorkerClient
 

@@ -233,7 +233,7 @@ def prepare(
     # 1. Check what would make the engine fail before rendering anything
     extra: dict = {}
     folders: list[str] = []
-    if options.engine in engine_host.IN_PROCESS_ENGINES:
+    if options.engine not in engine_host.WORKER_ENGINES:
         try:
             get_engine(options.engine)
         except EngineUnavailable as error:
@@ -264,7 +264,7 @@ def prepare(
     # 3. The request
     width, height = output_size(scene)
     # Only the maps the engine reads (neural style reads none; diffusion those with a ControlNet).
-    wanted = [] if options.engine in engine_host.IN_PROCESS_ENGINES else [c["map"] for c in options.controls]
+    wanted = [c["map"] for c in options.controls] if options.engine in engine_host.WORKER_ENGINES else []
     controls = {name: passes.maps[name] for name in wanted}
     request = StyleRequest(
         beauty=passes.maps["beauty"],
