@@ -138,9 +138,9 @@ def _style_fields(options: StyleOptions) -> dict:
     if options.style_source == "IMAGE":
         image = bpy.data.images.get(options.style_image) if options.style_image else None
         if image is None:
+            detail = f"image '{options.style_image}' not found" if options.style_image else "none chosen"
             raise StylepassError(
-                "Style Source is Image but no style image is set: pick an image in the Stylepass panel "
-                f"({'image ' + repr(options.style_image) + ' not found' if options.style_image else 'empty'})."
+                f"Style Source is Image but no style image is set ({detail}): pick one in the Stylepass panel."
             )
         try:
             return {"style_image": images.image_to_display_rgb(image)}
@@ -244,7 +244,7 @@ def prepare(
     else:
         params, folders = diffusion_params(options)
         extra["params"] = params
-        style = _style_fields(options) if options.style_source == "IMAGE" else {}
+        style = {}  # the prompt and the controls carry the look; presets and style images are neural style's
     try:
         runner = engine_host.runner_for(options.engine, prefs, folders)
     except engine_host.EngineHostError as error:
