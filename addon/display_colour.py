@@ -350,6 +350,9 @@ def compositor_pixels(scene: bpy.types.Scene, display_rgb: np.ndarray) -> tuple[
     # 3. Invert the view and say how much of the image it cannot reproduce.
     inverse = inverse_view(scene)
     pixels = inverse.apply(display_rgb)
+    if inverse.report is not None and inverse.report.unreachable == 0:
+        # The view reaches every colour (Standard, most grades): nothing can be out of reach.
+        return pixels, scene_linear_colour_space(), warnings
     stride = max(1, math.isqrt(display_rgb.shape[0] * display_rgb.shape[1] // _SHARE_SAMPLES))
     # The worst node a pixel is interpolated from: an upper bound that also covers the band next to colours
     # the view cannot produce, where interpolation misses too.
