@@ -213,3 +213,38 @@ def _describe(value: object) -> str:
     if isinstance(value, np.ndarray):
         return f"array of shape {value.shape} and dtype {value.dtype}"
     return repr(value) if len(repr(value)) < 80 else type(value).__name__
+
+
+def finish_with_beauty(
+    stylised: np.ndarray,
+    beauty: np.ndarray,
+    *,
+    keep_colours: bool,
+    strength: float,
+    alpha: np.ndarray | None,
+) -> np.ndarray:
+    """The artist's controls shared by every engine, applied to a result at the output size.
+
+    Args:
+        stylised: `(H, W, 3)` float in [0, 1], the engine's picture.
+        beauty: `(H, W, 3)` float in [0, 1], the beauty pass at the same size.
+        keep_colours: keep the beauty's chroma (YUV) and take only the stylised luminance.
+        strength: in [0, 1]; 0 gives the beauty, 1 the stylised picture.
+        alpha: `(H, W)` float selection (1 = stylise, 0 = keep the beauty), or None for everywhere.
+
+    Returns:
+        `(H, W, 3)` float32 in [0, 1], contiguous. Where `strength * alpha` is 0 it equals the beauty exactly.
+    """
+    if keep_colours:
+        yuv = rgb_to_yuv(stylised)
+        yuv[..., 1:] = rgb_to_yuv(beauty)[..., 1:]
+        stylised = np.clip(yuv_to_rgb(yuv), 0.0, 1.0)
+    if alpha is None and strength == 1.0:
+        image = stylised
+    else:
+        amount = np.float32(strength) if alpha is None else alpha * np.float32(strength)
+        if np.ndim(amount):
+            amount = amount[..., None]
+        # beauty + amount * (stylised - beauty) leaves a pixel with amount 0 exactly equal to the beauty.
+        image = beauty + amount * (stylised - beauty)
+    return np.ascontiguousarray(np.clip(image, 0.0, 1.0), dtype=np.float32)

@@ -261,19 +261,9 @@ class NeuralStyleEngine(Engine):
         stylised = np.clip(stylised, 0.0, 1.0)
         if stylised.shape[:2] != (out_h, out_w):
             stylised = imageops.resize(stylised, (out_h, out_w))
-        if request.keep_colours:
-            yuv = imageops.rgb_to_yuv(stylised)
-            yuv[..., 1:] = imageops.rgb_to_yuv(beauty_out)[..., 1:]
-            stylised = np.clip(imageops.yuv_to_rgb(yuv), 0.0, 1.0)
-        if alpha is None and request.strength == 1.0:
-            image = stylised
-        else:
-            amount = np.float32(request.strength) if alpha is None else (alpha * np.float32(request.strength))
-            if np.ndim(amount):
-                amount = amount[..., None]
-            # beauty + amount * (stylised - beauty) leaves a pixel with amount 0 exactly equal to the beauty.
-            image = beauty_out + amount * (stylised - beauty_out)
-        image = np.ascontiguousarray(np.clip(image, 0.0, 1.0), dtype=np.float32)
+        image = imageops.finish_with_beauty(
+            stylised, beauty_out, keep_colours=request.keep_colours, strength=request.strength, alpha=alpha
+        )
         done += 1
         progress.update(done, total, "Done")
 

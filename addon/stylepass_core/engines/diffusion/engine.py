@@ -290,20 +290,13 @@ class DiffusionEngine(Engine):
             or request.exclude_objects
         ):
             beauty = beauty if beauty.shape[:2] == size else imageops.resize(beauty, size)
-        if request.keep_colours:
-            yuv = imageops.rgb_to_yuv(image)
-            yuv[..., 1:] = imageops.rgb_to_yuv(beauty)[..., 1:]
-            image = np.clip(imageops.yuv_to_rgb(yuv), 0.0, 1.0)
         alpha = None
         if request.object_index is not None and (request.include_objects or request.exclude_objects):
             index = imageops.resize_nearest(request.object_index, (out_h, out_w))
             alpha = imageops.selection_alpha(index, request.include_objects, request.exclude_objects)
-        if alpha is not None or request.strength < 1.0:
-            amount = np.float32(request.strength) if alpha is None else alpha * np.float32(request.strength)
-            if np.ndim(amount):
-                amount = amount[..., None]
-            image = beauty + amount * (image - beauty)
-        return np.ascontiguousarray(np.clip(image, 0.0, 1.0), dtype=np.float32)
+        return imageops.finish_with_beauty(
+            image, beauty, keep_colours=request.keep_colours, strength=request.strength, alpha=alpha
+        )
 
 
 def _replace(settings: DiffusionSettings, **changes: Any) -> DiffusionSettings:
