@@ -30,8 +30,7 @@ from .stylepass_core import exr, png, temporal
 from .stylepass_core.imageops import resize
 from .stylepass_core.jobs import BackgroundJob
 from .stylepass_core.output_layout import SceneLayout, resolve_output_root
-from .stylepass_core.stylise_job import stylise_frame
-from .stylise import STYLISED_IMAGE, PreparedFrame, StyleOptions, prepare
+from .stylise import STYLISED_IMAGE, PreparedFrame, StyleOptions, prepare, run
 
 
 @dataclass
@@ -154,18 +153,10 @@ def _temporal_work(prepared: PreparedFrame, previous: _Previous | None, anim: An
         out = temporal.blend_temporal(image, warped, valid, weight=anim.temporal_weight)
         return out, {"keyframe": None, "frames_since_keyframe": since, "valid_share": float(valid.mean())}
 
+    this_frame = replace(prepared, request=request)
+
     def work(progress, abort):
-        frame = stylise_frame(
-            prepared.engine,
-            request,
-            prepared.png_path,
-            prepared.json_path,
-            context=prepared.context,
-            progress=progress,
-            abort=abort,
-            runner=prepared.runner,
-            postprocess=blend,
-        )
+        frame = run(this_frame, progress, abort, postprocess=blend)
         post = frame.record["postprocess"]
         current = _Previous(
             prepared.passes.frame, frame.image, beauty, vectors, depth, post["frames_since_keyframe"]

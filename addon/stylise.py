@@ -306,8 +306,13 @@ def prepare(
     )
 
 
-def run(prepared: PreparedFrame, progress: Progress | None = None, abort: threading.Event | None = None):
-    """The engine and the result files (any thread; touches no bpy)."""
+def run(
+    prepared: PreparedFrame,
+    progress: Progress | None = None,
+    abort: threading.Event | None = None,
+    postprocess=None,
+):
+    """The engine and the result files (any thread; touches no bpy). `postprocess` see `stylise_frame`."""
     try:
         return stylise_frame(
             prepared.engine,
@@ -318,6 +323,7 @@ def run(prepared: PreparedFrame, progress: Progress | None = None, abort: thread
             progress=progress,
             abort=abort,
             runner=prepared.runner,
+            postprocess=postprocess,
         )
     except Aborted:
         raise
