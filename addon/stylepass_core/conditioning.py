@@ -18,6 +18,8 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
+from .checks import check_mask, check_number, describe
+
 # Cycles writes 1e10 into the Depth pass where a ray hits nothing; anything this far is "no geometry".
 BACKGROUND_DEPTH = 1e9
 
@@ -121,53 +123,28 @@ _MAX_THICKNESS = 32.0
 # ------------------------------------------------------------------------------------------------------------
 # Input checks
 # ------------------------------------------------------------------------------------------------------------
-def _describe(value: object) -> str:
-    if isinstance(value, np.ndarray):
-        return f"array of shape {value.shape} and dtype {value.dtype}"
-    return repr(value)
-
-
 def _check_real_array(
     name: str, value: object, ndim: int, channels: tuple[int, ...] | None = None
 ) -> np.ndarray:
     if not isinstance(value, np.ndarray):
-        raise ValueError(f"{name} must be a numpy array, got {type(value).__name__}: {_describe(value)}")
+        raise ValueError(f"{name} must be a numpy array, got {type(value).__name__}: {describe(value)}")
     if value.ndim != ndim or (channels is not None and value.shape[-1] not in channels):
         want = "(H, W)" if ndim == 2 else f"(H, W, {' or '.join(map(str, channels or ()))})"
-        raise ValueError(f"{name} must have shape {want}, got {_describe(value)}")
+        raise ValueError(f"{name} must have shape {want}, got {describe(value)}")
     if value.dtype == np.bool_ or not (
         np.issubdtype(value.dtype, np.floating) or np.issubdtype(value.dtype, np.integer)
     ):
-        raise ValueError(f"{name} must hold real numbers, got {_describe(value)}")
+        raise ValueError(f"{name} must hold real numbers, got {describe(value)}")
     if value.shape[0] == 0 or value.shape[1] == 0:
-        raise ValueError(f"{name} must not be empty, got {_describe(value)}")
+        raise ValueError(f"{name} must not be empty, got {describe(value)}")
     return value
-
-
-def _check_mask(name: str, mask: object, shape: tuple[int, int]) -> np.ndarray | None:
-    if mask is None:
-        return None
-    if not isinstance(mask, np.ndarray) or mask.dtype != np.bool_ or mask.shape != shape:
-        raise ValueError(f"{name} must be a bool array of shape {shape}, got {_describe(mask)}")
-    return mask
-
-
-def _check_number(name: str, value: object, low: float, high: float, *, open_low: bool = False) -> float:
-    ok = isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
-    if ok:
-        number = float(value)
-        ok = np.isfinite(number) and (number > low if open_low else number >= low) and number <= high
-    if not ok:
-        bracket = "(" if open_low else "["
-        raise ValueError(f"{name} must be a finite number in {bracket}{low}, {high}], got {value!r}")
-    return number
 
 
 def _check_index(name: str, value: object, shape: tuple[int, int] | None = None) -> np.ndarray:
     """Object indices as int64, from integer arrays or float arrays of whole numbers (Blender's IndexOB)."""
     array = _check_real_array(name, value, 2)
     if shape is not None and array.shape != shape:
-        raise ValueError(f"{name} must have shape {shape}, got {_describe(array)}")
+        raise ValueError(f"{name} must have shape {shape}, got {describe(array)}")
     if np.issubdtype(array.dtype, np.floating):
         bad = ~np.isfinite(array) | (array != np.round(array))
         if bad.any():
@@ -261,9 +238,9 @@ def inverse_depth(
     """
     # 1. Check inputs
     depth = _check_real_array("depth", depth, 2)
-    background = _check_mask("background", background, depth.shape)
-    low = _check_number("low_percentile", low_percentile, 0.0, 100.0)
-    high = _check_number("high_percentile", high_percentile, 0.0, 100.0)
+    background = check_mask("background", background, depth.shape, optional=True)
+    low = check_number("low_percentile", low_percentile, 0.0, 100.0)
+    high = check_number("high_percentile", high_percentile, 0.0, 100.0)
     if not low < high:
         raise ValueError(
             f"low_percentile must be below high_percentile, got {low_percentile!r} >= {high_percentile!r}"
@@ -322,10 +299,10 @@ def radial_to_planar_depth(
         ValueError: on a wrong shape or dtype, or non-finite or non-positive focal lengths.
     """
     distance = _check_real_array("distance", distance, 2)
-    fx = _check_number("focal_px_x", focal_px_x, 0.0, np.inf, open_low=True)
-    fy = _check_number("focal_px_y", focal_px_y, 0.0, np.inf, open_low=True)
-    cx = _check_number("centre_x", centre_x, -np.inf, np.inf)
-    cy = _check_number("centre_y", centre_y, -np.inf, np.inf)
+    fx = check_number("focal_px_x", focal_px_x, 0.0, np.inf, open_low=True)
+    fy = check_number("focal_px_y", focal_px_y, 0.0, np.inf, open_low=True)
+    cx = check_number("centre_x", centre_x, -np.inf, np.inf)
+    cy = check_number("centre_y", centre_y, -np.inf, np.inf)
 
     height, width = distance.shape
     # The factor separates into a column term and a row term, so only (H, 1) + (1, W) values are computed.
@@ -369,9 +346,9 @@ def camera_space_normals(
     """
     # 1. Check inputs
     world_normals = _check_real_array("world_normals", world_normals, 3, (3,))
-    background = _check_mask("background", background, world_normals.shape[:2])
+    background = check_mask("background", background, world_normals.shape[:2], optional=True)
     if not isinstance(world_to_camera, np.ndarray) or world_to_camera.shape != (3, 3):
-        raise ValueError(f"world_to_camera must be a (3, 3) array, got {_describe(world_to_camera)}")
+        raise ValueError(f"world_to_camera must be a (3, 3) array, got {describe(world_to_camera)}")
     rotation = world_to_camera.astype(np.float64)
     if (
         not np.all(np.isfinite(rotation))
@@ -449,7 +426,7 @@ def normal_map_rgb(
         ValueError: on a wrong shape or dtype, or a bad `background_rgb`.
     """
     camera_normals = _check_real_array("camera_normals", camera_normals, 3, (3,))
-    background = _check_mask("background", background, camera_normals.shape[:2])
+    background = check_mask("background", background, camera_normals.shape[:2], optional=True)
     fill = np.asarray(_check_rgb_unit("background_rgb", background_rgb), dtype=np.float32)
 
     (x, y, z), valid = _unit_planes(camera_normals, background)
@@ -614,13 +591,13 @@ def line_art(
     camera_normals = _check_real_array("camera_normals", camera_normals, 3, (3,))
     if camera_normals.shape[:2] != depth.shape:
         raise ValueError(
-            f"camera_normals must have shape {(*depth.shape, 3)}, got {_describe(camera_normals)}"
+            f"camera_normals must have shape {(*depth.shape, 3)}, got {describe(camera_normals)}"
         )
     index = _check_index("object_index", object_index, depth.shape)
-    background = _check_mask("background", background, depth.shape)
-    thickness = _check_number("thickness", thickness, 0.5, _MAX_THICKNESS)
-    depth_threshold = _check_number("depth_threshold", depth_threshold, 0.0, np.inf, open_low=True)
-    crease_angle = _check_number("crease_angle", crease_angle, 0.0, 180.0, open_low=True)
+    background = check_mask("background", background, depth.shape, optional=True)
+    thickness = check_number("thickness", thickness, 0.5, _MAX_THICKNESS)
+    depth_threshold = check_number("depth_threshold", depth_threshold, 0.0, np.inf, open_low=True)
+    crease_angle = check_number("crease_angle", crease_angle, 0.0, 180.0, open_low=True)
     if crease_angle >= 180.0:
         raise ValueError(f"crease_angle must be below 180 degrees, got {crease_angle!r}")
     fg = _foreground(depth, background)
@@ -813,7 +790,7 @@ def motion_vector_rgb(vectors: np.ndarray, max_magnitude: float | None = None) -
     # 1. Check inputs
     vectors = _check_real_array("vectors", vectors, 3, (2, 4))
     if max_magnitude is not None:
-        max_magnitude = _check_number("max_magnitude", max_magnitude, 0.0, np.inf, open_low=True)
+        max_magnitude = check_number("max_magnitude", max_magnitude, 0.0, np.inf, open_low=True)
         if not np.isfinite(max_magnitude):
             raise ValueError(f"max_magnitude must be finite, got {max_magnitude!r}")
     if not np.all(np.isfinite(vectors)):

@@ -17,6 +17,8 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
+from .checks import describe
+
 # Bump when the header layout changes; `from_parts` refuses newer formats instead of misreading them.
 FORMAT_VERSION = 1
 
@@ -151,21 +153,21 @@ class StyleRequest:
         _check_image("beauty", self.beauty)
         size = self.beauty.shape[:2]
         if not isinstance(self.controls, dict):
-            raise ValueError(f"controls must be a dict of name -> array, got {_describe(self.controls)}")
+            raise ValueError(f"controls must be a dict of name -> array, got {describe(self.controls)}")
         for name, control in self.controls.items():
             if not isinstance(name, str) or not name:
                 raise ValueError(f"controls names must be non-empty strings, got {name!r}")
             if not isinstance(control, np.ndarray) or control.ndim not in (2, 3) or control.shape[:2] != size:
                 raise ValueError(
                     f"controls[{name!r}] must be a {(*size, '[, C]')} array matching the beauty, "
-                    f"got {_describe(control)}"
+                    f"got {describe(control)}"
                 )
             if control.dtype.kind not in "biuf":
                 raise ValueError(f"controls[{name!r}] must be numeric, got dtype {control.dtype}")
         if self.object_index is not None:
             if not isinstance(self.object_index, np.ndarray) or self.object_index.shape != size:
                 raise ValueError(
-                    f"object_index must be a {size} int32 array, got {_describe(self.object_index)}"
+                    f"object_index must be a {size} int32 array, got {describe(self.object_index)}"
                 )
             if self.object_index.dtype != np.int32:
                 raise ValueError(f"object_index must have dtype int32, got {self.object_index.dtype}")
@@ -210,7 +212,7 @@ class StyleRequest:
             if value is not None and (not _is_int(value) or value < 1):
                 raise ValueError(f"{name} must be an int >= 1 or None, got {value!r}")
         if not isinstance(self.params, dict):
-            raise ValueError(f"params must be a dict, got {_describe(self.params)}")
+            raise ValueError(f"params must be a dict, got {describe(self.params)}")
         for key, value in self.params.items():
             if not isinstance(key, str) or not key:
                 raise ValueError(f"params names must be non-empty strings, got {key!r}")
@@ -290,7 +292,7 @@ class StyleResult:
         """
         _check_image("image", self.image)
         if not isinstance(self.info, dict):
-            raise ValueError(f"info must be a dict, got {_describe(self.info)}")
+            raise ValueError(f"info must be a dict, got {describe(self.info)}")
         try:
             json.dumps(self.info, allow_nan=False)
         except (TypeError, ValueError) as exc:
@@ -491,20 +493,13 @@ def _check_image(name: str, image: object) -> None:
         or image.shape[2] != 3
         or min(image.shape[:2]) < 1
     ):
-        raise ValueError(f"{name} must be a (H, W, 3) float32 array, got {_describe(image)}")
+        raise ValueError(f"{name} must be a (H, W, 3) float32 array, got {describe(image)}")
     if image.dtype != np.float32:
         raise ValueError(f"{name} must have dtype float32, got {image.dtype}")
     low, high = float(image.min()), float(image.max())
     # NaN fails both comparisons, so this also rejects NaN.
     if not (low >= 0.0 and high <= 1.0):
         raise ValueError(f"{name} must be display-referred in [0, 1], got values in [{low}, {high}]")
-
-
-def _describe(value: object) -> str:
-    if isinstance(value, np.ndarray):
-        return f"array of shape {value.shape} and dtype {value.dtype}"
-    text = repr(value)
-    return text if len(text) < 80 else type(value).__name__
 
 
 def _plain(value: Any) -> Any:
@@ -546,4 +541,4 @@ def _check_header(header: dict[str, Any], kind: str, fields: set[str], arrays: d
             or list(array.shape) != spec.get("shape")
             or array.dtype != np.dtype(spec.get("dtype"))
         ):
-            raise ValueError(f"array {name!r} is {_describe(array)}, header says {spec!r}")
+            raise ValueError(f"array {name!r} is {describe(array)}, header says {spec!r}")

@@ -6,6 +6,8 @@ Images are `(H, W, C)` or `(H, W)` arrays; colour images are display-referred fl
 
 import numpy as np
 
+from .checks import describe
+
 # Rec. 709 luma weights: Blender's display transform targets sRGB, which shares the Rec. 709 primaries.
 LUMA_WEIGHTS = np.array([0.2126, 0.7152, 0.0722], dtype=np.float32)
 # Full-range Y'CbCr (Rec. 709): U and V in [-0.5, 0.5], so mixing Y of one image with UV of another stays
@@ -84,7 +86,7 @@ def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """
     height, width = _check_size(size)
     if not isinstance(image, np.ndarray) or image.ndim not in (2, 3) or min(image.shape[:2]) < 1:
-        raise ValueError(f"image must be a (H, W) or (H, W, C) array, got {_describe(image)}")
+        raise ValueError(f"image must be a (H, W) or (H, W, C) array, got {describe(image)}")
     work = np.asarray(image, dtype=np.float32)
     work = _resample_axis(work, height, axis=0)
     work = _resample_axis(work, width, axis=1)
@@ -103,7 +105,7 @@ def resize_nearest(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """
     height, width = _check_size(size)
     if not isinstance(labels, np.ndarray) or labels.ndim not in (2, 3) or min(labels.shape[:2]) < 1:
-        raise ValueError(f"labels must be a (H, W) or (H, W, C) array, got {_describe(labels)}")
+        raise ValueError(f"labels must be a (H, W) or (H, W, C) array, got {describe(labels)}")
     # Sample at output pixel centres, like Blender's nearest filter.
     rows = ((np.arange(height) + 0.5) * (labels.shape[0] / height)).astype(np.int64)
     cols = ((np.arange(width) + 0.5) * (labels.shape[1] / width)).astype(np.int64)
@@ -164,7 +166,7 @@ def soften_inward(mask: np.ndarray) -> np.ndarray:
         `(H, W)` float32 in [0, 1].
     """
     if not isinstance(mask, np.ndarray) or mask.ndim != 2:
-        raise ValueError(f"mask must be a (H, W) array, got {_describe(mask)}")
+        raise ValueError(f"mask must be a (H, W) array, got {describe(mask)}")
     hard = mask.astype(np.float32)
     # Edge padding: the image border is not an object border, so it must not soften.
     padded = np.pad(hard, 1, mode="edge")
@@ -197,7 +199,7 @@ def selection_alpha(
     if object_index is None:
         raise ValueError(f"include {include!r} / exclude {exclude!r} need an object_index pass, got None")
     if not isinstance(object_index, np.ndarray) or object_index.ndim != 2:
-        raise ValueError(f"object_index must be a (H, W) int array, got {_describe(object_index)}")
+        raise ValueError(f"object_index must be a (H, W) int array, got {describe(object_index)}")
     selected = np.isin(object_index, np.asarray(include)) if include else np.ones(object_index.shape, bool)
     if exclude:
         selected &= ~np.isin(object_index, np.asarray(exclude))
@@ -206,13 +208,7 @@ def selection_alpha(
 
 def _check_rgb(image: np.ndarray, name: str) -> None:
     if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"{name} must be a (H, W, 3) array, got {_describe(image)}")
-
-
-def _describe(value: object) -> str:
-    if isinstance(value, np.ndarray):
-        return f"array of shape {value.shape} and dtype {value.dtype}"
-    return repr(value) if len(repr(value)) < 80 else type(value).__name__
+        raise ValueError(f"{name} must be a (H, W, 3) array, got {describe(image)}")
 
 
 def finish_with_beauty(

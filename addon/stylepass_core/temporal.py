@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .checks import check_mask, check_number, describe
 from .conditioning import BACKGROUND_DEPTH
 from .imageops import luminance
 from .png import _atomic_write
@@ -68,56 +69,36 @@ _GIF_LEVELS = (6, 7, 6)
 # ------------------------------------------------------------------------------------------------------------
 # Input checks
 # ------------------------------------------------------------------------------------------------------------
-def _describe(value: object) -> str:
-    if isinstance(value, np.ndarray):
-        return f"array of shape {value.shape} and dtype {value.dtype}"
-    text = repr(value)
-    return text if len(text) < 80 else type(value).__name__
-
-
 def _check_array(
     name: str, value: object, ndims: tuple[int, ...], shape: tuple[int, int] | None
 ) -> np.ndarray:
     """A non-empty real array with one of `ndims` and, when given, the leading `(H, W)` of `shape`."""
     if not isinstance(value, np.ndarray) or value.ndim not in ndims:
         want = " or ".join(("(H, W)", "(H, W, C)")[n - 2] for n in ndims)
-        raise ValueError(f"{name} must be a numpy array of shape {want}, got {_describe(value)}")
+        raise ValueError(f"{name} must be a numpy array of shape {want}, got {describe(value)}")
     if value.dtype.kind not in "iuf":
-        raise ValueError(f"{name} must hold real numbers, got {_describe(value)}")
+        raise ValueError(f"{name} must hold real numbers, got {describe(value)}")
     if 0 in value.shape:
-        raise ValueError(f"{name} must not be empty, got {_describe(value)}")
+        raise ValueError(f"{name} must not be empty, got {describe(value)}")
     if shape is not None and value.shape[:2] != shape:
-        raise ValueError(f"{name} must be {shape[0]} x {shape[1]} pixels, got {_describe(value)}")
+        raise ValueError(f"{name} must be {shape[0]} x {shape[1]} pixels, got {describe(value)}")
     return value
 
 
 def _check_vectors(name: str, vectors: object, shape: tuple[int, int] | None = None) -> np.ndarray:
     vectors = _check_array(name, vectors, (3,), shape)
     if vectors.shape[2] != 4:
-        raise ValueError(f"{name} must be a (H, W, 4) Vector pass, got {_describe(vectors)}")
+        raise ValueError(f"{name} must be a (H, W, 4) Vector pass, got {describe(vectors)}")
     if not np.isfinite(vectors).all():
         raise ValueError(f"{name} must be finite, found a non-finite value")
     return vectors
 
 
-def _check_mask(name: str, mask: object, shape: tuple[int, int]) -> np.ndarray:
-    if not isinstance(mask, np.ndarray) or mask.dtype != np.bool_ or mask.shape != shape:
-        raise ValueError(f"{name} must be a bool array of shape {shape}, got {_describe(mask)}")
-    return mask
-
-
 def _check_rgb(name: str, image: object, shape: tuple[int, int] | None = None) -> np.ndarray:
     image = _check_array(name, image, (3,), shape)
     if image.shape[2] != 3:
-        raise ValueError(f"{name} must be a (H, W, 3) RGB array, got {_describe(image)}")
+        raise ValueError(f"{name} must be a (H, W, 3) RGB array, got {describe(image)}")
     return image
-
-
-def _check_number(name: str, value: object, low: float, high: float) -> float:
-    ok = isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
-    if not ok or not math.isfinite(float(value)) or not low <= float(value) <= high:
-        raise ValueError(f"{name} must be a finite number in [{low}, {high}], got {value!r}")
-    return float(value)
 
 
 def _check_int(name: str, value: object, low: int, high: int) -> int:
@@ -317,20 +298,20 @@ def occlusion_mask(
     if warp is None:
         warp = BackwardWarp(vectors_current)
     elif not isinstance(warp, BackwardWarp) or warp.vectors is not vectors_current:
-        raise ValueError(f"warp must be the BackwardWarp built from vectors_current, got {_describe(warp)}")
+        raise ValueError(f"warp must be the BackwardWarp built from vectors_current, got {describe(warp)}")
     shape = warp.shape
     if vectors_previous is not None:
         vectors_previous = _check_vectors("vectors_previous", vectors_previous, shape)
     if (depth_current is None) != (depth_previous is None):
         raise ValueError(
             "give both depth_current and depth_previous or neither, got "
-            f"{_describe(depth_current)} and {_describe(depth_previous)}"
+            f"{describe(depth_current)} and {describe(depth_previous)}"
         )
-    alpha = _check_number("consistency_alpha", consistency_alpha, 0.0, 1.0)
-    beta = _check_number("consistency_beta", consistency_beta, 0.0, 1e6)
-    depth_tolerance = _check_number("depth_tolerance", depth_tolerance, 0.0, 1.0)
+    alpha = check_number("consistency_alpha", consistency_alpha, 0.0, 1.0)
+    beta = check_number("consistency_beta", consistency_beta, 0.0, 1e6)
+    depth_tolerance = check_number("depth_tolerance", depth_tolerance, 0.0, 1.0)
     if boundary_jump is not None:
-        boundary_jump = _check_number("boundary_jump", boundary_jump, 0.0, 1e6)
+        boundary_jump = check_number("boundary_jump", boundary_jump, 0.0, 1e6)
         if boundary_jump <= 0:
             raise ValueError(f"boundary_jump must be > 0 or None, got {boundary_jump!r}")
 
@@ -400,7 +381,7 @@ def feathered_mask(valid_mask: np.ndarray, feather: int = 2) -> np.ndarray:
         `(H, W)` float32 in [0, 1].
     """
     if not isinstance(valid_mask, np.ndarray) or valid_mask.dtype != np.bool_ or valid_mask.ndim != 2:
-        raise ValueError(f"valid_mask must be a (H, W) bool array, got {_describe(valid_mask)}")
+        raise ValueError(f"valid_mask must be a (H, W) bool array, got {describe(valid_mask)}")
     feather = _check_int("feather", feather, 0, 256)
     hard = valid_mask.astype(np.float32)
     if feather == 0:
@@ -439,9 +420,9 @@ def blend_temporal(
     shape = current.shape[:2]
     warped = _check_array("warped_previous", warped_previous, (3,), shape)
     if warped.shape != current.shape:
-        raise ValueError(f"warped_previous must have shape {current.shape}, got {_describe(warped)}")
-    _check_mask("valid_mask", valid_mask, shape)
-    weight = _check_number("weight", weight, 0.0, 1.0)
+        raise ValueError(f"warped_previous must have shape {current.shape}, got {describe(warped)}")
+    check_mask("valid_mask", valid_mask, shape)
+    weight = check_number("weight", weight, 0.0, 1.0)
     amount = feathered_mask(valid_mask, feather)
     amount *= np.float32(weight)
     current = np.asarray(current, dtype=np.float32)
@@ -491,7 +472,7 @@ def change_score(
     current = _check_rgb("beauty_cur", beauty_cur)
     shape = current.shape[:2]
     previous = _check_rgb("beauty_prev", beauty_prev, shape)
-    _check_mask("valid_mask", valid_mask, shape)
+    check_mask("valid_mask", valid_mask, shape)
     if vectors is not None:
         previous = BackwardWarp(_check_vectors("vectors", vectors, shape)).apply(previous)
     count = int(np.count_nonzero(valid_mask))
@@ -548,13 +529,13 @@ class KeyframePolicy:
 
     def __post_init__(self) -> None:
         _check_int("interval", self.interval, 0, 2**31 - 1)
-        _check_number("max_invalid_share", self.max_invalid_share, 0.0, 1.0)
-        _check_number("max_colour_change", self.max_colour_change, 0.0, 1.0)
+        check_number("max_invalid_share", self.max_invalid_share, 0.0, 1.0)
+        check_number("max_colour_change", self.max_colour_change, 0.0, 1.0)
 
     def is_cut(self, score: ChangeScore) -> bool:
         """True when `score` exceeds either threshold."""
         if not isinstance(score, ChangeScore):
-            raise ValueError(f"score must be a ChangeScore, got {_describe(score)}")
+            raise ValueError(f"score must be a ChangeScore, got {describe(score)}")
         return score.invalid_share > self.max_invalid_share or score.colour_change > self.max_colour_change
 
     def keyframe_reason(
@@ -615,9 +596,9 @@ def warping_error(
     """
     # 1. Check inputs
     if not isinstance(frames, Sequence) or len(frames) < 2:
-        raise ValueError(f"frames must be a list of at least 2 images, got {_describe(frames)}")
+        raise ValueError(f"frames must be a list of at least 2 images, got {describe(frames)}")
     if not isinstance(vectors, Sequence) or not isinstance(masks, Sequence):
-        raise ValueError(f"vectors and masks must be lists, got {_describe(vectors)} and {_describe(masks)}")
+        raise ValueError(f"vectors and masks must be lists, got {describe(vectors)} and {describe(masks)}")
     if len(vectors) != len(frames) or len(masks) != len(frames):
         raise ValueError(
             f"frames, vectors and masks must have one entry per frame, got {len(frames)}, {len(vectors)} "
@@ -631,7 +612,7 @@ def warping_error(
     for t in range(1, len(frames)):
         current = np.asarray(_check_rgb(f"frames[{t}]", frames[t], shape), dtype=np.float32)
         warp = BackwardWarp(_check_vectors(f"vectors[{t}]", vectors[t], shape))
-        mask = _check_mask(f"masks[{t}]", masks[t], shape) & warp.in_frame
+        mask = check_mask(f"masks[{t}]", masks[t], shape) & warp.in_frame
         count = int(np.count_nonzero(mask))
         if count == 0:
             continue
@@ -830,12 +811,12 @@ def write_gif(
     """
     # 1. Check inputs
     if not isinstance(frames, Sequence) or len(frames) == 0:
-        raise ValueError(f"frames must be a non-empty list of (H, W, 3) images, got {_describe(frames)}")
+        raise ValueError(f"frames must be a non-empty list of (H, W, 3) images, got {describe(frames)}")
     first = _check_rgb("frames[0]", frames[0])
     height, width = first.shape[:2]
     if height > 65535 or width > 65535:
-        raise ValueError(f"GIF frames are at most 65535 x 65535 pixels, got {_describe(first)}")
-    fps = _check_number("fps", fps, 0.0, 100.0)
+        raise ValueError(f"GIF frames are at most 65535 x 65535 pixels, got {describe(first)}")
+    fps = check_number("fps", fps, 0.0, 100.0)
     if fps <= 0:
         raise ValueError(f"fps must be > 0, got {fps!r}")
     loop = _check_int("loop", loop, 0, 65535)
@@ -844,7 +825,7 @@ def write_gif(
     for t, frame in enumerate(frames):
         frame = _check_rgb(f"frames[{t}]", frame, (height, width))
         if frame.dtype.kind != "f":
-            raise ValueError(f"frames[{t}] must be float in [0, 1], got {_describe(frame)}")
+            raise ValueError(f"frames[{t}] must be float in [0, 1], got {describe(frame)}")
         if np.isnan(frame).any():
             raise ValueError(f"frames[{t}] contains NaN; replace it before writing a GIF")
 
