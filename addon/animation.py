@@ -25,7 +25,7 @@ import bpy
 import numpy as np
 
 from . import compositor, display_colour, images
-from .scene_passes import StylepassError, _fingerprint
+from .scene_passes import StylepassError, pass_fingerprint
 from .stylepass_core import exr, png, temporal
 from .stylepass_core.imageops import resize
 from .stylepass_core.jobs import BackgroundJob
@@ -86,15 +86,13 @@ class _Previous:
     frames_since_keyframe: int
 
 
-def state_key(scene, view_layer, style: StyleOptions, anim: AnimationOptions) -> str:
-    """Hash of everything that shapes this frame's result (call with the scene at that frame)."""
+def state_key(fingerprint: str, style: StyleOptions, anim: AnimationOptions) -> str:
+    """Hash of everything that shapes this frame's result, from its `pass_fingerprint` and the settings."""
     settings = {k: v for k, v in asdict(style).items() if k != "passes"}
     coherence = {
         k: getattr(anim, k) for k in ("temporal", "temporal_weight", "keyframe_interval", "temporal_denoise")
     }
-    text = json.dumps(
-        [_fingerprint(scene, view_layer, style.passes), settings, coherence], sort_keys=True, default=str
-    )
+    text = json.dumps([fingerprint, settings, coherence], sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -229,7 +227,7 @@ def animation_steps(
     redo_chain = False
 
     def complete() -> None:
-        nonlocal pending, previous, redo_chain
+        nonlocal pending, previous
         job, frame = pending
         pending = None
         job.wait()
@@ -255,7 +253,8 @@ def animation_steps(
                 summary.stopped_early = True
                 break
             scene.frame_set(frame)
-            key = state_key(scene, view_layer, style, anim)
+            fingerprint = pass_fingerprint(scene, view_layer, style.passes)
+            key = state_key(fingerprint, style, anim)
             record = _record(layout, frame)
             current = (
                 record is not None
@@ -274,7 +273,7 @@ def animation_steps(
             redo_chain = anim.temporal
 
             # 2. Passes on the main thread, while the engine still works on the previous frame
-            prepared = prepare(scene, view_layer, style, prefs=prefs)
+            prepared = prepare(scene, view_layer, style, prefs=prefs, fingerprint=fingerprint)
             prepared.context["state_key"] = key
             prepared.context["animation"] = {"range": [frames[0], frames[-1]], "temporal": anim.temporal}
             yield progress(index, frame, f"frame {frame}: passes rendered")

@@ -410,7 +410,8 @@ def _write_maps(
     return files
 
 
-def _fingerprint(scene, view_layer, options: PassOptions) -> str:
+def pass_fingerprint(scene, view_layer, options: PassOptions) -> str:
+    """The scene state and pass options a frame's passes are made from (call with the scene at that frame)."""
     settings = {k: v for k, v in asdict(options).items() if k not in ("show_images", "output_dir")}
     return scene_fingerprint(scene, view_layer, settings)
 
@@ -421,12 +422,14 @@ def render_passes(
     options: PassOptions,
     frame: int | None = None,
     reuse: bool = False,
+    fingerprint: str | None = None,
 ) -> PassSet:
     """Render the control passes of `frame` (default: the current frame) and write them to disk.
 
     Args:
         reuse: when the frame's passes on disk were made from the same scene state and options (same
             fingerprint), load them instead of rendering again.
+        fingerprint: `pass_fingerprint` of the current frame when the caller already has it.
 
     Raises:
         StylepassError: with a message for the artist; the scene is unchanged and nothing was written.
@@ -440,7 +443,10 @@ def render_passes(
     frame = scene.frame_current if frame is None else frame
     objects = renderable_objects(view_layer)
     entries = object_entries(objects)
-    fingerprint = _fingerprint(scene, view_layer, options) if frame == scene.frame_current else None
+    if frame != scene.frame_current:
+        fingerprint = None
+    elif fingerprint is None:
+        fingerprint = pass_fingerprint(scene, view_layer, options)
     if reuse and fingerprint is not None:
         reused = load_passes(layout, frame, fingerprint)
         if reused is not None:

@@ -223,6 +223,7 @@ def prepare(
     options: StyleOptions,
     frame: int | None = None,
     prefs=None,
+    fingerprint: str | None = None,
 ) -> PreparedFrame:
     """Check inputs, render or reuse the passes and build the request (main thread).
 
@@ -254,7 +255,9 @@ def prepare(
         scene.stylepass.seed = options.seed
 
     # 2. Passes (checks camera, objects, resolution and the output folder)
-    passes = render_passes(scene, view_layer, options.passes, frame=frame, reuse=True)
+    passes = render_passes(
+        scene, view_layer, options.passes, frame=frame, reuse=True, fingerprint=fingerprint
+    )
     layout = SceneLayout(passes.json_path.parents[2], scene.name)
     try:
         ensure_writable(layout.stylised_dir)
