@@ -116,12 +116,12 @@ def ensure_group(
 # The scene's tree -----------------------------------------------------------------------------------------
 
 
-def scene_tree(scene: bpy.types.Scene) -> tuple[bpy.types.NodeTree, bool]:
-    """The scene's compositor tree, created if missing. Returns (tree, created)."""
+def scene_tree(scene: bpy.types.Scene) -> bpy.types.NodeTree:
+    """The scene's compositor tree, created if missing."""
     if COMPOSITOR_IS_GROUP:
         tree = scene.compositing_node_group
         if tree is not None:
-            return tree, False
+            return tree
         tree = bpy.data.node_groups.new(f"{scene.name} Compositing", "CompositorNodeTree")
         tree.interface.new_socket("Image", in_out="OUTPUT", socket_type="NodeSocketColor")
         layers = tree.nodes.new("CompositorNodeRLayers")
@@ -130,13 +130,12 @@ def scene_tree(scene: bpy.types.Scene) -> tuple[bpy.types.NodeTree, bool]:
         output.location = (400, 0)
         tree.links.new(layers.outputs["Image"], output.inputs[0])
         scene.compositing_node_group = tree
-        return tree, True
-    created = scene.node_tree is None
+        return tree
     if not scene.use_nodes:
         scene.use_nodes = True  # creates Blender's default tree the first time
     if scene.node_tree is None:
         raise CompositorError(f"Scene '{scene.name}' has no compositor node tree.")
-    return scene.node_tree, created
+    return scene.node_tree
 
 
 def _final_input(tree):
@@ -204,7 +203,7 @@ def install(
         sequence: (first frame, frame count) for a per-frame image sequence (see `ensure_group`).
     """
     group = ensure_group(image, sequence)
-    tree, _created = scene_tree(scene)
+    tree = scene_tree(scene)
     node = find_group_node(tree)
     if node is not None:
         if factor is not None:

@@ -282,7 +282,6 @@ class StylepassSceneSettings(bpy.types.PropertyGroup):
         default="dpmpp_2m_karras",
     )
     controls: CollectionProperty(type=StylepassControl, name="Controls", description="ControlNet units")
-    active_control: IntProperty(name="Active Control", description="Selected control in the list", default=0)
     # Animation -------------------------------------------------------------------------------------------
     temporal_coherence: BoolProperty(
         name="Temporal Coherence",

@@ -311,7 +311,6 @@ class STYLEPASS_OT_control_add(bpy.types.Operator):
         controls = context.scene.stylepass.controls
         control = controls.add()
         control.map = self.map
-        context.scene.stylepass.active_control = len(controls) - 1
         return {"FINISHED"}
 
 
