@@ -159,7 +159,7 @@ def _temporal_work(prepared: PreparedFrame, previous: _Previous | None, anim: An
         current = _Previous(
             prepared.passes.frame, frame.image, beauty, vectors, depth, post["frames_since_keyframe"]
         )
-        return frame, current, post["keyframe"]
+        return frame, current, post["keyframe"], prepared.compositor.colour_space
 
     return work
 
@@ -185,15 +185,6 @@ def _record(layout: SceneLayout, frame: int) -> dict | None:
             return json.load(stream)
     except (OSError, ValueError):
         return None
-
-
-def _compositor_frame(scene, layout: SceneLayout, frame: int, image: np.ndarray) -> tuple[str, list[str]]:
-    """Write the frame's scene-linear copy for the compositor; returns its colour space and warnings."""
-    path = layout.stylised_dir / "compositor" / f"{frame:04d}.exr"
-    pixels, colour_space, warnings = display_colour.compositor_pixels(scene, image)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    exr.write_exr(path, {c: pixels[..., i] for i, c in enumerate("RGB")})
-    return colour_space, warnings
 
 
 def animation_steps(
@@ -233,10 +224,9 @@ def animation_steps(
         job.wait()
         if job.error is not None:
             raise StylepassError(f"Frame {frame} failed: {job.error}") from job.error
-        stylised_frame, previous, keyframe = job.result
-        colour_space, warnings = _compositor_frame(scene, layout, frame, stylised_frame.image)
+        stylised_frame, previous, keyframe, colour_space = job.result
         summary.colour_space = colour_space
-        summary.warnings.extend(w for w in warnings if w not in summary.warnings)
+        summary.warnings.extend(w for w in stylised_frame.alongside or () if w not in summary.warnings)
         summary.stylised.append(frame)
         if keyframe:
             summary.keyframes[frame] = keyframe

@@ -16,6 +16,7 @@ scene is never changed.
 import math
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import bpy
@@ -61,6 +62,10 @@ _CURVE_PROPS = (
 # Inverses already loaded in this session, by cache key (each ~1 MB).
 _LOADED: dict[str, view_inverse.InverseView] = {}
 _LOADED_MAX = 8
+# Their per-8-bit-colour tables (memory grows with the colours met, up to 128 MB each): the current view and
+# one more, so switching back and forth keeps both warm.
+_BYTE_INVERSES: dict[str, view_inverse.ByteInverse | None] = {}
+_BYTE_INVERSES_MAX = 2
 
 
 class ViewProbeError(RuntimeError):
@@ -276,7 +281,10 @@ def inverse_view(scene: bpy.types.Scene, *, rebuild: bool = False) -> view_inver
         ViewProbeError: Blender could not run the probe.
     """
     settings = colour_settings(scene)
-    key = inverse_key(settings)
+    return _inverse(settings, inverse_key(settings), rebuild)
+
+
+def _inverse(settings: dict, key: str, rebuild: bool) -> view_inverse.InverseView:
     folder = cache_folder()
     if not rebuild:
         found = _LOADED.get(key) or view_inverse.InverseView.load(folder, key)
@@ -305,34 +313,81 @@ def _remember(key: str, inverse: view_inverse.InverseView) -> None:
         _LOADED.pop(next(iter(_LOADED)))
 
 
-def compositor_pixels(scene: bpy.types.Scene, display_rgb: np.ndarray) -> tuple[np.ndarray, str, list[str]]:
-    """Pixels for the stylised Image datablock so that the scene's render shows `display_rgb` exactly.
+@dataclass
+class CompositorTarget:
+    """How display-referred pixels become the compositor's image under one scene's output colour settings.
 
-    Args:
-        scene: the scene whose output colour management (display, view, look, exposure, gamma, curves,
-            white balance) the pixels must survive. It is not changed.
-        display_rgb: `(H, W, 3)` float in [0, 1], display-referred (what the artist should see), top row first.
+    Made on the main thread (it reads the scene and may run Blender to build the inverse); `convert` touches no
+    bpy, so the engine thread can run it while the PNG is being written.
+    """
 
-    Returns:
-        (pixels, colour space, warnings): `(H, W, 3)` float32 scene-linear pixels, top row first; the name to
-        set on the Image's `colorspace_settings.name`; and warnings for the artist when the render cannot
-        match exactly (a view with no inverse, or colours the view cannot produce).
+    colour_space: str
+    view: str
+    warnings: list[str]
+    inverse: view_inverse.InverseView | None  # None: the pixels are shown unconverted
+    byte_inverse: view_inverse.ByteInverse | None
+
+    def convert(self, display_rgb: np.ndarray) -> tuple[np.ndarray, list[str]]:
+        """Pixels for the stylised Image datablock, so that the render shows `display_rgb` exactly.
+
+        Float input is first rounded to the 8-bit levels the stylised PNG stores: the compositor then shows
+        the PNG on disk, level for level.
+
+        Args:
+            display_rgb: `(H, W, 3)` float in [0, 1] or uint8, display-referred, top row first.
+
+        Returns:
+            (pixels, warnings): `(H, W, 3)` float16 scene-linear (a half-float EXR holds them exactly), and
+            warnings for the artist when the render cannot match (colours the view cannot produce).
+
+        Raises:
+            ValueError: not `(H, W, 3)` float or uint8, or NaN or infinity in it.
+        """
+        display_rgb = np.asarray(display_rgb)
+        if display_rgb.ndim != 3 or display_rgb.shape[2] != 3 or display_rgb.dtype.kind not in "fu":
+            raise ValueError(
+                f"display_rgb must be (H, W, 3) float in [0, 1] or uint8, got {display_rgb.shape} "
+                f"{display_rgb.dtype}"
+            )
+        if display_rgb.dtype.kind == "f" and not np.isfinite(display_rgb).all():
+            raise ValueError("display_rgb contains NaN or infinity")
+        rgb8 = png.to_uint8(display_rgb)
+        warnings = list(self.warnings)
+        if self.inverse is None:
+            return rgb8.astype(np.float16) / np.float16(255), warnings
+        # The share of unreachable colours is measured on a regular subsample: the worst node a pixel is
+        # interpolated from, an upper bound that also covers the band next to colours the view cannot
+        # produce, where interpolation misses too.
+        stride = max(1, math.isqrt(rgb8.shape[0] * rgb8.shape[1] // _SHARE_SAMPLES))
+        if self.byte_inverse is not None:
+            pixels, levels_off = self.byte_inverse.lookup(rgb8, stride)
+            distance = levels_off / np.float32(255)
+        else:
+            display = rgb8.astype(np.float32) / np.float32(255)
+            pixels = self.inverse.apply(display).astype(np.float16)
+            distance = None
+        report = self.inverse.report
+        if report is not None and report.unreachable == 0:
+            # The view reaches every colour (Standard, most grades): nothing can be out of reach.
+            return pixels, warnings
+        if distance is None:
+            distance = self.inverse.distance_at(display[::stride, ::stride], worst=True)
+        share = float(np.mean(distance > UNREACHABLE_DISTANCE)) if distance.size else 0.0
+        if share > UNREACHABLE_SHARE:
+            warnings.append(
+                f"The '{self.view}' view cannot show {share:.1%} of the stylised image's colours (mostly "
+                f"very saturated ones); they render up to {float(distance.max()) * 255:.0f} levels off. "
+                "Standard shows every colour."
+            )
+        return pixels, warnings
+
+
+def compositor_target(scene: bpy.types.Scene) -> CompositorTarget:
+    """The `CompositorTarget` for the scene's output colour settings (main thread; the scene is not changed).
 
     Raises:
-        ValueError: `display_rgb` is not `(H, W, 3)` float, or holds NaN.
-        ViewProbeError: Blender could not run the probe.
+        ViewProbeError: Blender could not run the view transform to build its inverse.
     """
-    # 1. Check inputs.
-    display_rgb = np.asarray(display_rgb)
-    if display_rgb.ndim != 3 or display_rgb.shape[2] != 3 or display_rgb.dtype.kind != "f":
-        raise ValueError(
-            f"display_rgb must be (H, W, 3) float in [0, 1], got {display_rgb.shape} {display_rgb.dtype}"
-        )
-    if not np.all(np.isfinite(display_rgb)):
-        raise ValueError("display_rgb contains NaN or infinity")
-    display_rgb = np.clip(display_rgb, 0.0, 1.0).astype(np.float32, copy=False)
-
-    # 2. Views that are not meant to be inverted.
     display, view = _output_colour_settings(scene)
     warnings = []
     if scene.render.image_settings.color_management == "OVERRIDE":
@@ -345,26 +400,43 @@ def compositor_pixels(scene: bpy.types.Scene, display_rgb: np.ndarray) -> tuple[
             "The False Color view shows exposure bands, not colours: the stylised image cannot appear as made. "
             "Use Standard, Filmic or AgX."
         )
-        return display_rgb.copy(), _display_colour_space(display.display_device), warnings
-
-    # 3. Invert the view and say how much of the image it cannot reproduce.
-    inverse = inverse_view(scene)
-    pixels = inverse.apply(display_rgb)
-    if inverse.report is not None and inverse.report.unreachable == 0:
-        # The view reaches every colour (Standard, most grades): nothing can be out of reach.
-        return pixels, scene_linear_colour_space(), warnings
-    stride = max(1, math.isqrt(display_rgb.shape[0] * display_rgb.shape[1] // _SHARE_SAMPLES))
-    # The worst node a pixel is interpolated from: an upper bound that also covers the band next to colours
-    # the view cannot produce, where interpolation misses too.
-    distance = inverse.distance_at(display_rgb[::stride, ::stride], worst=True)
-    share = float(np.mean(distance > UNREACHABLE_DISTANCE)) if distance.size else 0.0
-    if share > UNREACHABLE_SHARE:
-        warnings.append(
-            f"The '{view.view_transform}' view cannot show {share:.1%} of the stylised image's colours (mostly "
-            f"very saturated ones); they render up to {float(distance.max()) * 255:.0f} levels off. "
-            "Standard shows every colour."
+        return CompositorTarget(
+            _display_colour_space(display.display_device), view.view_transform, warnings, None, None
         )
-    return pixels, scene_linear_colour_space(), warnings
+    settings = colour_settings(scene)
+    key = inverse_key(settings)
+    inverse = _inverse(settings, key, rebuild=False)
+    if key in _BYTE_INVERSES and getattr(_BYTE_INVERSES[key], "inverse", inverse) is inverse:
+        byte_inverse = _BYTE_INVERSES.pop(key)
+    else:
+        # None: values beyond the float16 range (an extreme exposure); such a view interpolates every pixel.
+        byte_inverse = view_inverse.ByteInverse(inverse) if view_inverse.ByteInverse.fits(inverse) else None
+    _BYTE_INVERSES[key] = byte_inverse  # last = most recently used
+    while len(_BYTE_INVERSES) > _BYTE_INVERSES_MAX:
+        _BYTE_INVERSES.pop(next(iter(_BYTE_INVERSES)))
+    return CompositorTarget(scene_linear_colour_space(), view.view_transform, warnings, inverse, byte_inverse)
+
+
+def compositor_pixels(scene: bpy.types.Scene, display_rgb: np.ndarray) -> tuple[np.ndarray, str, list[str]]:
+    """`compositor_target(scene).convert(display_rgb)` in one call, the pixels as float32.
+
+    Returns:
+        (pixels, colour space, warnings): `(H, W, 3)` float32 scene-linear pixels, top row first; the name to
+        set on the Image's `colorspace_settings.name`; and warnings for the artist when the render cannot
+        match exactly (a view with no inverse, or colours the view cannot produce).
+
+    Raises:
+        ValueError: `display_rgb` is not `(H, W, 3)` float or uint8, or holds NaN.
+        ViewProbeError: Blender could not run the probe.
+    """
+    target = compositor_target(scene)
+    pixels, warnings = target.convert(display_rgb)
+    return pixels.astype(np.float32), target.colour_space, warnings
+
+
+def release_memory() -> None:
+    """Forget the per-colour tables (up to 128 MB each); they refill as colours are met again."""
+    _BYTE_INVERSES.clear()
 
 
 def _display_colour_space(display_device: str) -> str:

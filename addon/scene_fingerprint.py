@@ -14,21 +14,35 @@ import bpy
 import numpy as np
 
 
-def _plain_values(struct) -> Iterable[tuple[str, object]]:
-    for prop in struct.bl_rna.properties:
-        if (
-            prop.type in {"POINTER", "COLLECTION"}
-            or prop.identifier == "rna_type"
-            or getattr(prop, "is_deprecated", False)
-        ):
-            continue
+def _plain_values(struct) -> tuple[tuple[str, object], ...]:
+    """The struct's plain (non-pointer) properties as (name, value) pairs, values made hashable by repr."""
+    kind = struct.bl_rna
+    names = _NAMES.get(kind.identifier)
+    if names is None:
+        names = _NAMES[kind.identifier] = tuple(
+            prop.identifier
+            for prop in kind.properties
+            if prop.type not in {"POINTER", "COLLECTION"}
+            and prop.identifier != "rna_type"
+            and not getattr(prop, "is_deprecated", False)
+        )
+    pairs = []
+    for name in names:
         try:
-            value = getattr(struct, prop.identifier)
+            value = getattr(struct, name)
         except (AttributeError, RuntimeError):
             continue
-        if hasattr(value, "__len__") and not isinstance(value, str):
+        if isinstance(value, set):
+            value = tuple(sorted(value))  # enum flags: a set's order changes between sessions
+        elif hasattr(value, "__len__") and not isinstance(value, str):
             value = tuple(tuple(v) if hasattr(v, "__len__") else v for v in value)
-        yield prop.identifier, value
+        pairs.append((name, value))
+    return tuple(pairs)
+
+
+# Plain property names per RNA type: listing them walks every property's definition, which costs more than
+# reading the values.
+_NAMES: dict[str, tuple[str, ...]] = {}
 
 
 def _node_tree_values(tree) -> Iterable[object]:

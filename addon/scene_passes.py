@@ -14,7 +14,7 @@ import json
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import bpy
@@ -491,7 +491,10 @@ def render_passes(
     if options.show_images:
         images.show_pass_files(files)
     timings["total"] = time.perf_counter() - start
-    return PassSet(frame, width, height, maps, raw, files, json_path, entries, warnings, timings)
+    passes = PassSet(frame, width, height, maps, raw, files, json_path, entries, warnings, timings)
+    if fingerprint is not None:
+        _remember(passes, fingerprint)
+    return passes
 
 
 def _frame_record(scene, view_layer, frame, camera, options, entries, files, layout) -> dict:
@@ -530,7 +533,9 @@ class _OnDisk(dict):
         self._read = read
 
     def __missing__(self, name: str) -> np.ndarray:
-        value = self[name] = self._read(name)
+        value = self._read(name)
+        value.flags.writeable = False  # shared by every reuse of these passes
+        self[name] = value
         return value
 
 
@@ -549,9 +554,48 @@ def _read_raw(layout: SceneLayout, name: str, frame: int) -> np.ndarray:
     return np.stack([channels[c] for c in ("XYZ" if name == "normal" else "XYZW")], axis=-1)
 
 
+# The passes made or loaded last, so that reusing them again reads no files: record path -> (fingerprint,
+# the record file's (mtime, size) when they were kept, passes). One frame: at 1080p all maps are ~100 MB.
+_RECENT: dict[Path, tuple[str, tuple[int, int], PassSet]] = {}
+
+
+def _record_stamp(json_path: Path) -> tuple[int, int] | None:
+    try:
+        stat = json_path.stat()
+    except OSError:
+        return None
+    return stat.st_mtime_ns, stat.st_size
+
+
+def _remember(passes: PassSet, fingerprint: str) -> None:
+    stamp = _record_stamp(passes.json_path)
+    _RECENT.clear()
+    if stamp is not None:
+        # Shared by every later reuse: read-only, so no caller can change another's arrays.
+        for arrays in (passes.maps, passes.raw):
+            for array in dict.values(arrays):
+                array.flags.writeable = False
+        _RECENT[passes.json_path] = (fingerprint, stamp, passes)
+
+
+def forget_recent() -> None:
+    """Drop the passes kept in memory (Release Memory)."""
+    _RECENT.clear()
+
+
 def load_passes(layout: SceneLayout, frame: int, fingerprint: str) -> PassSet | None:
-    """The frame's passes from disk when their record carries `fingerprint` and every file is there."""
+    """The frame's passes when their record carries `fingerprint` and every file is there.
+
+    From memory when they are the last ones made or loaded and the record file has not changed since (another
+    Blender may have rendered the frame again); else from disk.
+    """
     json_path = layout.pass_json(frame)
+    tick = time.perf_counter()
+    kept = _RECENT.get(json_path)
+    if kept is not None and kept[0] == fingerprint and kept[1] == _record_stamp(json_path):
+        passes = kept[2]
+        if all(path.is_file() for paths in passes.files.values() for path in paths):
+            return replace(passes, warnings=[], timings={"load": time.perf_counter() - tick}, reused=True)
     try:
         with open(json_path, encoding="utf-8") as stream:
             record = json.load(stream)
@@ -564,7 +608,6 @@ def load_passes(layout: SceneLayout, frame: int, fingerprint: str) -> PassSet | 
     }
     if not all(path.is_file() for paths in files.values() for path in paths):
         return None
-    tick = time.perf_counter()
     maps = _OnDisk(lambda name: _read_map(layout, name, frame))
     raw = _OnDisk(lambda name: _read_raw(layout, name, frame))
     try:
@@ -577,4 +620,6 @@ def load_passes(layout: SceneLayout, frame: int, fingerprint: str) -> PassSet | 
         ObjectEntry(e["index"], e["name"], e["semantic_class"], tuple(e["colour"])) for e in record["objects"]
     ]
     timings = {"load": time.perf_counter() - tick}
-    return PassSet(frame, width, height, maps, raw, files, json_path, entries, [], timings, reused=True)
+    passes = PassSet(frame, width, height, maps, raw, files, json_path, entries, [], timings, reused=True)
+    _remember(passes, fingerprint)
+    return passes

@@ -43,6 +43,7 @@ class StyleOptions:
     detail_scale: float = 1.0
     seed: int = 0
     object_filter: str = "ALL"
+    png_compression: int = 0  # percent, as Blender's Output > Compression
     passes: PassOptions = field(default_factory=PassOptions)
     # Diffusion
     model: str = ""
@@ -72,6 +73,7 @@ class StyleOptions:
             detail_scale=s.detail_scale,
             seed=s.seed,
             object_filter=s.object_filter,
+            png_compression=s.png_compression,
             passes=PassOptions.from_scene(scene, device),
             model=s.model,
             prompt=s.prompt,
@@ -104,7 +106,9 @@ class PreparedFrame:
     json_path: Path
     context: dict
     compositor_exr: Path
+    compositor: display_colour.CompositorTarget
     runner: EngineRunner = run_in_process
+    png_level: int = 0  # zlib level of the stylised PNG
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -250,6 +254,10 @@ def prepare(
         runner = engine_host.runner_for(options.engine, prefs, folders)
     except engine_host.EngineHostError as error:
         raise StylepassError(str(error)) from error
+    try:
+        target = display_colour.compositor_target(scene)
+    except display_colour.ViewProbeError as error:
+        raise StylepassError(f"Cannot match the scene's colour management: {error}") from error
     if not options.seed_locked:
         options.seed = secrets.randbelow(2**31)
         scene.stylepass.seed = options.seed
@@ -304,7 +312,9 @@ def prepare(
         json_path=layout.stylised_file(passes.frame, "json"),
         context=context,
         compositor_exr=layout.stylised_dir / "compositor" / f"{passes.frame:04d}.exr",
+        compositor=target,
         runner=runner,
+        png_level=round(max(0, min(100, options.png_compression)) * 9 / 100),
         timings={"prepare": time.perf_counter() - start},
     )
 
@@ -315,7 +325,18 @@ def run(
     abort: threading.Event | None = None,
     postprocess=None,
 ):
-    """The engine and the result files (any thread; touches no bpy). `postprocess` see `stylise_frame`."""
+    """The engine and the result files (any thread; touches no bpy). `postprocess` see `stylise_frame`.
+
+    Besides the PNG and its record it writes the compositor's copy: the scene-linear pixels that the scene's
+    view transform turns back into the PNG, as a half-float EXR. `frame.alongside` holds its warnings.
+    """
+
+    def compositor_copy(image) -> list[str]:
+        pixels, warnings = prepared.compositor.convert(image)
+        prepared.compositor_exr.parent.mkdir(parents=True, exist_ok=True)
+        exr.write_exr(prepared.compositor_exr, {c: pixels[..., i] for i, c in enumerate("RGB")}, half=True)
+        return warnings
+
     try:
         return stylise_frame(
             prepared.engine,
@@ -327,6 +348,8 @@ def run(
             abort=abort,
             runner=prepared.runner,
             postprocess=postprocess,
+            alongside=compositor_copy,
+            png_level=prepared.png_level,
         )
     except Aborted:
         raise
@@ -338,12 +361,9 @@ def finish(
     scene: bpy.types.Scene, prepared: PreparedFrame, frame: StylisedFrame
 ) -> tuple[bpy.types.Image, list]:
     """Image datablock + compositor group (main thread). Returns the image and warnings."""
-    # The compositor works in scene-linear light: store the pixels that the scene's view transform turns
-    # back into exactly the engine's display-referred image, as a float EXR beside the PNG.
-    pixels, colour_space, warnings = display_colour.compositor_pixels(scene, frame.image)
-    prepared.compositor_exr.parent.mkdir(parents=True, exist_ok=True)
-    exr.write_exr(prepared.compositor_exr, {c: pixels[..., i] for i, c in enumerate("RGB")})
-    image = images.show_file(STYLISED_IMAGE, prepared.compositor_exr, colour_space)
+    # The compositor works in scene-linear light: it shows the EXR `run` wrote beside the PNG.
+    warnings = list(frame.alongside or [])
+    image = images.show_file(STYLISED_IMAGE, prepared.compositor_exr, prepared.compositor.colour_space)
     compositor.install(scene, image)
     if not scene.render.use_compositing:
         warnings.append(

@@ -5,7 +5,7 @@ import threading
 
 import bpy
 
-from ..addon import animation, engine_host, images, scene_passes, settings, stylise
+from ..addon import animation, display_colour, engine_host, images, scene_passes, settings, stylise
 from ..addon.stylepass_core.jobs import BackgroundJob
 from ..addon.stylepass_core.worker import installer
 
@@ -158,13 +158,16 @@ class STYLEPASS_OT_stylise(bpy.types.Operator):
 
 
 class STYLEPASS_OT_release_memory(bpy.types.Operator):
-    """Stop the diffusion worker and free the memory its models hold (they load again on the next run)"""
+    """Stop the diffusion worker and free the memory its models and the colour tables hold (they load again
+    on the next run)"""
 
     bl_idname = "stylepass.release_memory"
     bl_label = "Release Memory"
 
     def execute(self, context: bpy.types.Context) -> set[str]:
         stopped = engine_host.release_memory()
+        display_colour.release_memory()
+        scene_passes.forget_recent()
         self.report(
             {"INFO"}, f"Stylepass: stopped {stopped} worker(s)" if stopped else "Stylepass: no worker running"
         )

@@ -78,6 +78,7 @@ def _draw_animation(layout: bpy.types.UILayout, scene: bpy.types.Scene) -> None:
 def _draw_output(layout: bpy.types.UILayout, scene: bpy.types.Scene) -> None:
     settings = scene.stylepass
     layout.prop(settings, "output_dir")
+    layout.prop(settings, "png_compression")
     layout.prop(settings, "resolution_scale")
     layout.prop(settings, "show_images")
 

@@ -18,12 +18,13 @@ What Blender writes (`save_render`, OPEN_EXR_MULTILAYER, codec NONE, 32 bit), ch
 """
 
 import os
-import secrets
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
+
+from .atomic_file import write_blocks
 
 __all__ = ["ExrError", "group_passes", "read_exr", "write_exr"]
 
@@ -312,28 +313,6 @@ def read_exr(source: str | os.PathLike | bytes) -> dict[str, np.ndarray]:
     return channels
 
 
-def _atomic_write(path: str | os.PathLike, blocks: list[bytes | np.ndarray]) -> None:
-    """Write `blocks` (bytes-like) to `path` so that readers see the old file or the whole new one."""
-    path = os.fspath(path)
-    folder, base = os.path.split(os.path.abspath(path))
-    temp = os.path.join(folder, f".{base}.{secrets.token_hex(4)}.tmp")
-    # os.open with 0o666 lets the umask decide the final permissions, unlike tempfile's private 0o600.
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            for block in blocks:
-                handle.write(block)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        try:
-            os.unlink(temp)
-        except OSError:
-            pass
-        raise
-
-
 def _attribute(name: str, type_name: str, value: bytes) -> bytes:
     return name.encode() + b"\0" + type_name.encode() + b"\0" + struct.pack("<i", len(value)) + value
 
@@ -403,13 +382,14 @@ def write_exr(path: str | os.PathLike, channels: Mapping[str, np.ndarray], half:
     column = 8
     for _raw, ptype, array in encoded:
         dtype = _PIXEL_DTYPES[ptype]
-        with np.errstate(over="ignore"):  # documented: beyond the half range becomes infinite
-            samples = np.ascontiguousarray(array, dtype=dtype)
-        records[:, column : column + width * dtype.itemsize] = samples.view(np.uint8).reshape(height, -1)
+        # Straight into the line records (one copy, converting on the way).
+        target = records[:, column : column + width * dtype.itemsize].view(dtype)
+        with np.errstate(over="ignore", invalid="ignore"):  # documented: beyond the half range becomes inf
+            target[...] = array
         column += width * dtype.itemsize
     first = len(preamble) + 8 * height
     offsets = first + np.arange(height, dtype="<u8") * np.uint64(8 + line_bytes)
-    _atomic_write(path, [preamble, offsets.astype("<u8").tobytes(), records])
+    write_blocks(path, [preamble, offsets.astype("<u8").tobytes(), records])
 
 
 def _layer_pass_channel(name: str, view_layer: str | None) -> tuple[str, str, str] | None:

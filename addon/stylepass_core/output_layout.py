@@ -12,6 +12,8 @@ import re
 import tempfile
 from pathlib import Path
 
+from .atomic_file import write_blocks
+
 PASS_NAMES = ("beauty", "depth", "normal", "lineart", "segmentation", "object_index", "vector")
 # Passes that also get their unclamped numbers as EXR, for tools that need metric data.
 RAW_PASSES = ("depth", "normal", "vector")
@@ -52,12 +54,22 @@ def resolve_output_root(raw: str, blend_filepath: str) -> tuple[Path, str | None
     return Path(os.path.expanduser(raw)), None
 
 
+# Folders a probe file was written in during this session: later checks ask the OS for permission only
+# (a probe costs ~0.5 ms, paid on every re-run). Permission changes are still seen; a full disk then shows
+# as the failing write itself, which leaves earlier files whole (every write replaces its file atomically).
+_PROBED: set[str] = set()
+
+
 def ensure_writable(folder: Path) -> None:
     """Create `folder` if needed and prove a file can be written there, or raise OutputError."""
+    key = os.path.abspath(folder)
     try:
+        if key in _PROBED and os.path.isdir(key) and os.access(key, os.W_OK | os.X_OK):
+            return
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".stylepass-probe-"):
             pass
+        _PROBED.add(key)
     except OSError as error:
         raise OutputError(
             f"Cannot write to the output folder '{folder}': {error.strerror or error}. "
@@ -90,13 +102,5 @@ def write_json(path: Path, data: dict) -> None:
     """Write JSON atomically (temp file + rename), so a crash never leaves a half-written record."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as stream:
-            json.dump(data, stream, indent=2, sort_keys=True)
-            stream.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
+    write_blocks(path, [text.encode("utf-8")])

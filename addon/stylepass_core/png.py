@@ -7,13 +7,14 @@ palette images. Adam7-interlaced files are refused.
 """
 
 import os
-import secrets
 import struct
 import zlib
 
 import numpy as np
 
-__all__ = ["PngError", "read_png", "read_png_float", "write_png"]
+from .atomic_file import write_blocks
+
+__all__ = ["PngError", "read_png", "read_png_float", "to_uint8", "write_png"]
 
 
 class PngError(ValueError):
@@ -37,28 +38,6 @@ def _chunk(kind: bytes, data: bytes | memoryview) -> bytes:
     return struct.pack(">I", len(data)) + kind + bytes(data) + struct.pack(">I", crc)
 
 
-def _atomic_write(path: str | os.PathLike, blocks: list[bytes]) -> None:
-    """Write `blocks` to `path` so that readers see the old file or the whole new one, never a part."""
-    path = os.fspath(path)
-    folder, base = os.path.split(os.path.abspath(path))
-    temp = os.path.join(folder, f".{base}.{secrets.token_hex(4)}.tmp")
-    # os.open with 0o666 lets the umask decide the final permissions, unlike tempfile's private 0o600.
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            for block in blocks:
-                handle.write(block)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        try:
-            os.unlink(temp)
-        except OSError:
-            pass
-        raise
-
-
 def _to_samples(image: np.ndarray, bit_depth: int) -> np.ndarray:
     """Convert `image` to the stored integer samples, raising ValueError rather than guessing."""
     kind = image.dtype.kind
@@ -79,6 +58,15 @@ def _to_samples(image: np.ndarray, bit_depth: int) -> np.ndarray:
         f"image dtype {image.dtype} does not fit bit_depth={bit_depth}: pass float in [0, 1], "
         "uint8 with bit_depth=8 or uint16 with bit_depth=16"
     )
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """Floats in [0, 1] -> the uint8 levels `write_png` stores for them (uint8 passes through).
+
+    Raises:
+        ValueError: NaN, or a dtype that is neither float nor uint8.
+    """
+    return _to_samples(np.asarray(image), 8)
 
 
 def write_png(
@@ -129,7 +117,7 @@ def write_png(
     blocks = [_SIGNATURE, _chunk(b"IHDR", header)]
     blocks += [_chunk(b"IDAT", piece) for piece in pieces]
     blocks.append(_chunk(b"IEND", b""))
-    _atomic_write(path, blocks)
+    write_blocks(path, blocks)
 
 
 def _runs(indices: np.ndarray) -> list[tuple[int, int]]:

@@ -39,6 +39,7 @@ class StylisedFrame:
     png_path: Path
     json_path: Path
     record: dict
+    alongside: object = None  # what `stylise_frame`'s `alongside` returned
 
 
 def array_digest(array: np.ndarray | None) -> str | None:
@@ -60,6 +61,8 @@ def stylise_frame(
     abort: threading.Event | None = None,
     runner: EngineRunner = run_in_process,
     postprocess: Callable[[np.ndarray], tuple[np.ndarray, dict]] | None = None,
+    alongside: Callable[[np.ndarray], object] | None = None,
+    png_level: int = 1,
 ) -> StylisedFrame:
     """Run `engine_id` on `request` and write the image and its record.
 
@@ -74,6 +77,10 @@ def stylise_frame(
             `WorkerClient.run`).
         postprocess: turns the engine's image into the one written (temporal blending), returning the image
             and facts for the record (stored under "postprocess").
+        alongside: more work on the final image (the compositor's copy), run on this thread while another
+            writes the PNG and the record. It gets the `(H, W, 3)` uint8 levels the PNG stores; its return
+            value is `StylisedFrame.alongside`. If it raises, the PNG and record are still finished first.
+        png_level: zlib level of the PNG (0 stores it uncompressed).
 
     Raises:
         EngineUnavailable: the engine cannot run here (the message says what to install).
@@ -81,10 +88,7 @@ def stylise_frame(
         ValueError: the request is invalid.
     """
     progress = progress or NullProgress()
-    # 1. Check inputs before any work
-    request.validate()
-
-    # 2. Run
+    # 1. Run (engines check the request before any work)
     tick = time.perf_counter()
     result = runner(engine_id, request, progress, abort)
     engine_seconds = time.perf_counter() - tick
@@ -92,16 +96,16 @@ def stylise_frame(
     if postprocess is not None:
         image, post_record = postprocess(image)
 
-    # 3. Write image, then its record (the record names a file that exists)
+    # 2. Write the image, then its record (which names a file that exists). With `alongside` they are written
+    # on a second thread while it runs: zlib, numpy and file writes release the GIL.
     tick = time.perf_counter()
     png_path.parent.mkdir(parents=True, exist_ok=True)
-    png.write_png(png_path, image)
-    header, _arrays = request.to_parts()
+    levels = png.to_uint8(image)
     record = {
         "format": RECORD_FORMAT,
         "engine": engine_id,
-        "request": header,
-        "style_image_digest": array_digest(request.style_image),
+        "request": request.header(),  # the engine validated it
+        "style_image_digest": None,
         "result": result.info,
         "image": png_path.name,
         "python": sys.version.split()[0],
@@ -110,6 +114,40 @@ def stylise_frame(
         "postprocess": post_record,
         "timings": {"engine": engine_seconds},
     }
-    record["timings"]["write"] = time.perf_counter() - tick
-    write_json(json_path, record)
-    return StylisedFrame(image, png_path, json_path, record)
+
+    def write_files() -> None:
+        record["style_image_digest"] = array_digest(request.style_image)
+        png.write_png(png_path, levels, compress_level=png_level)
+        record["timings"]["write"] = time.perf_counter() - tick
+        write_json(json_path, record)
+
+    side = None
+    if alongside is None:
+        write_files()
+    else:
+        writer = _Writer(write_files)
+        try:
+            side = alongside(levels)
+        finally:
+            writer.join()
+    return StylisedFrame(image, png_path, json_path, record, side)
+
+
+class _Writer(threading.Thread):
+    """Runs `write()` on its own thread; `join` re-raises what it raised."""
+
+    def __init__(self, write: Callable[[], None]):
+        super().__init__(name="stylepass-writer", daemon=True)
+        self.write, self.error = write, None
+        self.start()
+
+    def run(self) -> None:
+        try:
+            self.write()
+        except BaseException as error:  # re-raised on the caller's thread
+            self.error = error
+
+    def join(self, timeout=None) -> None:
+        super().join(timeout)
+        if self.error is not None:
+            raise self.error

@@ -28,10 +28,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .atomic_file import write_blocks
 from .checks import check_mask, check_number, describe
 from .conditioning import BACKGROUND_DEPTH
 from .imageops import luminance
-from .png import _atomic_write
 
 __all__ = [
     "BackwardWarp",
@@ -846,4 +846,4 @@ def write_gif(
         indices = _quantise(np.asarray(frame, dtype=np.float32), dither).tobytes()
         blocks.append(bytes([_GIF_MIN_CODE_SIZE]) + _sub_blocks(_pack_codes(_lzw_codes(indices))))
     blocks.append(b"\x3b")
-    _atomic_write(path, blocks)
+    write_blocks(path, blocks)

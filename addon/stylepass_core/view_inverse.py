@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import secrets
+import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -35,9 +35,12 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic_file import replace_file
+
 __all__ = [
     "FORMAT_VERSION",
     "BuildReport",
+    "ByteInverse",
     "InverseView",
     "Shaper",
     "build",
@@ -268,14 +271,7 @@ class InverseView:
         display = _check_pixels(display)
         flat = display.reshape(-1, 3)
         out = np.empty(flat.shape, dtype=np.float32)
-        starts = range(0, len(flat), _BLOCK)
-        workers = workers or min(os.cpu_count() or 1, 8)
-        if workers > 1 and len(starts) > 1:
-            with ThreadPoolExecutor(workers) as pool:
-                list(pool.map(lambda s: self._apply_block(flat[s : s + _BLOCK], out[s : s + _BLOCK]), starts))
-        else:
-            for s in starts:
-                self._apply_block(flat[s : s + _BLOCK], out[s : s + _BLOCK])
+        _in_blocks(lambda s: self._apply_block(flat[s : s + _BLOCK], out[s : s + _BLOCK]), len(flat), workers)
         return out.reshape(display.shape)
 
     def _apply_block(self, display: np.ndarray, out: np.ndarray) -> None:
@@ -329,12 +325,12 @@ class InverseView:
             "report": None if self.report is None else asdict(self.report),
         }
         npy = folder / f"{key}.npy"
-        _replace_atomically(npy, lambda handle: np.save(handle, table, allow_pickle=False))
-        _replace_atomically(
+        replace_file(npy, lambda handle: np.save(handle, table, allow_pickle=False))
+        replace_file(
             folder / f"{key}.shaper.npy",
             lambda handle: np.save(handle, self.shaper.table, allow_pickle=False),
         )
-        _replace_atomically(folder / f"{key}.json", lambda handle: handle.write(json.dumps(meta).encode()))
+        replace_file(folder / f"{key}.json", lambda handle: handle.write(json.dumps(meta).encode()))
         return npy
 
     @classmethod
@@ -861,11 +857,14 @@ def _cell_table(nodes: np.ndarray) -> np.ndarray:
 _CORNER_STEP = np.array([4, 2, 1], dtype=np.int64)
 
 
-def _interpolate_cells(cells: np.ndarray, size: int, display: np.ndarray) -> np.ndarray:
+def _interpolate_cells(cells: np.ndarray, size: int, display: np.ndarray, worst_of: int | None = None):
     """Tetrahedral interpolation of a cell table at `(N, 3)` points of the unit cube: `(N, C)` float32.
 
     Each cell splits into six tetrahedra along its grey diagonal, so a grey point uses only the two grey
     corners: the neutral axis interpolates exactly as solved, whatever the saturated corners hold.
+
+    With `worst_of` = a channel, also returns that channel's largest value among the corners a point is
+    interpolated from (those with weight > 1e-6, as `InverseView.distance_at(worst=True)`): `(values, worst)`.
     """
     steps = size - 1
     x = np.clip(display, 0.0, 1.0)
@@ -890,7 +889,33 @@ def _interpolate_cells(cells: np.ndarray, size: int, display: np.ndarray) -> np.
     out += block[rows, second] * (high - mid)[:, None]
     out += block[rows, third] * (mid - low)[:, None]
     out += block[:, 7] * low[:, None]
-    return out
+    if worst_of is None:
+        return out
+    corners = (
+        block[:, 0, worst_of],
+        block[rows, second, worst_of],
+        block[rows, third, worst_of],
+        block[:, 7, worst_of],
+    )
+    weights = (1 - high, high - mid, mid - low, low)
+    worst = np.zeros(len(x), dtype=np.float32)
+    for value, weight in zip(corners, weights, strict=True):
+        np.maximum(worst, np.where(weight > 1e-6, value, 0.0), out=worst)
+    return out, worst
+
+
+def _in_blocks(
+    work: Callable[[int], None], count: int, workers: int | None = None, step: int = _BLOCK
+) -> None:
+    """`work(start)` for each block of `step` rows out of `count`, on threads (numpy releases the GIL)."""
+    starts = range(0, count, step)
+    workers = workers or min(os.cpu_count() or 1, 8)
+    if workers > 1 and len(starts) > 1:
+        with ThreadPoolExecutor(min(workers, len(starts))) as pool:
+            list(pool.map(work, starts))
+    else:
+        for s in starts:
+            work(s)
 
 
 def _check_pixels(display: np.ndarray) -> np.ndarray:
@@ -909,12 +934,90 @@ def _check_key(key: str) -> None:
         raise ValueError(f"cache key must be a plain file name (letters, digits, '-', '_', '.'), got {key!r}")
 
 
-def _replace_atomically(path: Path, write: Callable) -> None:
-    temp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(temp, "wb") as handle:
-            write(handle)
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
+# 8-bit display images -------------------------------------------------------------------------------------
+
+# Largest magnitude a float16 holds: a view whose inverse needs more (an extreme exposure) keeps float32.
+_HALF_MAX = 65504.0
+
+
+class ByteInverse:
+    """An `InverseView` at the 256**3 colours of 8-bit images, each evaluated once, the first time it is met.
+
+    A frame's colours are mostly colours earlier frames already had (re-running a still, an animation), so a
+    frame costs one table lookup per pixel instead of a tetrahedral interpolation; new colours are
+    interpolated once, as `InverseView.apply` does, and stored. Each entry packs the scene-linear RGB and the
+    distance to what the view can show (`InverseView.distance_at(worst=True)`, in 8-bit levels) as four
+    float16 in one uint64, with the distance's sign bit always set, so a zero word means "not met yet". The
+    table is allocated as zeros, which the OS maps lazily: memory grows with the colours met (2 KB per
+    red-green pair, 128 MB at most) and is returned when the object is dropped.
+
+    Thread-safe: lookups run on engine threads while the main thread may use the same inverse.
+    """
+
+    def __init__(self, inverse: InverseView):
+        if not ByteInverse.fits(inverse):
+            raise ValueError("this inverse reaches beyond the float16 range; use InverseView.apply")
+        self.inverse = inverse
+        self._table = np.zeros(1 << 24, dtype=np.uint64)
+        self._lock = threading.Lock()
+        self._cells: np.ndarray | None = None
+        self.colours_met = 0
+
+    @staticmethod
+    def fits(inverse: InverseView) -> bool:
+        """Whether every value the inverse can return fits a float16 (interpolation stays within its nodes)."""
+        linear = inverse.shaper.decode(inverse.nodes.reshape(-1, 3))
+        if not inverse._identity:
+            linear = linear @ inverse.to_linear.T
+        return bool(np.all(np.abs(linear) < _HALF_MAX / 2))
+
+    def lookup(self, rgb8: np.ndarray, stride: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """8-bit display pixels -> (scene-linear `(H, W, 3)` float16, levels off at every `stride`-th pixel).
+
+        Args:
+            rgb8: `(H, W, 3)` uint8 display-referred pixels.
+            stride: the second result samples `rgb8[::stride, ::stride]`.
+
+        Returns:
+            The pixels the view turns back into `rgb8` (a view into a `(H, W, 4)` array), and for the sampled
+            pixels how many 8-bit levels the view can miss them by (0 where it reproduces the colour), float32.
+        """
+        rgb8 = np.asarray(rgb8)
+        if rgb8.ndim != 3 or rgb8.shape[2] != 3 or rgb8.dtype != np.uint8:
+            raise ValueError(f"rgb8 must be (H, W, 3) uint8, got {rgb8.shape} {rgb8.dtype}")
+        keys = rgb8[..., 0].astype(np.uint32)
+        keys <<= 8
+        keys |= rgb8[..., 1]
+        keys <<= 8
+        keys |= rgb8[..., 2]
+        keys = keys.ravel()
+        words = np.take(self._table, keys)
+        if words.min() == 0:  # one pass without a temporary; most frames meet no new colour
+            missing = np.flatnonzero(words == 0)
+            self._fill(np.unique(keys[missing]))
+            words[missing] = np.take(self._table, keys[missing])
+        packed = words.view(np.float16).reshape(*rgb8.shape[:2], 4)
+        # Stored negated (see the class docstring).
+        levels = np.negative(packed[::stride, ::stride, 3], dtype=np.float32)
+        return packed[..., :3], levels
+
+    def _fill(self, keys: np.ndarray) -> None:
+        display = np.stack([(keys >> 16) & 255, (keys >> 8) & 255, keys & 255], axis=1).astype(np.float32)
+        display /= np.float32(255)
+        entries = np.empty((len(keys), 4), dtype=np.float16)
+        inverse = self.inverse
+        if self._cells is None:
+            # The nodes' distances ride along as a 4th channel, so one gather serves both results.
+            self._cells = _cell_table(np.concatenate([inverse.nodes, inverse.distance[..., None]], axis=-1))
+
+        def block(s: int) -> None:
+            units, worst = _interpolate_cells(self._cells, inverse.size, display[s : s + _BLOCK], worst_of=3)
+            working = inverse.shaper.decode(units[:, :3])
+            entries[s : s + _BLOCK, :3] = working if inverse._identity else working @ inverse.to_linear.T
+            # Negated, so the sign bit is set on every distance, 0 included (-0.0): a stored word is never 0.
+            entries[s : s + _BLOCK, 3] = np.negative((worst * np.float32(255)).astype(np.float16))
+
+        _in_blocks(block, len(keys))
+        with self._lock:
+            self._table[keys] = entries.view(np.uint64).ravel()
+            self.colours_met += len(keys)

@@ -97,6 +97,58 @@ def test_second_run_reuses_passes_and_keeps_one_group(empty_file, out_dir):
     assert _stylised(out_dir, scene)[1]["context"]["passes_reused"] is False
 
 
+def test_rerun_shows_the_new_result_in_f12(empty_file, out_dir, tmp_path):
+    # A re-run only drops the image's pixels (Blender reads the new file when the render needs it) and keeps
+    # the group as it is: F12 must still show the new result, not the first.
+    scene, _ = _scene(empty_file, out_dir)
+    scene.view_settings.view_transform = "Standard"
+    bpy.ops.stylepass.stylise()
+    first = _f12(scene, tmp_path / "first.png")
+    group = bpy.data.node_groups[compositor.GROUP_NAME]
+    inside = {node.name: node.as_pointer() for node in group.nodes}
+    scene.stylepass.style_preset = "style_12"
+    bpy.ops.stylepass.stylise()
+    stylised, record = _stylised(out_dir, scene)
+    assert record["request"]["style"] == "style_12"
+    second = _f12(scene, tmp_path / "second.png")
+    assert np.abs(second - first).mean() > 5, "F12 still shows the first result"
+    assert np.abs(second - stylised.astype(np.int32)).max() <= 2
+    assert {node.name: node.as_pointer() for node in group.nodes} == inside  # updated, not rebuilt
+
+
+def test_a_changed_group_inside_is_rebuilt(empty_file, out_dir):
+    scene, _ = _scene(empty_file, out_dir)
+    bpy.ops.stylepass.stylise()
+    group = bpy.data.node_groups[compositor.GROUP_NAME]
+    group.nodes.remove(group.nodes["Mix by Mask"])  # the artist (or an old version) broke the inside
+    bpy.ops.stylepass.stylise()
+    group = bpy.data.node_groups[compositor.GROUP_NAME]
+    assert {node.name for node in group.nodes} >= {"Mix by Factor", "Mix by Mask", "Stylised"}
+    assert len(group.links) == 8
+    assert group.nodes["Stylised"].image == bpy.data.images[compositor.STYLISED_IMAGE]
+
+
+def test_passes_kept_in_memory_follow_the_files(empty_file, out_dir):
+    scene, _ = _scene(empty_file, out_dir)
+    view_layer = bpy.context.view_layer
+    options = stylise.StyleOptions.from_scene(scene)
+    first = stylise.prepare(scene, view_layer, options).passes
+    again = stylise.prepare(scene, view_layer, options).passes
+    assert again.reused and again.maps["beauty"] is first.maps["beauty"]  # from memory: no file read
+    with pytest.raises(ValueError):
+        again.maps["beauty"][0, 0, 0] = 0.5  # shared by every reuse, so nobody may change it
+    # Another Blender rendered the frame again: the record changed on disk, so the memory copy is stale.
+    record_path = again.json_path
+    record = json.loads(record_path.read_text())
+    beauty_path = out_dir / scene.name / "passes" / "beauty" / "0001.png"
+    png.write_png(beauty_path, np.zeros((HEIGHT, WIDTH, 3), np.uint8))
+    record["note"] = "rendered elsewhere"
+    record_path.write_text(json.dumps(record))
+    reread = stylise.prepare(scene, view_layer, options).passes
+    assert reread.reused and reread.maps["beauty"] is not first.maps["beauty"]
+    assert reread.maps["beauty"].max() == 0.0
+
+
 def test_users_nodes_and_links_survive(empty_file, out_dir):
     scene, _ = _scene(empty_file, out_dir)
     if compositor.COMPOSITOR_IS_GROUP:

@@ -64,6 +64,66 @@ def test_stylise_frame_writes_png_and_reproducible_record(tmp_path):
     assert rebuilt.seed == 7 and rebuilt.style == "x"
 
 
+def test_stylise_frame_runs_alongside_on_the_stored_levels(tmp_path):
+    InvertEngine.proceed.set()
+    seen = {}
+
+    def alongside(levels):
+        seen["levels"] = levels.copy()
+        seen["thread"] = threading.current_thread()
+        return "side result"
+
+    frame = stylise_frame(
+        "TEST_INVERT",
+        _request(),
+        tmp_path / "0001.png",
+        tmp_path / "0001.json",
+        alongside=alongside,
+        png_level=0,
+    )
+    assert frame.alongside == "side result" and seen["thread"] is threading.current_thread()
+    # It gets exactly the levels the PNG stores.
+    assert seen["levels"].dtype == np.uint8
+    np.testing.assert_array_equal(seen["levels"], png.read_png(frame.png_path))
+    assert json.loads(frame.json_path.read_text())["image"] == "0001.png"
+
+
+def test_stylise_frame_png_level_is_the_zlib_level(tmp_path):
+    InvertEngine.proceed.set()
+    ramp = np.broadcast_to(np.linspace(0, 1, 64, dtype=np.float32)[None, :, None], (64, 64, 3)).copy()
+    request = StyleRequest(beauty=ramp, style="x")
+    sizes = {}
+    for level in (0, 9):
+        frame = stylise_frame(
+            "TEST_INVERT", request, tmp_path / f"{level}.png", tmp_path / f"{level}.json", png_level=level
+        )
+        sizes[level] = frame.png_path.stat().st_size
+        np.testing.assert_allclose(png.read_png_float(frame.png_path), 1.0 - ramp, atol=0.5 / 255)
+    assert sizes[0] > 64 * 64 * 3  # stored: at least the raw samples
+    assert sizes[9] < sizes[0] / 10
+
+
+def test_stylise_frame_failures_alongside_and_in_the_writer(tmp_path):
+    InvertEngine.proceed.set()
+
+    def broken(levels):
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        stylise_frame("TEST_INVERT", _request(), tmp_path / "a.png", tmp_path / "a.json", alongside=broken)
+    # The result itself was finished first: a whole PNG and its record.
+    assert png.read_png(tmp_path / "a.png").shape == (4, 6, 3)
+    assert json.loads((tmp_path / "a.json").read_text())["image"] == "a.png"
+
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where the folder should be")
+    with pytest.raises(OSError):
+        stylise_frame(
+            "TEST_INVERT", _request(), blocker / "b.png", tmp_path / "b.json", alongside=lambda levels: None
+        )
+    assert not (tmp_path / "b.json").exists()  # no record names a file that is not there
+
+
 def test_background_job_progress_cancel_and_nothing_written(tmp_path):
     target = tmp_path / "0001.png"
     job = BackgroundJob(

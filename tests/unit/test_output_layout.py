@@ -5,7 +5,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from stylepass_core import output_layout
+from stylepass_core import atomic_file, output_layout
 from stylepass_core.output_layout import OutputError, SceneLayout, ensure_writable, resolve_output_root
 
 
@@ -55,8 +55,26 @@ def test_write_json_is_atomic_and_readable(tmp_path, monkeypatch):
     def fail(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(output_layout.json, "dump", fail)
+    # Fails after the new text is in the temporary file, before it replaces the record.
+    monkeypatch.setattr(atomic_file.os, "fsync", fail)
     with pytest.raises(OSError):
         output_layout.write_json(target, {"frame": 2})
     assert json.loads(target.read_text()) == {"frame": 1}
     assert sorted(p.name for p in target.parent.iterdir()) == ["0001.json"]
+
+
+def test_a_probed_folder_is_checked_again_cheaply(tmp_path, monkeypatch):
+    folder = tmp_path / "out"
+    ensure_writable(folder)
+    probes = []
+    real = output_layout.tempfile.NamedTemporaryFile
+    monkeypatch.setattr(
+        output_layout.tempfile, "NamedTemporaryFile", lambda **kw: probes.append(kw) or real(**kw)
+    )
+    ensure_writable(folder)
+    assert probes == []  # proven this session: no second probe file
+    # A folder that went away (here: replaced by a file) is probed again and reported.
+    folder.rmdir()
+    folder.write_text("not a folder")
+    with pytest.raises(OutputError, match="Cannot write"):
+        ensure_writable(folder)

@@ -370,3 +370,12 @@ def test_blender_written(tmp_path):
     grey = png.read_png(tmp_path / "BW8.png")
     luma = expected8[..., :3] @ np.array([0.2126, 0.7152, 0.0722])
     assert grey.shape == (37, 53, 1) and np.abs(grey[..., 0] - luma).max() <= 0.5
+
+
+def test_to_uint8_rounds_as_write_png_stores():
+    values = np.array([[[0.0, 0.5 / 255 - 1e-6, 0.5 / 255], [1.0, 1.5, -0.2]]], dtype=np.float32)
+    np.testing.assert_array_equal(png.to_uint8(values), [[[0, 0, 1], [255, 255, 0]]])
+    same = np.zeros((2, 2, 3), np.uint8)
+    assert png.to_uint8(same) is same
+    with pytest.raises(ValueError, match="NaN"):
+        png.to_uint8(np.full((1, 1, 3), np.nan, np.float32))

@@ -271,3 +271,88 @@ def test_report_counts_the_forward_batches():
     assert inverse.report.forward_calls == len(calls)
     assert inverse.report.forward_pixels == sum(calls)
     assert max(calls) >= 17**3
+
+
+# 8-bit images -----------------------------------------------------------------------------------------------
+
+
+def random_bytes(height, width, seed=0, colours=None):
+    rng = np.random.default_rng(seed)
+    if colours is None:
+        return rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    palette = rng.integers(0, 256, (colours, 3), dtype=np.uint8)
+    return palette[rng.integers(0, colours, (height, width))]
+
+
+@pytest.fixture(scope="module")
+def half_bright_inverse():
+    return view_inverse.build(lambda linear: 0.5 * srgb_encode(linear), size=17)
+
+
+@pytest.mark.parametrize("name", ["srgb_inverse", "agx_inverse", "half_bright_inverse"])
+def test_byte_lookup_equals_interpolating_each_pixel(request, name):
+    inverse = request.getfixturevalue(name)
+    table = view_inverse.ByteInverse(inverse)
+    rgb8 = random_bytes(48, 64, seed=1)
+    linear, levels = table.lookup(rgb8)
+    display = rgb8.astype(np.float32) / 255
+    expected = inverse.apply(display)
+    assert linear.shape == (48, 64, 3) and linear.dtype == np.float16
+    # float16 keeps 11 significant bits: a relative error of at most 2**-11 (plus the smallest normal).
+    np.testing.assert_allclose(linear.astype(np.float32), expected, rtol=2**-11, atol=2**-14)
+    assert levels.shape == (48, 64) and levels.dtype == np.float32
+    np.testing.assert_allclose(levels, inverse.distance_at(display, worst=True) * 255, rtol=2**-10, atol=1e-3)
+    assert np.all(levels >= 0)  # never a negative zero or a sign left over from the packing
+
+
+def test_byte_lookup_meets_each_colour_once_and_agrees_with_itself(srgb_inverse):
+    table = view_inverse.ByteInverse(srgb_inverse)
+    first = random_bytes(32, 32, seed=2, colours=50)
+    linear, _ = table.lookup(first)
+    assert table.colours_met == len(np.unique(first.reshape(-1, 3), axis=0))
+    met = table.colours_met
+    again, _ = table.lookup(first[::-1])  # same colours: nothing new is interpolated
+    assert table.colours_met == met
+    np.testing.assert_array_equal(again, linear[::-1])
+    black = np.zeros((4, 4, 3), np.uint8)  # all-zero entry: must not read as "not met yet"
+    table.lookup(black)
+    table.lookup(black)
+    assert table.colours_met == met + 1
+
+
+def test_byte_lookup_subsamples_the_levels(half_bright_inverse):
+    table = view_inverse.ByteInverse(half_bright_inverse)
+    rgb8 = random_bytes(40, 30, seed=3)
+    _, every = table.lookup(rgb8)
+    _, sampled = table.lookup(rgb8, stride=4)
+    np.testing.assert_array_equal(sampled, every[::4, ::4])
+    # The half-bright view cannot show anything above 0.5: those pixels are about (value - 0.5) off.
+    bright = rgb8.max(axis=2) > 200
+    assert np.all(every[bright] > 60)
+
+
+def test_byte_lookup_is_safe_across_threads(agx_inverse):
+    from concurrent.futures import ThreadPoolExecutor
+
+    table = view_inverse.ByteInverse(agx_inverse)
+    images = [random_bytes(64, 64, seed=s, colours=2000) for s in range(8)]
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda image: table.lookup(image)[0].copy(), images))
+    fresh = view_inverse.ByteInverse(agx_inverse)
+    for image, result in zip(images, results, strict=True):
+        np.testing.assert_array_equal(result, fresh.lookup(image)[0])
+
+
+def test_byte_lookup_refuses_what_it_cannot_hold(srgb_inverse):
+    table = view_inverse.ByteInverse(srgb_inverse)
+    with pytest.raises(ValueError, match="uint8"):
+        table.lookup(np.zeros((4, 4, 3), np.float32))
+    with pytest.raises(ValueError, match="uint8"):
+        table.lookup(np.zeros((4, 4), np.uint8))
+    # An inverse reaching past the float16 range (an extreme exposure) stays with float32 interpolation.
+    huge = view_inverse.InverseView(
+        srgb_inverse.nodes, srgb_inverse.distance, view_inverse.Shaper(srgb_inverse.shaper.table * 1e6)
+    )
+    assert not view_inverse.ByteInverse.fits(huge)
+    with pytest.raises(ValueError, match="float16"):
+        view_inverse.ByteInverse(huge)

