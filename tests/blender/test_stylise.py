@@ -117,7 +117,7 @@ def test_rerun_shows_the_new_result_in_f12(empty_file, out_dir, tmp_path):
 
 
 def test_a_changed_group_inside_is_rebuilt(empty_file, out_dir):
-    scene, _ = _scene(empty_file, out_dir)
+    _scene(empty_file, out_dir)
     bpy.ops.stylepass.stylise()
     group = bpy.data.node_groups[compositor.GROUP_NAME]
     group.nodes.remove(group.nodes["Mix by Mask"])  # the artist (or an old version) broke the inside
