@@ -249,8 +249,9 @@ class InverseView:
             raise ValueError(f"to_linear must be 3x3, got {self.to_linear.shape}")
         self.report = report
         self._identity = bool(np.array_equal(self.to_linear, np.eye(3, dtype=np.float32)))
-        self._cells = _cell_table(nodes)
-        self._distance_cells = None
+        # Node rows for `_interpolate_nodes`: the shaper units, and the distance alone.
+        self._node_rows = np.ascontiguousarray(nodes.reshape(-1, 3))
+        self._distance_rows = np.ascontiguousarray(distance.reshape(-1, 1))
 
     @property
     def size(self) -> int:
@@ -275,7 +276,7 @@ class InverseView:
         return out.reshape(display.shape)
 
     def _apply_block(self, display: np.ndarray, out: np.ndarray) -> None:
-        units = _interpolate_cells(self._cells, self.size, display)
+        units = _interpolate_nodes(self._node_rows, self.size, display)
         working = self.shaper.decode(units)
         out[:] = working if self._identity else working @ self.to_linear.T
 
@@ -292,18 +293,12 @@ class InverseView:
         display = _check_pixels(display)
         flat = display.reshape(-1, 3)
         out = np.empty(len(flat), dtype=np.float32)
-        if worst:
-            distance = self.distance.ravel()
-            for s in range(0, len(flat), _BLOCK):
-                corners, weights = _tetrahedra(flat[s : s + _BLOCK], self.size)
-                out[s : s + _BLOCK] = np.max(np.where(weights > 1e-6, distance[corners], 0.0), axis=1)
-            return out.reshape(display.shape[:-1])
-        if self._distance_cells is None:
-            self._distance_cells = _cell_table(self.distance[..., None])
         for s in range(0, len(flat), _BLOCK):
-            out[s : s + _BLOCK] = _interpolate_cells(self._distance_cells, self.size, flat[s : s + _BLOCK])[
-                :, 0
-            ]
+            block = flat[s : s + _BLOCK]
+            if worst:
+                out[s : s + _BLOCK] = _interpolate_nodes(self._distance_rows, self.size, block, worst_of=0)[1]
+            else:
+                out[s : s + _BLOCK] = _interpolate_nodes(self._distance_rows, self.size, block)[:, 0]
         return out.reshape(display.shape[:-1])
 
     # Cache --------------------------------------------------------------------------------------------
@@ -838,70 +833,57 @@ def _shifted(array: np.ndarray, axis: int, offset: int) -> np.ndarray:
 # Interpolation --------------------------------------------------------------------------------------------
 
 
-def _cell_table(nodes: np.ndarray) -> np.ndarray:
-    """Every cell's 8 corners side by side, `((S-1)**3, 8 * C)`, so that one gather fetches a whole cell.
+def _interpolate_nodes(rows: np.ndarray, size: int, display: np.ndarray, worst_of: int | None = None):
+    """Tetrahedral interpolation of a node grid at `(N, 3)` points of the unit cube: `(N, C)` float32.
 
-    Corner k = 4 dr + 2 dg + db, i.e. in the order 000, 001, 010, 011, 100, 101, 110, 111 of (dr, dg, db).
-    """
-    cells = nodes.shape[0] - 1
-    corners = [
-        nodes[dr : dr + cells, dg : dg + cells, db : db + cells]
-        for dr in (0, 1)
-        for dg in (0, 1)
-        for db in (0, 1)
-    ]
-    return np.ascontiguousarray(np.stack(corners, axis=3).reshape(cells**3, -1), dtype=np.float32)
-
-
-# Corner-index step for moving +1 along r, g, b in a cell table row.
-_CORNER_STEP = np.array([4, 2, 1], dtype=np.int64)
-
-
-def _interpolate_cells(cells: np.ndarray, size: int, display: np.ndarray, worst_of: int | None = None):
-    """Tetrahedral interpolation of a cell table at `(N, 3)` points of the unit cube: `(N, C)` float32.
+    Args:
+        rows: the `(size, size, size, C)` nodes as `(size**3, C)` rows, r-major.
+        display: the points (clipped to the cube).
+        worst_of: a channel whose largest value among the corners a point is interpolated from (those with
+            weight > 1e-6) is returned as well: `(values, worst)`, as `InverseView.distance_at(worst=True)`.
 
     Each cell splits into six tetrahedra along its grey diagonal, so a grey point uses only the two grey
-    corners: the neutral axis interpolates exactly as solved, whatever the saturated corners hold.
-
-    With `worst_of` = a channel, also returns that channel's largest value among the corners a point is
-    interpolated from (those with weight > 1e-6, as `InverseView.distance_at(worst=True)`): `(values, worst)`.
+    corners: the neutral axis interpolates exactly as solved, whatever the saturated corners hold. The
+    tetrahedron is found with comparisons rather than a sort, and each corner is one gather of C floats.
     """
     steps = size - 1
+    plane = size * size
     x = np.clip(display, 0.0, 1.0)
     x *= np.float32(steps)
     index = np.minimum(x.astype(np.int32), steps - 1)
     x -= index  # now the fractions
-    flat = index[:, 0] * (steps * steps)
-    flat += index[:, 1] * steps
-    flat += index[:, 2]
-    channels = cells.shape[1] // 8
-    block = np.take(cells, flat, axis=0).reshape(-1, 8, channels)
-    # Axes by decreasing fraction (ties in any order, as long as the three are distinct).
-    largest = np.argmax(x, axis=1)
-    smallest = np.argmin(x, axis=1)
-    smallest = np.where(smallest == largest, (largest + 1) % 3, smallest)
-    middle = 3 - largest - smallest
-    rows = np.arange(len(x))
-    high, mid, low = x[rows, largest], x[rows, middle], x[rows, smallest]
-    second = _CORNER_STEP[largest]
-    third = second + _CORNER_STEP[middle]
-    out = block[:, 0] * (1 - high)[:, None]
-    out += block[rows, second] * (high - mid)[:, None]
-    out += block[rows, third] * (mid - low)[:, None]
-    out += block[:, 7] * low[:, None]
-    if worst_of is None:
-        return out
-    corners = (
-        block[:, 0, worst_of],
-        block[rows, second, worst_of],
-        block[rows, third, worst_of],
-        block[:, 7, worst_of],
+    base = index[:, 0] * plane
+    base += index[:, 1] * size
+    base += index[:, 2]
+    r, g, b = x[:, 0], x[:, 1], x[:, 2]
+    high = np.maximum(np.maximum(r, g), b)
+    low = np.minimum(np.minimum(r, g), b)
+    mid = np.maximum(np.minimum(r, g), np.minimum(np.maximum(r, g), b))
+    # The axis with the largest fraction is stepped first, the smallest last (ties: any order, their weight
+    # is 0). Steps along r, g, b in the rows are plane, size and 1.
+    r_top = (r >= g) & (r >= b)
+    g_top = ~r_top & (g >= b)
+    first = np.where(r_top, plane, np.where(g_top, size, 1))
+    last = np.where(
+        r_top,
+        np.where(b <= g, 1, size),
+        np.where(g_top, np.where(b <= r, 1, plane), np.where(g <= r, size, plane)),
     )
+    far = plane + size + 1
+    corners = (base, base + first, base + (far - last), base + far)
     weights = (1 - high, high - mid, mid - low, low)
-    worst = np.zeros(len(x), dtype=np.float32)
-    for value, weight in zip(corners, weights, strict=True):
-        np.maximum(worst, np.where(weight > 1e-6, value, 0.0), out=worst)
-    return out, worst
+    out = None
+    worst = None if worst_of is None else np.zeros(len(x), dtype=np.float32)
+    for corner, weight in zip(corners, weights, strict=True):
+        values = np.take(rows, corner, axis=0)
+        if worst is not None:
+            np.maximum(worst, np.where(weight > 1e-6, values[:, worst_of], 0.0), out=worst)
+        values *= weight[:, None]
+        if out is None:
+            out = values
+        else:
+            out += values
+    return out if worst is None else (out, worst)
 
 
 def _in_blocks(
@@ -960,7 +942,9 @@ class ByteInverse:
         self.inverse = inverse
         self._table = np.zeros(1 << 24, dtype=np.uint64)
         self._lock = threading.Lock()
-        self._cells: np.ndarray | None = None
+        # Node rows with the distance as a 4th channel, so one gather per corner serves both results.
+        rows = np.concatenate([inverse.nodes, inverse.distance[..., None]], axis=-1)
+        self._rows = np.ascontiguousarray(rows.reshape(-1, 4))
         self.colours_met = 0
 
     @staticmethod
@@ -1006,12 +990,9 @@ class ByteInverse:
         display /= np.float32(255)
         entries = np.empty((len(keys), 4), dtype=np.float16)
         inverse = self.inverse
-        if self._cells is None:
-            # The nodes' distances ride along as a 4th channel, so one gather serves both results.
-            self._cells = _cell_table(np.concatenate([inverse.nodes, inverse.distance[..., None]], axis=-1))
 
         def block(s: int) -> None:
-            units, worst = _interpolate_cells(self._cells, inverse.size, display[s : s + _BLOCK], worst_of=3)
+            units, worst = _interpolate_nodes(self._rows, inverse.size, display[s : s + _BLOCK], worst_of=3)
             working = inverse.shaper.decode(units[:, :3])
             entries[s : s + _BLOCK, :3] = working if inverse._identity else working @ inverse.to_linear.T
             # Negated, so the sign bit is set on every distance, 0 included (-0.0): a stored word is never 0.
