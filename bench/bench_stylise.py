@@ -11,7 +11,9 @@ the same call (target: under 5%), in two cases:
 
 The overhead is split into `prepare` (checks, the scene fingerprint that finds the reusable passes, request), `post` (on the engine thread after
 the engine: the PNG and its record on one thread while the compositor's EXR is made on another) and `finish`
-(the Image datablock and the group). Runs inside `./run bench`.
+(the Image datablock and the group). "files alone" is the time to write the three files the operator must
+leave (the PNG, its record, the compositor's EXR) and nothing else, as a share of the engine time: a floor
+under the overhead on this machine. Runs inside `./run bench`.
 """
 
 import argparse
@@ -22,12 +24,15 @@ import time
 from pathlib import Path
 
 import bpy
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "demo"))
 import blender_harness
 from demo_scene import build_demo_scene
 
 stylise = __import__(blender_harness.MODULE + ".addon.stylise", fromlist=["stylise"])
+core = __import__(blender_harness.MODULE + ".addon.stylepass_core", fromlist=["exr", "png", "output_layout"])
+exr, png, write_json = core.exr, core.png, core.output_layout.write_json
 
 
 def measure(size: int, repeats: int, new_colours: bool) -> dict[str, float]:
@@ -58,9 +63,22 @@ def measure(size: int, repeats: int, new_colours: bool) -> dict[str, float]:
         }
         sample["overhead"] = total - render - sample["engine"]
         sample["share"] = sample["overhead"] / sample["engine"]
+        sample["files"] = files_alone(result, Path(scene.stylepass.output_dir))
         for key, value in sample.items():
             samples.setdefault(key, []).append(value)
     return {key: statistics.median(values) for key, values in samples.items()}
+
+
+def files_alone(result, folder: Path) -> float:
+    """Seconds to write just the operator's three files for this result (PNG, record, half-float EXR) one
+    after another, with no colour work: a floor under the overhead on this machine's disk and memory."""
+    image = png.to_uint8(result.frame.image)
+    linear = image.astype(np.float16)
+    tick = time.perf_counter()
+    png.write_png(folder / "floor.png", image, compress_level=0)
+    write_json(folder / "floor.json", result.frame.record)
+    exr.write_exr(folder / "floor.exr", {c: linear[..., i] for i, c in enumerate("RGB")}, half=True)
+    return time.perf_counter() - tick
 
 
 def main() -> None:
@@ -73,7 +91,7 @@ def main() -> None:
     )
     print(
         f"{'size':>10} {'case':>12} {'engine':>8} {'prepare':>8} {'post':>6} {'finish':>7} "
-        f"{'overhead':>9} {'/ engine':>9}"
+        f"{'overhead':>9} {'/ engine':>9} {'files alone':>12}"
     )
     for size in (512, 1024):
         for new_colours in (False, True):
@@ -81,7 +99,7 @@ def main() -> None:
             case = "new colours" if new_colours else "same"
             print(
                 f"{size}x{size:<5} {case:>12} {t['engine'] * 1e3:8.1f} {t['prepare'] * 1e3:8.1f} "
-                f"{t['post'] * 1e3:6.1f} {t['finish'] * 1e3:7.1f} {t['overhead'] * 1e3:9.1f} {t['share']:9.1%}"
+                f"{t['post'] * 1e3:6.1f} {t['finish'] * 1e3:7.1f} {t['overhead'] * 1e3:9.1f} {t['share']:9.1%} {t['files'] / t['engine']:12.1%}"
             )
 
 
