@@ -337,7 +337,8 @@ class CompositorTarget:
             display_rgb: `(H, W, 3)` float in [0, 1] or uint8, display-referred, top row first.
 
         Returns:
-            (pixels, warnings): `(H, W, 3)` float16 scene-linear (a half-float EXR holds them exactly), and
+            (pixels, warnings): `(H, W, 3)` scene-linear pixels, float16 (a half-float EXR holds them exactly)
+            or float32 for a view that needs values beyond the float16 range (an extreme exposure); and
             warnings for the artist when the render cannot match (colours the view cannot produce).
 
         Raises:
@@ -364,7 +365,7 @@ class CompositorTarget:
             distance = levels_off / np.float32(255)
         else:
             display = rgb8.astype(np.float32) / np.float32(255)
-            pixels = self.inverse.apply(display).astype(np.float16)
+            pixels = self.inverse.apply(display)
             distance = None
         report = self.inverse.report
         if report is not None and report.unreachable == 0:

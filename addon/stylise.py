@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import bpy
+import numpy as np
 
 from . import compositor, display_colour, engine_host, images
 from .scene_passes import PassOptions, PassSet, StylepassError, render_passes
@@ -328,13 +329,15 @@ def run(
     """The engine and the result files (any thread; touches no bpy). `postprocess` see `stylise_frame`.
 
     Besides the PNG and its record it writes the compositor's copy: the scene-linear pixels that the scene's
-    view transform turns back into the PNG, as a half-float EXR. `frame.alongside` holds its warnings.
+    view transform turns back into the PNG, as an EXR (half float unless the view needs more range).
+    `frame.alongside` holds its warnings.
     """
 
     def compositor_copy(image) -> list[str]:
         pixels, warnings = prepared.compositor.convert(image)
         prepared.compositor_exr.parent.mkdir(parents=True, exist_ok=True)
-        exr.write_exr(prepared.compositor_exr, {c: pixels[..., i] for i, c in enumerate("RGB")}, half=True)
+        channels = {c: pixels[..., i] for i, c in enumerate("RGB")}
+        exr.write_exr(prepared.compositor_exr, channels, half=pixels.dtype == np.float16)
         return warnings
 
     try:

@@ -24,6 +24,8 @@ VIEWS = {
     "agx": ("AgX", "None", 0.0, 1.0, False),
     "agx-punchy-exposure": ("AgX", "AgX - Punchy", 0.5, 1.0, False),
     "filmic-graded": ("Filmic", "Medium High Contrast", -0.3, 1.2, True),
+    # Display white needs 2**16 in scene linear: beyond float16, so the compositor's copy stays float32.
+    "standard-exposure-minus-16": ("Standard", "None", -16.0, 1.0, False),
 }
 
 
@@ -226,3 +228,15 @@ def test_bad_pixels_are_refused(scene):
         display_colour.compositor_pixels(scene, np.zeros((4, 4), np.float32))
     with pytest.raises(ValueError, match="NaN"):
         display_colour.compositor_pixels(scene, np.full((4, 4, 3), np.nan, np.float32))
+
+
+def test_a_view_beyond_the_half_float_range_keeps_full_floats(scene, tmp_path):
+    # Exposure -16 needs scene-linear values up to 2**16 for display white: past float16's 65504.
+    set_colour_management(scene, "Standard", "None", -16.0, 1.0, False)
+    target = display_colour.compositor_target(scene)
+    assert target.byte_inverse is None
+    source = stylised_image()
+    pixels, warnings = target.convert(source)
+    assert pixels.dtype == np.float32 and np.isfinite(pixels).all() and pixels.max() > 65504
+    expected = target.inverse.apply(png.to_uint8(source).astype(np.float32) / 255)
+    np.testing.assert_array_equal(pixels, expected)
