@@ -230,13 +230,13 @@ def test_bad_pixels_are_refused(scene):
         display_colour.compositor_pixels(scene, np.full((4, 4, 3), np.nan, np.float32))
 
 
-def test_a_view_beyond_the_half_float_range_keeps_full_floats(scene, tmp_path):
+def test_a_view_beyond_the_half_float_range_keeps_full_floats(scene):
     # Exposure -16 needs scene-linear values up to 2**16 for display white: past float16's 65504.
     set_colour_management(scene, "Standard", "None", -16.0, 1.0, False)
     target = display_colour.compositor_target(scene)
     assert target.byte_inverse is None
     source = stylised_image()
-    pixels, warnings = target.convert(source)
+    pixels, _ = target.convert(source)
     assert pixels.dtype == np.float32 and np.isfinite(pixels).all() and pixels.max() > 65504
     expected = target.inverse.apply(png.to_uint8(source).astype(np.float32) / 255)
     np.testing.assert_array_equal(pixels, expected)
