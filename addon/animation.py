@@ -250,7 +250,7 @@ def animation_steps(
                 record is not None
                 and record.get("context", {}).get("state_key") == key
                 and layout.stylised_file(frame).is_file()
-                and (layout.stylised_dir / "compositor" / f"{frame:04d}.exr").is_file()
+                and layout.compositor_file(frame).is_file()
             )
             if current and not anim.overwrite and not redo_chain:
                 if pending is not None:
@@ -285,10 +285,10 @@ def animation_steps(
             scene.frame_set(original[0], subframe=original[1])
 
     # 4. The compositor shows the sequence, frame-synced
-    done = [f for f in frames if (layout.stylised_dir / "compositor" / f"{f:04d}.exr").is_file()]
+    done = [f for f in frames if layout.compositor_file(f).is_file()]
     if done:
         colour_space = summary.colour_space or display_colour.scene_linear_colour_space()
-        first = layout.stylised_dir / "compositor" / f"{done[0]:04d}.exr"
+        first = layout.compositor_file(done[0])
         image = images.show_sequence(STYLISED_IMAGE, first, colour_space)
         compositor.install(scene, image, sequence=(done[0], done[-1] - done[0] + 1))
     summary.seconds = time.perf_counter() - started

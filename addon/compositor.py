@@ -128,9 +128,9 @@ def _is_current(group) -> bool:
     """Whether the group is exactly what `ensure_group` builds (this layout, untouched inside)."""
     if group.get(_LAYOUT_KEY) != _LAYOUT or len(group.links) != _LINK_COUNT:
         return False
-    if {node.name for node in group.nodes} != _NODES or group.nodes[
-        "Stylised"
-    ].bl_idname != "CompositorNodeImage":
+    if {node.name for node in group.nodes} != _NODES:
+        return False
+    if group.nodes["Stylised"].bl_idname != "CompositorNodeImage":
         return False
     sockets = {
         (item.in_out, item.name, item.socket_type)

@@ -407,15 +407,25 @@ def compositor_target(scene: bpy.types.Scene) -> CompositorTarget:
     settings = colour_settings(scene)
     key = inverse_key(settings)
     inverse = _inverse(settings, key, rebuild=False)
-    if key in _BYTE_INVERSES and getattr(_BYTE_INVERSES[key], "inverse", inverse) is inverse:
-        byte_inverse = _BYTE_INVERSES.pop(key)
+    return CompositorTarget(
+        scene_linear_colour_space(), view.view_transform, warnings, inverse, _byte_inverse(key, inverse)
+    )
+
+
+def _byte_inverse(key: str, inverse: view_inverse.InverseView) -> view_inverse.ByteInverse | None:
+    """The per-colour table of `inverse`, kept between runs; None for a view beyond the float16 range (an
+    extreme exposure), which then interpolates every pixel."""
+    if key in _BYTE_INVERSES:
+        table = _BYTE_INVERSES.pop(key)
+        stale = table is not None and table.inverse is not inverse  # the inverse was rebuilt since
     else:
-        # None: values beyond the float16 range (an extreme exposure); such a view interpolates every pixel.
-        byte_inverse = view_inverse.ByteInverse(inverse) if view_inverse.ByteInverse.fits(inverse) else None
-    _BYTE_INVERSES[key] = byte_inverse  # last = most recently used
+        table, stale = None, True
+    if stale:
+        table = view_inverse.ByteInverse(inverse) if view_inverse.ByteInverse.fits(inverse) else None
+    _BYTE_INVERSES[key] = table  # last = most recently used
     while len(_BYTE_INVERSES) > _BYTE_INVERSES_MAX:
         _BYTE_INVERSES.pop(next(iter(_BYTE_INVERSES)))
-    return CompositorTarget(scene_linear_colour_space(), view.view_transform, warnings, inverse, byte_inverse)
+    return table
 
 
 def compositor_pixels(scene: bpy.types.Scene, display_rgb: np.ndarray) -> tuple[np.ndarray, str, list[str]]:

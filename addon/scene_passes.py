@@ -583,6 +583,10 @@ def forget_recent() -> None:
     _RECENT.clear()
 
 
+def _all_files_exist(files: dict[str, list[Path]]) -> bool:
+    return all(path.is_file() for paths in files.values() for path in paths)
+
+
 def load_passes(layout: SceneLayout, frame: int, fingerprint: str) -> PassSet | None:
     """The frame's passes when their record carries `fingerprint` and every file is there.
 
@@ -594,7 +598,7 @@ def load_passes(layout: SceneLayout, frame: int, fingerprint: str) -> PassSet | 
     kept = _RECENT.get(json_path)
     if kept is not None and kept[0] == fingerprint and kept[1] == _record_stamp(json_path):
         passes = kept[2]
-        if all(path.is_file() for paths in passes.files.values() for path in paths):
+        if _all_files_exist(passes.files):
             return replace(passes, warnings=[], timings={"load": time.perf_counter() - tick}, reused=True)
     try:
         with open(json_path, encoding="utf-8") as stream:
@@ -606,7 +610,7 @@ def load_passes(layout: SceneLayout, frame: int, fingerprint: str) -> PassSet | 
     files = {
         name: [layout.passes_dir / relative for relative in paths] for name, paths in record["passes"].items()
     }
-    if not all(path.is_file() for paths in files.values() for path in paths):
+    if not _all_files_exist(files):
         return None
     maps = _OnDisk(lambda name: _read_map(layout, name, frame))
     raw = _OnDisk(lambda name: _read_raw(layout, name, frame))

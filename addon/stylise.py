@@ -312,7 +312,7 @@ def prepare(
         png_path=layout.stylised_file(passes.frame),
         json_path=layout.stylised_file(passes.frame, "json"),
         context=context,
-        compositor_exr=layout.stylised_dir / "compositor" / f"{passes.frame:04d}.exr",
+        compositor_exr=layout.compositor_file(passes.frame),
         compositor=target,
         runner=runner,
         png_level=round(max(0, min(100, options.png_compression)) * 9 / 100),

@@ -97,6 +97,10 @@ class SceneLayout:
     def stylised_file(self, frame: int, ext: str = "png") -> Path:
         return self.stylised_dir / f"{frame:04d}.{ext}"
 
+    def compositor_file(self, frame: int) -> Path:
+        """The stylised frame as the compositor shows it: scene-linear pixels in an EXR."""
+        return self.stylised_dir / "compositor" / f"{frame:04d}.exr"
+
 
 def write_json(path: Path, data: dict) -> None:
     """Write JSON atomically (temp file + rename), so a crash never leaves a half-written record."""

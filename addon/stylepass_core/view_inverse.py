@@ -276,9 +276,12 @@ class InverseView:
         return out.reshape(display.shape)
 
     def _apply_block(self, display: np.ndarray, out: np.ndarray) -> None:
-        units = _interpolate_nodes(self._node_rows, self.size, display)
+        out[:] = self._linear(_interpolate_nodes(self._node_rows, self.size, display))
+
+    def _linear(self, units: np.ndarray) -> np.ndarray:
+        """Table values (shaper units) -> scene-linear `(N, 3)` float32."""
         working = self.shaper.decode(units)
-        out[:] = working if self._identity else working @ self.to_linear.T
+        return working if self._identity else working @ self.to_linear.T
 
     def distance_at(self, display: np.ndarray, *, worst: bool = False) -> np.ndarray:
         """How far (display units, max over channels) the view lands from each pixel: `(...)` float32.
@@ -751,20 +754,38 @@ def _refine(oracle, shaper, units, reached, good, size, steps):
 
 
 def _tetrahedra(points: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """The 4 node indices and tetrahedral weights `(P, 4)` that interpolate each point, as `apply` does."""
+    """The 4 node indices and tetrahedral weights `(P, 4)` that interpolate each point of the unit cube.
+
+    Each cell splits into six tetrahedra along its grey diagonal, so a grey point uses only the two grey
+    corners: the neutral axis interpolates exactly as solved, whatever the saturated corners hold. Nodes are
+    numbered r-major (`r * size**2 + g * size + b`); points outside the cube are clipped to it. The
+    tetrahedron is found with comparisons rather than a sort.
+    """
     steps = size - 1
-    x = np.clip(points, 0.0, 1.0) * steps
-    index = np.minimum(x.astype(np.int64), steps - 1)
-    x = x - index
-    largest = np.argmax(x, axis=1)
-    smallest = np.argmin(x, axis=1)
-    smallest = np.where(smallest == largest, (largest + 1) % 3, smallest)
-    middle = 3 - largest - smallest
-    rows = np.arange(len(x))
-    high, mid, low = x[rows, largest], x[rows, middle], x[rows, smallest]
-    unit = np.eye(3, dtype=np.int64)
-    offsets = [np.zeros_like(index), unit[largest], unit[largest] + unit[middle], np.ones_like(index)]
-    corners = np.stack([((index + o) * [size * size, size, 1]).sum(axis=1) for o in offsets], axis=1)
+    plane = size * size
+    x = np.clip(points, 0.0, 1.0)
+    x *= steps
+    index = np.minimum(x.astype(np.int32), steps - 1)
+    x -= index  # now the fractions
+    base = index[:, 0] * plane
+    base += index[:, 1] * size
+    base += index[:, 2]
+    r, g, b = x[:, 0], x[:, 1], x[:, 2]
+    high = np.maximum(np.maximum(r, g), b)
+    low = np.minimum(np.minimum(r, g), b)
+    mid = np.maximum(np.minimum(r, g), np.minimum(np.maximum(r, g), b))
+    # The axis with the largest fraction is stepped first, the smallest last (ties: any order, their weight
+    # is 0). Steps along r, g, b are plane, size and 1.
+    r_top = (r >= g) & (r >= b)
+    g_top = ~r_top & (g >= b)
+    first = np.where(r_top, plane, np.where(g_top, size, 1))
+    last = np.where(
+        r_top,
+        np.where(b <= g, 1, size),
+        np.where(g_top, np.where(b <= r, 1, plane), np.where(g <= r, size, plane)),
+    )
+    far = plane + size + 1
+    corners = np.stack([base, base + first, base + (far - last), base + far], axis=1)
     weights = np.stack([1 - high, high - mid, mid - low, low], axis=1)
     return corners, weights
 
@@ -834,7 +855,7 @@ def _shifted(array: np.ndarray, axis: int, offset: int) -> np.ndarray:
 
 
 def _interpolate_nodes(rows: np.ndarray, size: int, display: np.ndarray, worst_of: int | None = None):
-    """Tetrahedral interpolation of a node grid at `(N, 3)` points of the unit cube: `(N, C)` float32.
+    """Tetrahedral interpolation (`_tetrahedra`) of a node grid at `(N, 3)` points: `(N, C)` float32.
 
     Args:
         rows: the `(size, size, size, C)` nodes as `(size**3, C)` rows, r-major.
@@ -842,40 +863,14 @@ def _interpolate_nodes(rows: np.ndarray, size: int, display: np.ndarray, worst_o
         worst_of: a channel whose largest value among the corners a point is interpolated from (those with
             weight > 1e-6) is returned as well: `(values, worst)`, as `InverseView.distance_at(worst=True)`.
 
-    Each cell splits into six tetrahedra along its grey diagonal, so a grey point uses only the two grey
-    corners: the neutral axis interpolates exactly as solved, whatever the saturated corners hold. The
-    tetrahedron is found with comparisons rather than a sort, and each corner is one gather of C floats.
+    Each corner is one gather of C floats.
     """
-    steps = size - 1
-    plane = size * size
-    x = np.clip(display, 0.0, 1.0)
-    x *= np.float32(steps)
-    index = np.minimum(x.astype(np.int32), steps - 1)
-    x -= index  # now the fractions
-    base = index[:, 0] * plane
-    base += index[:, 1] * size
-    base += index[:, 2]
-    r, g, b = x[:, 0], x[:, 1], x[:, 2]
-    high = np.maximum(np.maximum(r, g), b)
-    low = np.minimum(np.minimum(r, g), b)
-    mid = np.maximum(np.minimum(r, g), np.minimum(np.maximum(r, g), b))
-    # The axis with the largest fraction is stepped first, the smallest last (ties: any order, their weight
-    # is 0). Steps along r, g, b in the rows are plane, size and 1.
-    r_top = (r >= g) & (r >= b)
-    g_top = ~r_top & (g >= b)
-    first = np.where(r_top, plane, np.where(g_top, size, 1))
-    last = np.where(
-        r_top,
-        np.where(b <= g, 1, size),
-        np.where(g_top, np.where(b <= r, 1, plane), np.where(g <= r, size, plane)),
-    )
-    far = plane + size + 1
-    corners = (base, base + first, base + (far - last), base + far)
-    weights = (1 - high, high - mid, mid - low, low)
+    corners, weights = _tetrahedra(display, size)
     out = None
-    worst = None if worst_of is None else np.zeros(len(x), dtype=np.float32)
-    for corner, weight in zip(corners, weights, strict=True):
-        values = np.take(rows, corner, axis=0)
+    worst = None if worst_of is None else np.zeros(len(corners), dtype=np.float32)
+    for k in range(4):
+        values = np.take(rows, corners[:, k], axis=0)
+        weight = weights[:, k]
         if worst is not None:
             np.maximum(worst, np.where(weight > 1e-6, values[:, worst_of], 0.0), out=worst)
         values *= weight[:, None]
@@ -950,9 +945,7 @@ class ByteInverse:
     @staticmethod
     def fits(inverse: InverseView) -> bool:
         """Whether every value the inverse can return fits a float16 (interpolation stays within its nodes)."""
-        linear = inverse.shaper.decode(inverse.nodes.reshape(-1, 3))
-        if not inverse._identity:
-            linear = linear @ inverse.to_linear.T
+        linear = inverse._linear(inverse.nodes.reshape(-1, 3))
         return bool(np.all(np.abs(linear) < _HALF_MAX / 2))
 
     def lookup(self, rgb8: np.ndarray, stride: int = 1) -> tuple[np.ndarray, np.ndarray]:
@@ -993,8 +986,7 @@ class ByteInverse:
 
         def block(s: int) -> None:
             units, worst = _interpolate_nodes(self._rows, inverse.size, display[s : s + _BLOCK], worst_of=3)
-            working = inverse.shaper.decode(units[:, :3])
-            entries[s : s + _BLOCK, :3] = working if inverse._identity else working @ inverse.to_linear.T
+            entries[s : s + _BLOCK, :3] = inverse._linear(units[:, :3])
             # Negated, so the sign bit is set on every distance, 0 included (-0.0): a stored word is never 0.
             entries[s : s + _BLOCK, 3] = np.negative((worst * np.float32(255)).astype(np.float16))
 
