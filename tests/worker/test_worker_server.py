@@ -410,3 +410,30 @@ def test_engines_do_not_inherit_the_token(client):
     # The worker removes the variable after reading it, so an engine's own subprocesses never see it.
     result = client.run("TEST_STEPS", make_request(params={"steps": 0}))
     assert result.info["token_in_environ"] is False
+
+
+def test_a_reply_cut_off_mid_body_is_a_lost_worker():
+    # A worker killed while it sends a chunked reply: requests reads the body inside the request itself and
+    # raises ChunkedEncodingError, which must read as "the worker is gone" like any broken connection.
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve_once() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            connection.recv(65536)
+            connection.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+                b'100\r\n{"ok": tr'  # promises 256 bytes, sends 9, then the process is gone
+            )
+
+    server = threading.Thread(target=serve_once, daemon=True)
+    server.start()
+    try:
+        with WorkerClient(f"http://127.0.0.1:{port}", "token", timeout=5) as client:
+            with pytest.raises(WorkerUnavailable):
+                client.health()
+            assert client.unreachable
+    finally:
+        server.join(5)
+        listener.close()

@@ -482,7 +482,8 @@ class WorkerClient:
                 allow_redirects=False,  # a redirect could carry the token elsewhere
                 **kwargs,
             )
-        except (requests.Timeout, requests.ConnectionError) as exc:
+        except (requests.Timeout, requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+            # ChunkedEncodingError: the worker died while sending a reply that requests reads here in full.
             self.unreachable = True
             if not _is_timeout(exc):
                 raise WorkerUnavailable(self._lost_message(what, _short(exc))) from None
