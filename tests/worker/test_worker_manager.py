@@ -53,13 +53,23 @@ def local(tmp_path, tag):
         kill_quietly(pid)
 
 
-def _run_in_thread(worker, request):
+class _Waiting:
+    """A progress sink that tells when the client is waiting on its job: the submit has been answered."""
+
+    def __init__(self):
+        self.event = threading.Event()
+
+    def update(self, done, total, message=""):
+        self.event.set()
+
+
+def _run_in_thread(worker, request, progress=None):
     """`worker.run` on a thread; returns (thread, outcome dict with 'result' or 'error')."""
     outcome = {}
 
     def run():
         try:
-            outcome["result"] = worker.run("TEST_STEPS", request)
+            outcome["result"] = worker.run("TEST_STEPS", request, progress)
         except Exception as error:
             outcome["error"] = error
 
@@ -94,8 +104,13 @@ def test_start_run_stop(local):
 
 def test_kill_9_mid_job_is_reported_and_the_next_job_runs_on_a_fresh_worker(local):
     first_pid = local.ensure_running().health()["pid"]
-    thread, outcome = _run_in_thread(local, make_request(params={"steps": 100, "step_seconds": 0.1}))
+    waiting = _Waiting()
+    request = make_request(params={"steps": 100, "step_seconds": 0.1})
+    thread, outcome = _run_in_thread(local, request, waiting)
     _wait_running(local.ensure_running())
+    # The kill must land while the client waits, not while it still reads the submit's answer (a loaded
+    # machine can be that slow): the report names the phase.
+    assert waiting.event.wait(10)
     os.kill(first_pid, signal.SIGKILL)
     thread.join(10)
     assert not thread.is_alive()
