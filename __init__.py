@@ -2,22 +2,24 @@
 """Stylepass: AI stylisation of a Blender scene, driven by exact control passes rendered from it.
 
 This file only wires registration; the data flow lives in `addon/` (scene -> passes -> engine -> image ->
-compositor), the buttons in `operators/` and the UI in `panels/`.
+compositor) on top of the bpy-free core `stylepass_core`, the buttons in `operators/` and the UI in `panels/`.
 """
 
 from . import operators, panels
-from .addon import engine_host, settings
+from .addon import legacy, runtime, settings
 
 
 def register() -> None:
     settings.register()
+    legacy.register()
     operators.register()
     panels.register()
 
 
 def unregister() -> None:
-    # A worker outliving the add-on would hold GPU memory for nothing.
-    engine_host.release_memory()
+    # A worker outliving the add-on would hold GPU memory for nothing; warm engines and tables are freed too.
+    runtime.RUNTIME.release()
     panels.unregister()
     operators.unregister()
+    legacy.unregister()
     settings.unregister()

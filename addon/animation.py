@@ -10,8 +10,9 @@ For each frame (in order):
     4. main thread: the scene-linear copy for the compositor.
 At the end the Stylepass group shows the result as an image sequence matched to the scene frame.
 
-`animation_steps()` is a generator that yields after each main-thread step, so the modal operator can keep
-Blender responsive and honour ESC (stop after the current frame); background mode simply runs it through.
+`animation_steps()` hands these steps to `stylepass_core.frame_steps`, a step machine that never waits: while
+an engine job runs it yields at once, so the modal operator keeps Blender responsive and answers ESC (which
+cancels the running frame) however slow the engine is; background mode waits on the job between steps.
 """
 
 import hashlib
@@ -19,34 +20,34 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 
 import bpy
 import numpy as np
 
+from stylepass_core import exr, png, temporal
+from stylepass_core.errors import StylepassError
+from stylepass_core.frame_steps import FrameStep, FrameTally, frame_steps, run_to_end
+from stylepass_core.imageops import resize
+from stylepass_core.jobs import BackgroundJob
+from stylepass_core.output_layout import SceneLayout, resolve_output_root
+from stylepass_core.settings import CoherenceSettings
+
 from . import compositor, display_colour, images
-from .scene_passes import StylepassError, pass_fingerprint
-from .stylepass_core import exr, png, temporal
-from .stylepass_core.imageops import resize
-from .stylepass_core.jobs import BackgroundJob
-from .stylepass_core.output_layout import SceneLayout, resolve_output_root
-from .stylise import STYLISED_IMAGE, PreparedFrame, StyleOptions, prepare, run
+from .scene_passes import pass_fingerprint
+from .stylise import STYLISED_IMAGE, PreparedFrame, RunSettings, prepare, run, with_frame
 
 
-@dataclass
+@dataclass(frozen=True)
 class AnimationOptions:
-    """Animation settings as plain values (`scene.stylepass` + the operator's range)."""
+    """The range to stylise (the operator's) and how frames stay coherent (`scene.stylepass`)."""
 
     frame_start: int
     frame_end: int
     frame_step: int = 1
     overwrite: bool = False
-    temporal: bool = True
-    temporal_weight: float = 0.7
-    keyframe_interval: int = 12
+    coherence: CoherenceSettings = field(default_factory=CoherenceSettings)
     overlap: bool = True
-    # Diffusion: how much of the warped previous frame img2img may repaint (lower = steadier).
-    temporal_denoise: float = 0.45
 
     @property
     def frames(self) -> list[int]:
@@ -54,24 +55,25 @@ class AnimationOptions:
 
 
 @dataclass
-class AnimationProgress:
-    done: int
-    total: int
-    frame: int
-    message: str
-    seconds_left: float | None = None
-
-
-@dataclass
 class AnimationSummary:
     frames: list[int] = field(default_factory=list)
-    skipped: list[int] = field(default_factory=list)
-    stylised: list[int] = field(default_factory=list)
+    tally: FrameTally = field(default_factory=FrameTally)
     keyframes: dict[int, str] = field(default_factory=dict)
-    stopped_early: bool = False
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
     colour_space: str = ""
+
+    @property
+    def stylised(self) -> list[int]:
+        return self.tally.stylised
+
+    @property
+    def skipped(self) -> list[int]:
+        return self.tally.skipped
+
+    @property
+    def stopped_early(self) -> bool:
+        return self.tally.stopped_early
 
 
 @dataclass
@@ -86,13 +88,11 @@ class _Previous:
     frames_since_keyframe: int
 
 
-def state_key(fingerprint: str, style: StyleOptions, anim: AnimationOptions) -> str:
-    """Hash of everything that shapes this frame's result, from its `pass_fingerprint` and the settings."""
-    settings = {k: v for k, v in asdict(style).items() if k != "passes"}
-    coherence = {
-        k: getattr(anim, k) for k in ("temporal", "temporal_weight", "keyframe_interval", "temporal_denoise")
-    }
-    text = json.dumps([fingerprint, settings, coherence], sort_keys=True, default=str)
+def state_key(fingerprint: str, run_settings: RunSettings, anim: AnimationOptions) -> str:
+    """Hash of everything that shapes this frame's result: its `pass_fingerprint`, the engine's and the frame's
+    settings, and the coherence settings (every field of each, so a new setting can never be left out)."""
+    settings = [run_settings.engine.to_plain(), run_settings.frame.values(), anim.coherence.values()]
+    text = json.dumps([fingerprint, settings], sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -117,38 +117,36 @@ def _frame_inputs(prepared: PreparedFrame) -> tuple[np.ndarray, np.ndarray, np.n
 
 
 def _temporal_work(prepared: PreparedFrame, previous: _Previous | None, anim: AnimationOptions):
-    """The engine-thread job for one frame: returns (StylisedFrame, frames since keyframe, keyframe reason)."""
-    policy = temporal.KeyframePolicy(interval=anim.keyframe_interval)
+    """The engine-thread job for one frame: returns (StylisedFrame, this frame as `_Previous`, keyframe reason,
+    colour space)."""
+    coherence = anim.coherence
+    policy = temporal.KeyframePolicy(interval=coherence.keyframe_interval)
     beauty, vectors, depth = _frame_inputs(prepared)
     warped = valid = None
     reason = "first" if previous is None else None
     # How many frames ago the last keyframe was, as seen from this frame.
     since = None if previous is None else previous.frames_since_keyframe + 1
-    if anim.temporal and previous is not None:
+    if coherence.temporal_coherence and previous is not None:
         warp = temporal.BackwardWarp(vectors)
         warped = warp.apply(previous.image)
         valid = temporal.occlusion_mask(vectors, previous.vectors, depth, previous.depth, warp=warp)
         score = temporal.change_score(previous.beauty, beauty, valid, vectors=vectors)
         reason = policy.keyframe_reason(since, score)
-    elif not anim.temporal:
+    elif not coherence.temporal_coherence:
         reason = "off"
     request = prepared.request
-    if reason is None and prepared.engine != "NEURAL_STYLE":
-        # Diffusion starts from the warped previous result (fresh beauty where it was occluded) with the
+    continued = request.settings.continuation(coherence.temporal_denoise) if reason is None else None
+    if continued is not None:
+        # The engine continues from the warped previous result (fresh beauty where it was occluded) with the
         # same seed, so it repaints detail without re-inventing what is already there.
         start = np.where(valid[..., None], warped, beauty).astype(np.float32)
         start = _fit(start, request.beauty.shape[:2])  # the request's arrays stay at the pass size
-        steps = int(request.params.get("steps", 20))
-        denoise = min(float(request.params.get("denoise", 1.0)), anim.temporal_denoise)
-        # img2img runs int(steps * denoise) steps: keep at least one.
-        denoise = max(denoise, min(1.0, 1.0 / max(1, steps) + 1e-6))
-        params = dict(request.params, denoise=denoise)
-        request = replace(request, beauty=start, params=params)
+        request = replace(request, beauty=start, settings=continued)
 
     def blend(image: np.ndarray) -> tuple[np.ndarray, dict]:
         if reason is not None:
             return image, {"keyframe": reason, "frames_since_keyframe": 0}
-        out = temporal.blend_temporal(image, warped, valid, weight=anim.temporal_weight)
+        out = temporal.blend_temporal(image, warped, valid, weight=coherence.temporal_weight)
         return out, {"keyframe": None, "frames_since_keyframe": since, "valid_share": float(valid.mean())}
 
     this_frame = replace(prepared, request=request)
@@ -190,13 +188,14 @@ def _record(layout: SceneLayout, frame: int) -> dict | None:
 def animation_steps(
     scene: bpy.types.Scene,
     view_layer: bpy.types.ViewLayer,
-    style: StyleOptions,
+    run_settings: RunSettings,
     anim: AnimationOptions,
     prefs=None,
     stop: threading.Event | None = None,
     summary: AnimationSummary | None = None,
-) -> Iterator[AnimationProgress]:
-    """Stylise `anim.frames`; yields progress after each main-thread step. See the module docstring.
+) -> Iterator[FrameStep]:
+    """Stylise `anim.frames`; yields after each main-thread step and while an engine job runs (never waits).
+    See the module docstring.
 
     Raises:
         StylepassError: bad input (checked before the first frame) or a frame that failed; frames finished
@@ -207,84 +206,67 @@ def animation_steps(
     frames = anim.frames
     if not frames:
         raise StylepassError(f"The frame range {anim.frame_start}-{anim.frame_end} is empty.")
-    style = replace(style, seed_locked=True)  # one seed for the whole shot: coherence needs it
-    root, _warning = resolve_output_root(style.passes.output_dir, bpy.data.filepath)
+    run_settings = with_frame(
+        run_settings, seed_locked=True
+    )  # one seed for the whole shot: coherence needs it
+    root, _warning = resolve_output_root(run_settings.passes.output_dir, bpy.data.filepath)
     layout = SceneLayout(root, scene.name)
     summary.frames = frames
     original = (scene.frame_current, scene.frame_subframe)
     started = time.perf_counter()
-    previous: _Previous | None = None
-    pending: tuple[BackgroundJob, int] | None = None
-    redo_chain = False
+    coherent = anim.coherence.temporal_coherence
+    # The temporal chain: the frame before (its result and passes), and whether a redone frame forces the rest.
+    chain = {"previous": None, "redo": False, "records": {}}
 
-    def complete() -> None:
-        nonlocal pending, previous
-        job, frame = pending
-        pending = None
-        job.wait()
-        if job.error is not None:
-            raise StylepassError(f"Frame {frame} failed: {job.error}") from job.error
-        stylised_frame, previous, keyframe, colour_space = job.result
+    def plan(frame: int) -> PreparedFrame | None:
+        scene.frame_set(frame)
+        fingerprint = pass_fingerprint(scene, view_layer, run_settings.passes)
+        key = state_key(fingerprint, run_settings, anim)
+        record = _record(layout, frame)
+        current = (
+            record is not None
+            and record.get("context", {}).get("state_key") == key
+            and layout.stylised_file(frame).is_file()
+            and layout.compositor_file(frame).is_file()
+        )
+        if current and not anim.overwrite and not chain["redo"]:
+            chain["records"][frame] = record
+            return None
+        # A redone frame changes every later frame that was blended from it.
+        chain["redo"] = coherent
+        prepared = prepare(scene, view_layer, run_settings, prefs=prefs, fingerprint=fingerprint)
+        prepared.context["state_key"] = key
+        prepared.context["animation"] = {
+            "range": [frames[0], frames[-1]],
+            "coherence": anim.coherence.values(),
+        }
+        return prepared
+
+    def launch(frame: int, prepared: PreparedFrame) -> BackgroundJob:
+        # Launched once the frame before has been collected, so `previous` is that frame.
+        previous = chain["previous"] if coherent else None
+        return BackgroundJob(_temporal_work(prepared, previous, anim)).start()
+
+    def skipped(frame: int) -> None:
+        record = chain["records"].pop(frame)
+        chain["previous"] = _load_previous(layout, frame, record) if coherent else None
+
+    def collect(frame: int, job: BackgroundJob) -> None:
+        stylised_frame, chain["previous"], keyframe, colour_space = job.result
         summary.colour_space = colour_space
         summary.warnings.extend(w for w in stylised_frame.alongside or () if w not in summary.warnings)
-        summary.stylised.append(frame)
         if keyframe:
             summary.keyframes[frame] = keyframe
 
-    def progress(index: int, frame: int, message: str) -> AnimationProgress:
-        done = len(summary.stylised) + len(summary.skipped)
-        elapsed = time.perf_counter() - started
-        left = elapsed / done * (len(frames) - done) if done else None
-        return AnimationProgress(done, len(frames), frame, message, left)
-
     try:
-        for index, frame in enumerate(frames):
-            if stop.is_set():
-                summary.stopped_early = True
-                break
-            scene.frame_set(frame)
-            fingerprint = pass_fingerprint(scene, view_layer, style.passes)
-            key = state_key(fingerprint, style, anim)
-            record = _record(layout, frame)
-            current = (
-                record is not None
-                and record.get("context", {}).get("state_key") == key
-                and layout.stylised_file(frame).is_file()
-                and layout.compositor_file(frame).is_file()
-            )
-            if current and not anim.overwrite and not redo_chain:
-                if pending is not None:
-                    complete()
-                previous = _load_previous(layout, frame, record) if anim.temporal else None
-                summary.skipped.append(frame)
-                yield progress(index, frame, f"frame {frame}: up to date, skipped")
-                continue
-            # A redone frame changes every later frame that was blended from it.
-            redo_chain = anim.temporal
-
-            # 2. Passes on the main thread, while the engine still works on the previous frame
-            prepared = prepare(scene, view_layer, style, prefs=prefs, fingerprint=fingerprint)
-            prepared.context["state_key"] = key
-            prepared.context["animation"] = {"range": [frames[0], frames[-1]], "temporal": anim.temporal}
-            yield progress(index, frame, f"frame {frame}: passes rendered")
-            if pending is not None:
-                complete()
-            # 3. The engine for this frame
-            job = BackgroundJob(_temporal_work(prepared, previous if anim.temporal else None, anim)).start()
-            pending = (job, frame)
-            if not anim.overlap:
-                complete()
-            yield progress(index, frame, f"frame {frame}: stylising")
-        if pending is not None:
-            complete()
+        yield from frame_steps(
+            frames, plan, launch, collect, stop, summary.tally, overlap=anim.overlap, skipped=skipped
+        )
     finally:
-        if pending is not None:
-            # Stopped by an error: let the running frame finish writing (files are atomic either way).
-            pending[0].wait()
         if (scene.frame_current, scene.frame_subframe) != original:
             scene.frame_set(original[0], subframe=original[1])
 
-    # 4. The compositor shows the sequence, frame-synced
+    # The compositor shows the sequence, frame-synced
     done = [f for f in frames if layout.compositor_file(f).is_file()]
     if done:
         colour_space = summary.colour_space or display_colour.scene_linear_colour_space()
@@ -292,14 +274,14 @@ def animation_steps(
         image = images.show_sequence(STYLISED_IMAGE, first, colour_space)
         compositor.install(scene, image, sequence=(done[0], done[-1] - done[0] + 1))
     summary.seconds = time.perf_counter() - started
-    yield AnimationProgress(len(frames), len(frames), frames[-1], "done", 0.0)
+    yield FrameStep(len(frames), len(frames), frames[-1], "done")
 
 
 def stylise_animation(
-    scene, view_layer, style: StyleOptions, anim: AnimationOptions, prefs=None
+    scene, view_layer, run_settings: RunSettings, anim: AnimationOptions, prefs=None
 ) -> AnimationSummary:
     """Run every step synchronously (background mode, scripts, farms)."""
     summary = AnimationSummary()
-    for step in animation_steps(scene, view_layer, style, anim, prefs=prefs, summary=summary):
-        print(f"Stylepass: {step.done}/{step.total} {step.message}", flush=True)
+    steps = animation_steps(scene, view_layer, run_settings, anim, prefs=prefs, summary=summary)
+    run_to_end(steps, lambda step: print(f"Stylepass: {step.done}/{step.total} {step.message}", flush=True))
     return summary

@@ -9,6 +9,8 @@ tree the artist built gets the node added and fed from Render Layers, and none o
 
 import bpy
 
+from stylepass_core.errors import StylepassError
+
 GROUP_NAME = "Stylepass"
 STYLISED_IMAGE = "Stylepass stylised"
 GROUP_NODE_NAME = "Stylepass"
@@ -17,7 +19,7 @@ GROUP_NODE_NAME = "Stylepass"
 COMPOSITOR_IS_GROUP = bpy.app.version >= (5, 0, 0)
 
 
-class CompositorError(Exception):
+class CompositorError(StylepassError):
     """The compositor could not be set up; the message says why."""
 
 
@@ -53,6 +55,19 @@ def _by_id(sockets, identifier: str):
     return next(socket for socket in sockets if socket.identifier == identifier)
 
 
+def check_installable() -> None:
+    """Raise `CompositorError` when the group cannot be installed; called before any work is done.
+
+    Raises:
+        CompositorError: a node group of another kind holds the group's name.
+    """
+    group = bpy.data.node_groups.get(GROUP_NAME)
+    if group is not None and group.bl_idname != "CompositorNodeTree":
+        raise CompositorError(
+            f"A node group called '{GROUP_NAME}' exists but is not a compositor group: rename it and try again."
+        )
+
+
 def ensure_group(
     image: bpy.types.Image | None, sequence: tuple[int, int] | None = None
 ) -> bpy.types.NodeTree:
@@ -62,11 +77,8 @@ def ensure_group(
         sequence: (first frame, frame count) when `image` is an image sequence with one file per scene frame
             (file 0012 for frame 12): the node then shows the file of the frame being rendered or scrubbed.
     """
+    check_installable()
     group = bpy.data.node_groups.get(GROUP_NAME)
-    if group is not None and group.bl_idname != "CompositorNodeTree":
-        raise CompositorError(
-            f"A node group called '{GROUP_NAME}' exists but is not a compositor group: rename it and try again."
-        )
     if group is None:
         group = bpy.data.node_groups.new(GROUP_NAME, "CompositorNodeTree")
     elif _is_current(group):

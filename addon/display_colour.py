@@ -3,7 +3,7 @@
 
 Engines return display-referred images (what a screen shows). The compositor works in scene-linear light and
 the render's view transform (view, look, exposure, gamma, curves, white balance) turns its result back into
-display values. `compositor_pixels` gives the scene-linear pixels that this view transform turns back into
+display values. `compositor_target(scene).convert` gives the scene-linear pixels that this view transform turns back into
 the engine's pixels: it inverts the view numerically (`stylepass_core.view_inverse`), using Blender itself as
 the forward transform, since the inverses in Blender's OCIO config are approximate (AgX) or missing (looks,
 exposure, curves). The inverse is cached on disk per colour-management settings and Blender version.
@@ -22,8 +22,10 @@ from pathlib import Path
 import bpy
 import numpy as np
 
-from . import ADDON_PACKAGE
-from .stylepass_core import png, view_inverse
+from stylepass_core import png, view_inverse
+from stylepass_core.errors import StylepassError
+
+from . import ADDON_PACKAGE, runtime
 
 # Scene linear (Rec.709 primaries, D65) -> FilmLight E-Gamut, from the matrices in Blender's config.ocio. AgX
 # clips and takes logarithms per channel in E-Gamut, so its inverse is searched there: that reaches saturated
@@ -59,16 +61,14 @@ _CURVE_PROPS = (
     "white_level",
 )
 
-# Inverses already loaded in this session, by cache key (each ~1 MB).
-_LOADED: dict[str, view_inverse.InverseView] = {}
+# Inverses kept loaded (each ~1 MB) and their per-8-bit-colour tables (memory grows with the colours met, up
+# to 128 MB each): the current view and one more, so switching back and forth keeps both warm. Both live in
+# `runtime.RUNTIME`, which releases them.
 _LOADED_MAX = 8
-# Their per-8-bit-colour tables (memory grows with the colours met, up to 128 MB each): the current view and
-# one more, so switching back and forth keeps both warm.
-_BYTE_INVERSES: dict[str, view_inverse.ByteInverse | None] = {}
 _BYTE_INVERSES_MAX = 2
 
 
-class ViewProbeError(RuntimeError):
+class ViewProbeError(StylepassError, RuntimeError):
     """Blender could not run colours through the view transform (the message says why)."""
 
 
@@ -287,7 +287,7 @@ def inverse_view(scene: bpy.types.Scene, *, rebuild: bool = False) -> view_inver
 def _inverse(settings: dict, key: str, rebuild: bool) -> view_inverse.InverseView:
     folder = cache_folder()
     if not rebuild:
-        found = _LOADED.get(key) or view_inverse.InverseView.load(folder, key)
+        found = runtime.RUNTIME.inverse_views.get(key) or view_inverse.InverseView.load(folder, key)
         if found is not None:
             _remember(key, found)
             return found
@@ -307,10 +307,11 @@ def _inverse(settings: dict, key: str, rebuild: bool) -> view_inverse.InverseVie
 
 
 def _remember(key: str, inverse: view_inverse.InverseView) -> None:
-    _LOADED.pop(key, None)
-    _LOADED[key] = inverse
-    while len(_LOADED) > _LOADED_MAX:
-        _LOADED.pop(next(iter(_LOADED)))
+    loaded = runtime.RUNTIME.inverse_views
+    loaded.pop(key, None)
+    loaded[key] = inverse
+    while len(loaded) > _LOADED_MAX:
+        loaded.pop(next(iter(loaded)))
 
 
 @dataclass
@@ -415,39 +416,18 @@ def compositor_target(scene: bpy.types.Scene) -> CompositorTarget:
 def _byte_inverse(key: str, inverse: view_inverse.InverseView) -> view_inverse.ByteInverse | None:
     """The per-colour table of `inverse`, kept between runs; None for a view beyond the float16 range (an
     extreme exposure), which then interpolates every pixel."""
-    if key in _BYTE_INVERSES:
-        table = _BYTE_INVERSES.pop(key)
+    tables = runtime.RUNTIME.colour_tables
+    if key in tables:
+        table = tables.pop(key)
         stale = table is not None and table.inverse is not inverse  # the inverse was rebuilt since
     else:
         table, stale = None, True
     if stale:
         table = view_inverse.ByteInverse(inverse) if view_inverse.ByteInverse.fits(inverse) else None
-    _BYTE_INVERSES[key] = table  # last = most recently used
-    while len(_BYTE_INVERSES) > _BYTE_INVERSES_MAX:
-        _BYTE_INVERSES.pop(next(iter(_BYTE_INVERSES)))
+    tables[key] = table  # last = most recently used
+    while len(tables) > _BYTE_INVERSES_MAX:
+        tables.pop(next(iter(tables)))
     return table
-
-
-def compositor_pixels(scene: bpy.types.Scene, display_rgb: np.ndarray) -> tuple[np.ndarray, str, list[str]]:
-    """`compositor_target(scene).convert(display_rgb)` in one call, the pixels as float32.
-
-    Returns:
-        (pixels, colour space, warnings): `(H, W, 3)` float32 scene-linear pixels, top row first; the name to
-        set on the Image's `colorspace_settings.name`; and warnings for the artist when the render cannot
-        match exactly (a view with no inverse, or colours the view cannot produce).
-
-    Raises:
-        ValueError: `display_rgb` is not `(H, W, 3)` float or uint8, or holds NaN.
-        ViewProbeError: Blender could not run the probe.
-    """
-    target = compositor_target(scene)
-    pixels, warnings = target.convert(display_rgb)
-    return pixels.astype(np.float32), target.colour_space, warnings
-
-
-def release_memory() -> None:
-    """Forget the per-colour tables (up to 128 MB each); they refill as colours are met again."""
-    _BYTE_INVERSES.clear()
 
 
 def _display_colour_space(display_device: str) -> str:

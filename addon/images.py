@@ -6,10 +6,12 @@ from pathlib import Path
 import bpy
 import numpy as np
 
+from stylepass_core.errors import StylepassError
+
 IMAGE_PREFIX = "Stylepass "
 
 
-class ImageError(Exception):
+class ImageError(StylepassError):
     """An image cannot be used; the message names it and says why."""
 
 

@@ -11,6 +11,7 @@ Steps of `render_passes`:
 """
 
 import json
+import math
 import shutil
 import tempfile
 import time
@@ -20,17 +21,20 @@ from pathlib import Path
 import bpy
 import numpy as np
 
-from . import images
-from .render_state import overridden
-from .scene_fingerprint import scene_fingerprint
-from .stylepass_core import conditioning, exr, png
-from .stylepass_core.output_layout import (
+from stylepass_core import conditioning, exr, png
+from stylepass_core.errors import StylepassError
+from stylepass_core.output_layout import (
     OutputError,
     SceneLayout,
     ensure_writable,
     resolve_output_root,
     write_json,
 )
+from stylepass_core.settings import PassSettings, setting
+
+from . import images, runtime
+from .render_state import overridden
+from .scene_fingerprint import scene_fingerprint
 
 # Object types that put pixels into a Cycles render.
 RENDERABLE_TYPES = {"MESH", "CURVE", "SURFACE", "META", "FONT", "CURVES", "POINTCLOUD", "VOLUME"}
@@ -42,40 +46,27 @@ _INDEX_PASS_NAMES = ("IndexOB", "Object Index")
 BACKGROUND_DEPTH = 1e9
 
 
-class StylepassError(Exception):
-    """A problem the artist can fix; the message says what and how. Nothing was changed."""
-
-
 class RenderCancelled(StylepassError):
     """The render was cancelled (ESC); settings were restored and nothing was written."""
 
 
-@dataclass
-class PassOptions:
-    """Everything the pass render reads from the UI, as plain values (so scripts and tests can build one)."""
+@dataclass(frozen=True)
+class PassOptions(PassSettings):
+    """The pass render's settings: the scene's (`PassSettings`) plus the device, which is the machine's."""
 
-    output_dir: str = "//stylepass/"
-    resolution_scale: float = 100.0
-    samples: int = 16
-    line_thickness: float = 1.0
-    line_depth_threshold: float = 0.05
-    line_crease_angle_deg: float = 40.0
-    device: str = "CPU"
-    show_images: bool = True
+    device: str = setting(
+        "CPU",
+        "Pass Render Device",
+        "Device Cycles uses for the data-pass render (GPU needs a compute device set in Preferences)",
+        choices=(
+            ("CPU", "CPU", "Always works; data passes need few samples"),
+            ("GPU", "GPU", "Faster on big frames when a GPU compute device is configured"),
+        ),
+    )
 
     @classmethod
-    def from_scene(cls, scene: bpy.types.Scene, device: str = "CPU") -> "PassOptions":
-        settings = scene.stylepass
-        return cls(
-            output_dir=settings.output_dir,
-            resolution_scale=settings.resolution_scale,
-            samples=settings.pass_samples,
-            line_thickness=settings.line_thickness,
-            line_depth_threshold=settings.line_depth_threshold,
-            line_crease_angle_deg=float(np.degrees(settings.line_crease_angle)),
-            device=device,
-            show_images=settings.show_images,
-        )
+    def from_settings(cls, settings: PassSettings, device: str = "CPU") -> "PassOptions":
+        return cls(**settings.values(), device=device)
 
 
 @dataclass
@@ -155,8 +146,6 @@ def check_scene(scene: bpy.types.Scene, view_layer: bpy.types.ViewLayer, options
             f"The pass resolution is {width} x {height} pixels: raise the scene resolution, its percentage "
             "or the Stylepass resolution scale."
         )
-    if options.samples < 1:
-        raise StylepassError(f"Pass samples must be at least 1, got {options.samples}.")
     root, warning = resolve_output_root(options.output_dir, bpy.data.filepath)
     layout = SceneLayout(root, scene.name)
     try:
@@ -236,7 +225,7 @@ def _render_with_overrides(
     override.set_many(
         cycles,
         device=options.device,
-        samples=options.samples,
+        samples=options.pass_samples,
         use_adaptive_sampling=False,
         use_denoising=False,
         time_limit=0.0,
@@ -348,7 +337,7 @@ def compute_maps(
             background,
             thickness=options.line_thickness,
             depth_threshold=options.line_depth_threshold,
-            crease_angle=options.line_crease_angle_deg,
+            crease_angle=math.degrees(options.line_crease_angle),
         ),
         "segmentation": conditioning.segmentation_map(object_index, colours),
         "object_index": object_index,
@@ -556,7 +545,6 @@ def _read_raw(layout: SceneLayout, name: str, frame: int) -> np.ndarray:
 
 # The passes made or loaded last, so that reusing them again reads no files: record path -> (fingerprint,
 # the record file's (mtime, size) when they were kept, passes). One frame: at 1080p all maps are ~100 MB.
-_RECENT: dict[Path, tuple[str, tuple[int, int], PassSet]] = {}
 
 
 def _record_stamp(json_path: Path) -> tuple[int, int] | None:
@@ -569,18 +557,14 @@ def _record_stamp(json_path: Path) -> tuple[int, int] | None:
 
 def _remember(passes: PassSet, fingerprint: str) -> None:
     stamp = _record_stamp(passes.json_path)
-    _RECENT.clear()
+    kept = runtime.RUNTIME.kept_passes
+    kept.clear()
     if stamp is not None:
         # Shared by every later reuse: read-only, so no caller can change another's arrays.
         for arrays in (passes.maps, passes.raw):
             for array in dict.values(arrays):
                 array.flags.writeable = False
-        _RECENT[passes.json_path] = (fingerprint, stamp, passes)
-
-
-def forget_recent() -> None:
-    """Drop the passes kept in memory (Release Memory)."""
-    _RECENT.clear()
+        kept[passes.json_path] = (fingerprint, stamp, passes)
 
 
 def _all_files_exist(files: dict[str, list[Path]]) -> bool:
@@ -595,7 +579,7 @@ def load_passes(layout: SceneLayout, frame: int, fingerprint: str) -> PassSet | 
     """
     json_path = layout.pass_json(frame)
     tick = time.perf_counter()
-    kept = _RECENT.get(json_path)
+    kept = runtime.RUNTIME.kept_passes.get(json_path)
     if kept is not None and kept[0] == fingerprint and kept[1] == _record_stamp(json_path):
         passes = kept[2]
         if _all_files_exist(passes.files):

@@ -7,19 +7,21 @@ import argparse
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+import blender_harness  # tools/ and demo/ are on PYTHONPATH (./run bench)
 import bpy
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "demo"))
-import blender_harness
+import flicker
 from demo_scene import animate_demo_scene, build_demo_scene
+
+from stylepass_core import engine_api, output_layout
+from stylepass_core.frame_steps import run_to_end
+from stylepass_core.settings import CoherenceSettings, EngineSettings
 
 addon = blender_harness.MODULE + ".addon"
 animation = __import__(addon + ".animation", fromlist=["animation"])
 stylise = __import__(addon + ".stylise", fromlist=["stylise"])
-flicker = __import__(addon + ".stylepass_core.flicker", fromlist=["flicker"])
-output_layout = __import__(addon + ".stylepass_core.output_layout", fromlist=["output_layout"])
 
 
 def shot(frames: int, size: int):
@@ -31,22 +33,27 @@ def shot(frames: int, size: int):
     return scene
 
 
-engine_api = __import__(addon + ".stylepass_core.engine_api", fromlist=["engine_api"])
+@dataclass(frozen=True)
+class WaitingSettings(EngineSettings):
+    """The waiting engine has nothing to set."""
+
+    ENGINE = "BENCH_WAITING"
+    LABEL = "Waiting engine (benchmark)"
+    DESCRIPTION = "Waits a fixed time per frame"
+    PROPERTY = "bench_waiting"
 
 
 class WaitingEngine(engine_api.Engine):
     """Stands in for an engine that does not compete for this machine's CPU (a GPU, a remote worker): it
     waits a fixed time per frame. It shows what overlapping the pass render with the engine buys there."""
 
-    id = "BENCH_WAITING"
-    label = "Waiting engine (benchmark)"
+    id = WaitingSettings.ENGINE
+    label = WaitingSettings.LABEL
+    settings_type = WaitingSettings
     seconds = 0.4
 
     def available(self):
         return True, ""
-
-    def styles(self):
-        return [("style_00", "Any")]
 
     def run(self, request, progress=None, abort=None):
         time.sleep(self.seconds)
@@ -56,16 +63,22 @@ class WaitingEngine(engine_api.Engine):
 engine_api.register_engine(WaitingEngine)
 
 
-def run(scene, temporal: bool, overlap: bool, engine: str = "NEURAL_STYLE") -> float:
-    style = stylise.StyleOptions.from_scene(scene)
-    style.engine = engine
-    style.passes.show_images = False
+def run(scene, temporal: bool, overlap: bool, engine: EngineSettings | None = None) -> float:
+    run_settings = stylise.RunSettings.from_scene(scene)
+    run_settings = replace(
+        run_settings,
+        engine=engine if engine is not None else run_settings.engine,
+        passes=run_settings.passes.replace(show_images=False),
+    )
     anim = animation.AnimationOptions(
-        scene.frame_start, scene.frame_end, overwrite=True, temporal=temporal, overlap=overlap
+        scene.frame_start,
+        scene.frame_end,
+        overwrite=True,
+        coherence=CoherenceSettings(temporal_coherence=temporal),
+        overlap=overlap,
     )
     tick = time.perf_counter()
-    for _step in animation.animation_steps(scene, bpy.context.view_layer, style, anim):
-        pass
+    run_to_end(animation.animation_steps(scene, bpy.context.view_layer, run_settings, anim))
     return time.perf_counter() - tick
 
 
@@ -92,8 +105,8 @@ def main() -> None:
     )
     # Throughput: new output folders so nothing is reused; passes are rendered for every frame.
     for engine, label in (
-        ("NEURAL_STYLE", "neural style (CPU, shares the 2 cores with Cycles)"),
-        (WaitingEngine.id, f"an engine off this CPU ({WaitingEngine.seconds} s/frame)"),
+        (None, "neural style (CPU, shares the 2 cores with Cycles)"),
+        (WaitingSettings(), f"an engine off this CPU ({WaitingEngine.seconds} s/frame)"),
     ):
         timings = {}
         for overlap in (False, True):

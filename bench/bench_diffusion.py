@@ -1,9 +1,10 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Benchmark the diffusion engine at real size: SD1.5 UNet + one ControlNet, random weights, 512x512.
 
-Plain Python in the engine-diffusion venv (no Blender):
+Plain Python in the engine-diffusion venv (no Blender), with the repo root (`stylepass_core`) and
+tests/diffusion (`tiny_models.tokenizer()`: a byte-level CLIP tokenizer) on PYTHONPATH, as `./run bench` does:
 
-    python bench/bench_diffusion.py [--size 512] [--steps 2] [--rebuild]
+    PYTHONPATH=.:tests/diffusion python bench/bench_diffusion.py [--size 512] [--steps 2] [--rebuild]
 
 The random-weight models (SD1.5-size UNet, ControlNet, full KL VAE, CLIP ViT-L/14-size text encoder, and a
 tiny TAESD-size autoencoder) are built once into `$STYLEPASS_CACHE/bench-models/` (default
@@ -24,10 +25,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "addon"))
-sys.path.insert(0, str(ROOT / "tests" / "diffusion"))  # tiny_models.tokenizer(): a byte-level CLIP tokenizer
 
 CACHE = Path(os.environ.get("STYLEPASS_CACHE", Path.home() / ".cache" / "stylepass")) / "bench-models"
 OVERHEAD_TARGET = 0.02
@@ -128,21 +125,29 @@ def build_models(folder: Path, rebuild: bool) -> dict[str, Path]:
 
 
 def request(size: int, steps: int, paths: dict[str, Path], **extra: object):
+    """A `size`-square frame with a depth map; `extra` are `DiffusionSettings` fields (e.g. `vae`).
+
+    Text to image with Euler a, so every one of `steps` runs the UNet and ControlNet (the settings' default
+    Denoise of 0.75 would run fewer).
+    """
     from stylepass_core.engine_api import StyleRequest
+    from stylepass_core.engines.diffusion import ControlUnit, DiffusionSettings
 
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
     beauty = np.stack([xx, yy, 1 - xx], axis=-1).astype(np.float32)
     depth = np.clip(1.0 - ((xx - 0.5) ** 2 + (yy - 0.5) ** 2) * 2, 0, 1).astype(np.float32)
-    params = {
-        "model": str(paths["sd15"]),
-        "prompt": "a watercolour village by a lake, soft light",
-        "negative_prompt": "blurry",
-        "steps": steps,
-        "guidance": 7.0,
-        "controlnet.depth.model": str(paths["controlnet"]),
+    settings = DiffusionSettings(
+        model=str(paths["sd15"]),
+        prompt="a watercolour village by a lake, soft light",
+        negative_prompt="blurry",
+        steps=steps,
+        guidance=7.0,
+        denoise=1.0,
+        scheduler="euler_a",
+        controls=(ControlUnit(map="depth", model=str(paths["controlnet"])),),
         **extra,
-    }
-    return StyleRequest(beauty=beauty, controls={"depth": depth}, seed=1, params=params)
+    )
+    return StyleRequest(beauty=beauty, settings=settings, controls={"depth": depth}, seed=1)
 
 
 def main() -> int:
@@ -154,6 +159,7 @@ def main() -> int:
 
     paths = build_models(CACHE, args.rebuild)
     import torch
+
     from stylepass_core.engines.diffusion import DiffusionEngine
 
     engine = DiffusionEngine()

@@ -11,10 +11,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import blender_harness  # tools/ and demo/ are on PYTHONPATH (./run bench)
 import bpy
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "demo"))
-import blender_harness
 from demo_scene import build_demo_scene
 
 scene_passes = __import__(f"{blender_harness.MODULE}.addon.scene_passes", fromlist=["scene_passes"])

@@ -21,18 +21,18 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
+import blender_harness  # tools/ and demo/ are on PYTHONPATH (./run bench)
 import bpy
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "demo"))
-import blender_harness
 from demo_scene import build_demo_scene
 
+from stylepass_core import exr, png
+from stylepass_core.output_layout import write_json
+
 stylise = __import__(blender_harness.MODULE + ".addon.stylise", fromlist=["stylise"])
-core = __import__(blender_harness.MODULE + ".addon.stylepass_core", fromlist=["exr", "png", "output_layout"])
-exr, png, write_json = core.exr, core.png, core.output_layout.write_json
 
 
 def measure(size: int, repeats: int, new_colours: bool) -> dict[str, float]:
@@ -40,14 +40,14 @@ def measure(size: int, repeats: int, new_colours: bool) -> dict[str, float]:
     bpy.ops.wm.read_homefile(use_empty=True)
     scene = build_demo_scene(size, size)
     scene.stylepass.output_dir = tempfile.mkdtemp(prefix="stylepass-bench-")
-    scene.stylepass.style_preset = "style_07"
-    options = stylise.StyleOptions.from_scene(scene)
-    options.passes.show_images = False
+    scene.stylepass.neural_style.style_preset = "style_07"
+    options = stylise.RunSettings.from_scene(scene)
+    options = replace(options, passes=options.passes.replace(show_images=False))
     stylise.stylise(scene, bpy.context.view_layer, options)  # warm: model loaded, passes on disk
     samples: dict[str, list[float]] = {}
     for index in range(repeats):
         if new_colours:
-            options.strength = 0.95 - 0.4 * index / max(1, repeats - 1)
+            options = stylise.with_frame(options, strength=round(0.95 - 0.4 * index / max(1, repeats - 1), 4))
         tick = time.perf_counter()
         result = stylise.stylise(scene, bpy.context.view_layer, options)
         total = time.perf_counter() - tick

@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Benchmark: what the engine worker costs on top of the engine itself.
 
-Run with a venv's Python (no Blender needed):  <venv>/bin/python bench/bench_worker.py [--repeats N]
+Run with a venv's Python (no Blender needed), the repo root on PYTHONPATH for `stylepass_core` (`./run bench`
+does that):  PYTHONPATH=. <venv>/bin/python bench/bench_worker.py [--repeats N]
 
 - Round-trip overhead = submit-to-result time in the client minus the engine time the worker measured
   (`timings.run`), with a no-op engine, at 512x512 and 1920x1080, sending what the add-on sends: beauty +
@@ -23,32 +24,41 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-BENCH = Path(__file__).resolve().parent
-ADDON = BENCH.parent / "addon"
-sys.path.insert(0, str(ADDON))
+from stylepass_core.engine_api import Engine, StyleRequest, StyleResult, register_engine
+from stylepass_core.engines.neural_style import NeuralStyleSettings
+from stylepass_core.settings import EngineSettings
 
-from stylepass_core.engine_api import Engine, StyleRequest, StyleResult, register_engine  # noqa: E402
+BENCH = Path(__file__).resolve().parent
 
 SD15_STEP_SECONDS = 3.8  # FACTS.md: real-size SD1.5 UNet step, fp32, 2 threads, 512x512
 SD15_JOB_SECONDS = 20 * SD15_STEP_SECONDS + 11.0  # 20 steps + KL VAE decode (FACTS.md)
+
+
+@dataclass(frozen=True)
+class NoOpSettings(EngineSettings):
+    """The no-op engine has nothing to set."""
+
+    ENGINE = "BENCH_NOOP"
+    LABEL = "No-op"
+    DESCRIPTION = "Benchmark engine: returns the beauty"
+    PROPERTY = "bench_noop"
 
 
 @register_engine
 class NoOpEngine(Engine):
     """Returns the beauty as the result: the worker's own costs are all that is measured."""
 
-    id = "BENCH_NOOP"
+    id = NoOpSettings.ENGINE
     label = "No-op (benchmark)"
+    settings_type = NoOpSettings
 
     def available(self):
         return True, ""
-
-    def styles(self):
-        return []
 
     def run(self, request, progress=None, abort=None):
         if progress is not None:
@@ -78,7 +88,9 @@ def control_set(height: int, width: int, from_png: bool, seed: int = 0) -> Style
         beauty = quant(beauty, 255)
         maps = {name: quant(a, 65535 if name == "depth" else 255) for name, a in maps.items()}
     return StyleRequest(
-        beauty=beauty.astype(np.float32), controls={k: v.astype(np.float32) for k, v in maps.items()}
+        beauty=beauty.astype(np.float32),
+        settings=NoOpSettings(),
+        controls={k: v.astype(np.float32) for k, v in maps.items()},
     )
 
 
@@ -124,7 +136,7 @@ def main() -> None:
 
     log_path = Path(tempfile.mkdtemp(prefix="stylepass-bench-")) / "worker.log"
     worker = LocalWorker(
-        sys.executable, pythonpath=[ADDON, BENCH], engine_modules=["bench_worker"], log_path=log_path
+        sys.executable, pythonpath=[BENCH], engine_modules=["bench_worker"], log_path=log_path
     )
     print(
         f"Python {sys.version.split()[0]}, numpy {np.__version__}: worker round trips on 127.0.0.1, median of {args.repeats}"
@@ -173,7 +185,7 @@ def main() -> None:
                 size = len(protocol.encode_submit("BENCH_NOOP", request, name)) / 2**20
                 print(f"   {label:14s} {name:5s}: {ms(transfer)}  ({size:5.1f} MiB up)  (target < 50 ms)")
 
-        request = StyleRequest(beauty=control_set(1080, 1920, from_png=False).beauty)
+        request = StyleRequest(beauty=control_set(1080, 1920, from_png=False).beauty, settings=NoOpSettings())
         s = measure_round_trip(client, request, max(3, args.repeats // 2))
         transfer = [a + b for a, b in zip(s["submit"], s["result"], strict=True)]
         print(f"   beauty only (all neural style reads) exact: {ms(transfer)}")
@@ -182,7 +194,9 @@ def main() -> None:
         print("\n3. Neural style 512x512 (style_07): in this process vs through the worker")
         from stylepass_core.engine_api import get_engine
 
-        request = StyleRequest(beauty=control_set(512, 512, False).beauty, style="style_07")
+        request = StyleRequest(
+            beauty=control_set(512, 512, False).beauty, settings=NeuralStyleSettings(style_preset="style_07")
+        )
         engine = get_engine("NEURAL_STYLE")
         engine.run(request)
         local = []

@@ -13,17 +13,13 @@ from pathlib import Path
 
 import bpy
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import blender_harness
+from contact_sheet import contact_sheet  # demo/ is on PYTHONPATH (./run demo)
 from demo_scene import animate_demo_scene, build_demo_scene
+from flicker import sequence_figures
+from gif import write_gif
 
-core = blender_harness.MODULE + ".addon.stylepass_core"
-png = __import__(core + ".png", fromlist=["png"])
-contact = __import__(core + ".contact_sheet", fromlist=["contact_sheet"])
-flicker = __import__(core + ".flicker", fromlist=["flicker"])
-temporal = __import__(core + ".temporal", fromlist=["temporal"])
-layout_module = __import__(core + ".output_layout", fromlist=["output_layout"])
+from stylepass_core import output_layout as layout_module
+from stylepass_core import png
 
 
 def painted_style(size: int = 384) -> np.ndarray:
@@ -66,16 +62,16 @@ def main() -> None:
     stylised = out / scene.name / "stylised" / "0001.png"
 
     # 2. A built-in style
-    scene.stylepass.style_source = "PRESET"
-    scene.stylepass.style_preset = "style_07"
+    scene.stylepass.neural_style.style_source = "PRESET"
+    scene.stylepass.neural_style.style_preset = "style_07"
     if "FINISHED" not in bpy.ops.stylepass.stylise():
         sys.exit("stylise (preset) failed")
     shutil.copyfile(stylised, out / "stylised_preset.png")
 
     # 3. Any image as the style
     png.write_png(out / "style_reference.png", painted_style())
-    scene.stylepass.style_source = "IMAGE"
-    scene.stylepass.style_image = bpy.data.images.load(str(out / "style_reference.png"))
+    scene.stylepass.neural_style.style_source = "IMAGE"
+    scene.stylepass.neural_style.style_image = bpy.data.images.load(str(out / "style_reference.png"))
     if "FINISHED" not in bpy.ops.stylepass.stylise():
         sys.exit("stylise (style image) failed")
     shutil.copyfile(stylised, out / "stylised_image.png")
@@ -96,7 +92,7 @@ def main() -> None:
         ("style image result", png.read_png(out / "stylised_image.png")),
         ("F12 composite", png.read_png(out / "composite.png")),
     ]
-    png.write_png(out / "contact_sheet.png", contact.contact_sheet(tiles, columns=5, tile_width=256))
+    png.write_png(out / "contact_sheet.png", contact_sheet(tiles, columns=5, tile_width=256))
     # 6. A short animated shot, stylised independently and with temporal coherence
     figures = animate(scene, out, args.frames, args.anim_size)
     print(f"passes:        {passes}")
@@ -120,7 +116,7 @@ def animate(scene: bpy.types.Scene, out: Path, frames: int, size: int) -> dict:
     """Stylise the animated shot twice (coherence off, then on) and write frames, a GIF and the figures."""
     animate_demo_scene(scene, frames)
     scene.render.resolution_x = scene.render.resolution_y = size
-    scene.stylepass.style_source = "PRESET"
+    scene.stylepass.neural_style.style_source = "PRESET"
     scene.stylepass.output_dir = "//animation/"
     scene.stylepass.pass_samples = 8
     layout = layout_module.SceneLayout(out / "animation", scene.name)
@@ -129,7 +125,7 @@ def animate(scene: bpy.types.Scene, out: Path, frames: int, size: int) -> dict:
         scene.stylepass.temporal_coherence = coherent
         if "FINISHED" not in bpy.ops.stylepass.stylise_animation(overwrite=True):
             sys.exit("stylise_animation failed")
-        figures[coherent] = flicker.sequence_figures(layout, range(1, frames + 1))
+        figures[coherent] = sequence_figures(layout, range(1, frames + 1))
     bpy.ops.wm.save_mainfile()
     final = out / "animation" / "frames"
     final.mkdir(parents=True, exist_ok=True)
@@ -137,7 +133,7 @@ def animate(scene: bpy.types.Scene, out: Path, frames: int, size: int) -> dict:
     for frame in range(1, frames + 1):
         shutil.copyfile(layout.stylised_file(frame), final / f"{frame:04d}.png")
         images.append(png.read_png_float(layout.stylised_file(frame))[..., :3])
-    temporal.write_gif(out / "animation" / "stylised.gif", images, fps=12)
+    write_gif(out / "animation" / "stylised.gif", images, fps=12)
     (out / "animation" / "figures.json").write_text(
         json.dumps({str(k): v for k, v in figures.items()}, indent=2)
     )

@@ -40,11 +40,19 @@ def manifest_version() -> str:
 
 
 def build_zip(out_dir: Path) -> Path:
-    """Build `stylepass-<version>.zip` into out_dir with Blender's extension tool, then validate it."""
-    from fetch_wheels import fetch
+    """Build `stylepass-<version>.zip` into out_dir with Blender's extension tool, then validate it.
+
+    The core goes in as a wheel built from the sources (`core_wheel`); the manifest excludes the
+    `stylepass_core/` folder itself, so the add-on can only import the core Blender installed from that wheel.
+    """
+    from core_wheel import build_core_wheel
+    from fetch_wheels import fetch, manifest_wheels
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    core = build_core_wheel(ROOT / "wheels")
+    if core not in manifest_wheels():
+        raise SystemExit(f"blender_manifest.toml's wheels do not list ./wheels/{core.name}: add it there")
     fetch()
     tool = [sys.executable, str(blender_ext_tool())]
     _run_tool([*tool, "build", "--source-dir", str(ROOT), "--output-dir", str(out_dir)])

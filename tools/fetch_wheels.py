@@ -2,7 +2,8 @@
 """Fetch the wheels the manifest lists into wheels/ (cached under ~/.cache/stylepass/wheels).
 
 Each name says what to download: `<dist>-<version>-<python>-<abi>-<platform>.whl`, so a pinned manifest
-entry is enough to fetch the exact file for another platform than this one.
+entry is enough to fetch the exact file for another platform than this one. The core's own wheel
+(`stylepass_core-*.whl`) is built from the sources by `core_wheel`, never downloaded.
 """
 
 import os
@@ -11,6 +12,8 @@ import subprocess
 import sys
 import tomllib
 from pathlib import Path
+
+from core_wheel import PACKAGE as CORE_PACKAGE
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("STYLEPASS_CACHE", Path.home() / ".cache" / "stylepass")) / "wheels"
@@ -48,7 +51,7 @@ def fetch() -> list[Path]:
     CACHE.mkdir(parents=True, exist_ok=True)
     wheels = manifest_wheels()
     for target in wheels:
-        if target.is_file():
+        if target.is_file() or target.name.startswith(f"{CORE_PACKAGE}-"):
             continue
         cached = CACHE / target.name
         if not cached.is_file():

@@ -1,21 +1,22 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Blender tests run inside the `bpy` module of the venv's Blender version, with the extension installed
-from a freshly built zip into a throwaway user folder, exactly as an artist installs it."""
+from a freshly built zip into a throwaway user folder, exactly as an artist installs it.
+
+`tools/` and `demo/` come from `pythonpath` in tests/pytest.ini, and so does the repo root: in this process
+`stylepass_core` is the repo's copy, shared by the tests and the installed add-on (one module, one
+identity). That the zip's own wheel serves the core is checked in a fresh Blender (test_extension).
+"""
 
 import importlib
 import shutil
-import sys
 import tempfile
 import warnings
 from pathlib import Path
 
+import blender_harness
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tools"))
-sys.path.insert(0, str(ROOT / "demo"))
-
-import blender_harness  # noqa: E402
 
 _USER = blender_harness.use_throwaway_user_folder()
 _DIST = Path(tempfile.mkdtemp(prefix="stylepass-dist-"))
@@ -27,7 +28,8 @@ ADDON = blender_harness.install_extension(ZIP_PATH)
 
 
 def addon_module(name: str):
-    """A module of the installed extension, e.g. addon_module('addon.scene_passes')."""
+    """A module of the installed extension's Blender side, e.g. addon_module('addon.scene_passes');
+    the core is imported as itself: `from stylepass_core import png`."""
     return importlib.import_module(f"{blender_harness.MODULE}.{name}")
 
 

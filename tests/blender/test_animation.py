@@ -2,22 +2,24 @@
 """Stylised animation: resume, cancel, temporal coherence and the frame-synced compositor."""
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
 import threading
+from dataclasses import replace
 
 import bpy
+import flicker  # demo/ is on sys.path through tests/pytest.ini
 import numpy as np
 from conftest import ROOT, ZIP_PATH, addon_module
 from scenes import animated_scene
 
+from stylepass_core import output_layout, png
+from stylepass_core.settings import CoherenceSettings
+
 animation = addon_module("addon.animation")
 stylise = addon_module("addon.stylise")
-png = addon_module("addon.stylepass_core.png")
-exr = addon_module("addon.stylepass_core.exr")
-flicker = addon_module("addon.stylepass_core.flicker")
-output_layout = addon_module("addon.stylepass_core.output_layout")
 
 
 def _setup(scene, out_dir, frames=4):
@@ -26,21 +28,26 @@ def _setup(scene, out_dir, frames=4):
     scene.cycles.samples = 1
     scene.view_settings.view_transform = "Standard"
     scene.stylepass.output_dir = str(out_dir)
-    scene.stylepass.style_preset = "style_07"
+    scene.stylepass.neural_style.style_preset = "style_07"
     return objects
 
 
 def _run(scene, overwrite=False, temporal_on=True, stop_after=None):
-    style = stylise.StyleOptions.from_scene(scene)
-    style.passes.show_images = False
+    run_settings = stylise.RunSettings.from_scene(scene)
+    run_settings = replace(run_settings, passes=run_settings.passes.replace(show_images=False))
     anim = animation.AnimationOptions(
-        scene.frame_start, scene.frame_end, overwrite=overwrite, temporal=temporal_on
+        scene.frame_start,
+        scene.frame_end,
+        overwrite=overwrite,
+        coherence=CoherenceSettings(temporal_coherence=temporal_on),
     )
     stop = threading.Event()
     summary = animation.AnimationSummary()
-    for _step in animation.animation_steps(
-        scene, bpy.context.view_layer, style, anim, stop=stop, summary=summary
+    for step in animation.animation_steps(
+        scene, bpy.context.view_layer, run_settings, anim, stop=stop, summary=summary
     ):
+        if step.waiting and not stop.is_set():
+            step.job.wait()
         if stop_after is not None and len(summary.stylised) >= stop_after:
             stop.set()
     return summary
@@ -125,8 +132,6 @@ def test_render_animation_from_the_command_line(empty_file, out_dir, tmp_path):
     bpy.ops.wm.save_as_mainfile(filepath=str(blend), copy=True)
     script = textwrap.dedent(
         f"""
-        import sys
-        sys.path.insert(0, {str(ROOT / "tools")!r})
         import blender_harness as h
         h.use_throwaway_user_folder()
         import bpy
@@ -137,7 +142,11 @@ def test_render_animation_from_the_command_line(empty_file, out_dir, tmp_path):
         print("RENDERED")
         """
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=900)
+    # Only tools/ on the path (and not the repo as the working folder): the core comes from the zip's wheel.
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "tools")}
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=900, env=env, cwd=tmp_path
+    )
     assert "RENDERED" in done.stdout, done.stdout[-3000:] + done.stderr[-3000:]
     for frame in (1, 2, 3):
         rendered = png.read_png(tmp_path / "render" / f"frame_{frame:04d}.png")[..., :3].astype(np.int32)

@@ -64,8 +64,7 @@ def test_unsaved_file_falls_back_to_temp_with_warning(empty_file):
     empty_file.stylepass.output_dir = "//stylepass/"
     assert bpy.data.filepath == ""
     scene_passes = __import__("conftest").addon_module("addon.scene_passes")
-    options = scene_passes.PassOptions.from_scene(empty_file)
-    options.show_images = False
+    options = scene_passes.PassOptions(output_dir=empty_file.stylepass.output_dir, show_images=False)
     result = scene_passes.render_passes(empty_file, bpy.context.view_layer, options)
     assert result.warnings and "not saved" in result.warnings[0]
     assert result.json_path.is_file()

@@ -17,9 +17,10 @@ import pytest
 from conftest import ROOT, addon_module, diff_snapshots, scene_snapshot
 from scenes import known_scene
 
-engine_host = addon_module("addon.engine_host")
+from stylepass_core import png
+
+runtime = addon_module("addon.runtime")
 compositor = addon_module("addon.compositor")
-png = addon_module("addon.stylepass_core.png")
 
 PYTHON = os.environ.get("STYLEPASS_DIFFUSION_PYTHON", "")
 pytestmark = pytest.mark.skipif(
@@ -33,16 +34,15 @@ def tiny_models(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny-models")
     script = textwrap.dedent(
         f"""
-        import sys
         from pathlib import Path
-        sys.path.insert(0, {str(ROOT / "tests" / "diffusion")!r})
         import tiny_models as t
         out = Path({str(folder)!r})
         pipe = t.save_sd15_folder(out / "tiny-sd15")
         t.save_controlnet(out / "tiny-controlnet-depth", pipe.unet, seed=1)
         """
     )
-    subprocess.run([PYTHON, "-c", script], check=True, capture_output=True, timeout=600)
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests" / "diffusion")}
+    subprocess.run([PYTHON, "-c", script], check=True, capture_output=True, timeout=600, env=env)
     return folder
 
 
@@ -52,7 +52,7 @@ def prefs():
     saved = (prefs.engine_location, prefs.python_path, prefs.device)
     prefs.engine_location, prefs.python_path, prefs.device = "PYTHON", PYTHON, "cpu"
     yield prefs
-    engine_host.release_memory()
+    runtime.RUNTIME.release()
     prefs.engine_location, prefs.python_path, prefs.device = saved
 
 
@@ -65,12 +65,13 @@ def _diffusion_scene(empty_file, out_dir, models):
     s = scene.stylepass
     s.output_dir = str(out_dir)
     s.engine = "DIFFUSION"
-    s.model = str(models / "tiny-sd15")
-    s.prompt = "a watercolour castle"
-    s.steps = 2
-    s.denoise = 0.6
     s.seed = 5
-    control = s.controls.add()
+    d = s.diffusion
+    d.model = str(models / "tiny-sd15")
+    d.prompt = "a watercolour castle"
+    d.steps = 2
+    d.denoise = 0.6
+    control = d.controls.add()
     control.map, control.model, control.weight = "depth", str(models / "tiny-controlnet-depth"), 0.8
     return scene
 
@@ -81,9 +82,10 @@ def test_stylise_through_a_local_worker_and_f12_shows_it(empty_file, out_dir, ti
     folder = out_dir / scene.name / "stylised"
     record = json.loads((folder / "0001.json").read_text())
     assert record["engine"] == "DIFFUSION"
-    assert record["request"]["params"]["controlnet.depth.weight"] == pytest.approx(0.8)
+    values = record["request"]["settings"]["values"]
+    assert values["controls"][0]["weight"] == pytest.approx(0.8) and values["denoise"] == pytest.approx(0.6)
     assert record["result"]["worker"]["job"]
-    pids = [w.pid for w in engine_host._workers.values()]
+    pids = [w.pid for w in runtime.RUNTIME.workers.values()]
     assert len(pids) == 1 and pids[0] is not None and pids[0] != os.getpid()
 
     stylised = png.read_png(folder / "0001.png")[..., :3].astype(int)
@@ -99,7 +101,7 @@ def test_stylise_through_a_local_worker_and_f12_shows_it(empty_file, out_dir, ti
 
     # Release Memory stops the worker process.
     assert bpy.ops.stylepass.release_memory() == {"FINISHED"}
-    assert not engine_host._workers
+    assert not runtime.RUNTIME.workers
     assert (
         not os.path.exists(f"/proc/{pids[0]}") or "zombie" in open(f"/proc/{pids[0]}/status").read().lower()
     )
@@ -127,7 +129,7 @@ def test_missing_python_or_model_is_reported_before_rendering(empty_file, out_di
     with pytest.raises(RuntimeError, match="does not exist"):
         bpy.ops.stylepass.stylise()
     prefs.python_path = PYTHON
-    scene.stylepass.model = ""
+    scene.stylepass.diffusion.model = ""
     with pytest.raises(RuntimeError, match="needs a model"):
         bpy.ops.stylepass.stylise()
     assert not (out_dir / scene.name).exists()
@@ -137,7 +139,7 @@ def test_missing_python_or_model_is_reported_before_rendering(empty_file, out_di
 def remote_worker(tiny_models):
     """A worker started by hand, as on a GPU box, on loopback with a token."""
     token = "test-token-" + os.urandom(8).hex()
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "addon"))
+    env = dict(os.environ, PYTHONPATH=str(ROOT))  # a GPU box pip-installs the core's wheel instead
     process = subprocess.Popen(
         [
             PYTHON,
@@ -172,6 +174,10 @@ def test_remote_worker_and_a_worker_that_died(empty_file, out_dir, tiny_models, 
         assert bpy.ops.stylepass.stylise() == {"FINISHED"}
         record = json.loads((out_dir / scene.name / "stylised" / "0001.json").read_text())
         assert record["result"]["worker"]["url"].rstrip("/") == url.rstrip("/")
+        # One client (and connection pool) per remote worker, kept between frames.
+        clients = list(runtime.RUNTIME.remote_clients.values())
+        assert bpy.ops.stylepass.stylise() == {"FINISHED"}
+        assert list(runtime.RUNTIME.remote_clients.values()) == clients and len(clients) == 1
         # Wrong token: refused with a clear message.
         prefs.remote_token = "wrong"
         with pytest.raises(RuntimeError, match=r"(?i)token|401|unauthori"):
@@ -196,14 +202,63 @@ def test_animation_with_diffusion_starts_from_the_warped_previous_frame(
     scene = _diffusion_scene(empty_file, out_dir, tiny_models)
     animated_scene(scene, frames=3)
     scene.stylepass.keyframe_interval = 0
-    scene.stylepass.steps = 4
+    scene.stylepass.diffusion.steps = 4
     assert bpy.ops.stylepass.stylise_animation() == {"FINISHED"}
     folder = out_dir / scene.name / "stylised"
     records = [json.loads((folder / f"{f:04d}.json").read_text()) for f in (1, 2, 3)]
     assert records[0]["postprocess"]["keyframe"] == "first"
-    assert records[0]["request"]["params"]["denoise"] == pytest.approx(0.6)
+    assert records[0]["request"]["settings"]["values"]["denoise"] == pytest.approx(0.6)
     for record in records[1:]:
         if record["postprocess"]["keyframe"] is None:
-            assert record["request"]["params"]["denoise"] <= 0.45
+            assert record["request"]["settings"]["values"]["denoise"] <= 0.45
             assert record["request"]["seed"] == records[0]["request"]["seed"]
     assert any(r["postprocess"]["keyframe"] is None for r in records[1:])
+
+
+def test_every_diffusion_feature_is_reachable_from_python(empty_file, out_dir, tiny_models, prefs):
+    """LoRA, IP-Adapter, VAE, precision, offload... existed in the engine but nothing in Blender could set them;
+    the prompt style presets could never be chosen. Each now reaches the request the worker gets."""
+    scene = _diffusion_scene(empty_file, out_dir, tiny_models)
+    d = scene.stylepass.diffusion
+    reference = bpy.data.images.new("Reference", 64, 64)
+    d.style_preset = "watercolour"
+    d.vae = "my/vae"
+    d.dtype = "float32"
+    d.vae_tiling = True
+    d.ip_adapter_model = "my/ip-adapter"
+    d.ip_adapter_image = reference
+    d.ip_adapter_scale = 0.3
+    lora = d.loras.add()
+    lora.file, lora.weight = "/loras/ink.safetensors", 0.7
+    run = addon_module("addon.stylise").RunSettings.from_scene(scene, prefs)
+    settings = run.engine
+    assert (settings.style_preset, settings.vae, settings.dtype, settings.vae_tiling) == (
+        "watercolour",
+        "my/vae",
+        "float32",
+        True,
+    )
+    assert settings.ip_adapter == (
+        "my/ip-adapter",
+        "models",
+        "ip-adapter_sd15.safetensors",
+        pytest.approx(0.3),
+    )
+    assert settings.ip_adapter_image == "Reference" and run.images["ip_adapter_image"] == reference
+    assert settings.active_loras[0].file == "/loras/ink.safetensors" and settings.device == "cpu"
+    # Detail Scale belongs to neural style only: changing it leaves the diffusion request alone.
+    scene.stylepass.neural_style.detail_scale = 0.5
+    assert addon_module("addon.stylise").RunSettings.from_scene(scene, prefs).engine == settings
+
+
+def test_an_unlocked_seed_is_stored_only_when_the_frame_succeeds(empty_file, out_dir, tiny_models, prefs):
+    scene = _diffusion_scene(empty_file, out_dir, tiny_models)
+    scene.stylepass.seed_locked = False
+    scene.stylepass.diffusion.controls[0].model = str(out_dir / "no-such-controlnet")
+    with pytest.raises(RuntimeError):
+        bpy.ops.stylepass.stylise()
+    assert scene.stylepass.seed == 5  # the failed run chose a seed but did not write it into the scene
+    scene.stylepass.diffusion.controls[0].model = str(tiny_models / "tiny-controlnet-depth")
+    assert bpy.ops.stylepass.stylise() == {"FINISHED"}
+    record = json.loads((out_dir / scene.name / "stylised" / "0001.json").read_text())
+    assert scene.stylepass.seed == record["request"]["seed"] != 5

@@ -1,13 +1,18 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Panels cannot be drawn without a window; draw them into a recording layout that checks every property and
-operator they name really exists, for every engine and style source."""
+operator they name really exists, for every engine and style source, and that every settings field has a
+control somewhere."""
 
 import bpy
 import pytest
 from conftest import addon_module
 
+from stylepass_core.engines.diffusion.presets import PRESETS
+from stylepass_core.settings import SCENE_GROUPS, engine_settings
+
 panels = addon_module("panels")
 settings_module = addon_module("addon.settings")
+properties = addon_module("addon.properties")
 
 
 class RecordingLayout:
@@ -22,6 +27,7 @@ class RecordingLayout:
     def prop(self, data, name, **kwargs):
         assert data.bl_rna.properties.get(name) is not None, f"{type(data).__name__} has no property {name!r}"
         self.calls.append(("prop", name))
+        DRAWN.add((data.bl_rna.identifier, name))
 
     def template_ID(self, data, name, **kwargs):
         self.prop(data, name)
@@ -55,28 +61,35 @@ class Panel:
         self.layout = layout
 
 
-@pytest.mark.parametrize("engine", ["NEURAL_STYLE", "DIFFUSION"])
-@pytest.mark.parametrize("source", ["PRESET", "BLEND", "IMAGE"])
-def test_every_panel_draws_with_existing_names(empty_file, engine, source):
-    scene = empty_file
-    scene.stylepass.engine = engine
-    scene.stylepass.style_source = source
-    if engine == "DIFFUSION":
-        settings_module.apply_diffusion_preset(scene.stylepass, "SD15_DEPTH_LINEART")
-    obj = bpy.data.objects.new("Thing", bpy.data.meshes.new("Thing"))
-    scene.collection.objects.link(obj)
-    bpy.context.view_layer.objects.active = obj
+# (property group class name, property name) of every control any panel drew, over every case below.
+DRAWN: set[tuple[str, str]] = set()
+SOURCES = ["PRESET", "BLEND", "IMAGE"]
+
+
+def _draw_every_panel(context) -> None:
     for panel_class in panels.classes:
         calls = []
         panel = Panel(RecordingLayout(calls))
-        for name, value in vars(panel_class).items():
-            if name.startswith("_") and callable(value) and name != "__init__":
-                setattr(panel, name, value.__get__(panel))
         for base in panel_class.__mro__:
             if "_split" in vars(base):
                 panel._split = vars(base)["_split"].__get__(panel)
-        panel_class.draw(panel, bpy.context)
+        panel_class.draw(panel, context)
         assert calls, panel_class.__name__
+
+
+@pytest.mark.parametrize("engine", [cls.ENGINE for cls in engine_settings()])
+@pytest.mark.parametrize("source", SOURCES)
+def test_every_panel_draws_with_existing_names(empty_file, engine, source):
+    scene = empty_file
+    scene.stylepass.engine = engine
+    scene.stylepass.neural_style.style_source = source
+    if engine == "DIFFUSION":
+        settings_module.apply_diffusion_preset(scene.stylepass, "SD15_DEPTH_LINEART")
+        bpy.ops.stylepass.lora_add()
+    obj = bpy.data.objects.new("Thing", bpy.data.meshes.new("Thing"))
+    scene.collection.objects.link(obj)
+    bpy.context.view_layer.objects.active = obj
+    _draw_every_panel(bpy.context)
     prefs = bpy.context.preferences.addons[panels.__package__.rpartition(".")[0]].preferences
     for location in ("MANAGED", "PYTHON", "REMOTE"):
         prefs.engine_location = location
@@ -84,6 +97,33 @@ def test_every_panel_draws_with_existing_names(empty_file, engine, source):
         type(prefs).draw(_PrefsProxy(prefs, RecordingLayout(calls)), bpy.context)
         assert ("operator", "stylepass.release_memory") in calls
     prefs.engine_location = "MANAGED"
+
+
+def test_every_setting_has_a_control(empty_file):
+    """Runs after the drawing cases above: a settings field no panel draws is unreachable for the artist."""
+    if len(DRAWN) == 0:
+        pytest.skip("run with the drawing cases")
+    missing = []
+    groups = [(settings_module.StylepassSceneSettings, cls) for cls in SCENE_GROUPS]
+    pending = [(properties.group_for(cls), cls) for cls in engine_settings()]
+    while pending:
+        group, cls = pending.pop()
+        groups.append((group, cls))
+        pending += [
+            (properties.group_for(spec.item), spec.item) for _, _, spec, _ in cls.specs() if spec.item
+        ]
+    for group, cls in groups:
+        for name, _, spec, _ in cls.specs():
+            if spec.item is not None or name in getattr(cls, "HOST_FIELDS", ()):
+                continue  # lists are drawn item by item (their fields are checked); host fields below
+            if (group.bl_rna.identifier, name) not in DRAWN:
+                missing.append(f"{cls.__name__}.{name}")
+    prefs = bpy.context.preferences.addons[panels.__package__.rpartition(".")[0]].preferences
+    for cls in engine_settings():
+        for name in cls.HOST_FIELDS:
+            if (prefs.bl_rna.identifier, name) not in DRAWN:
+                missing.append(f"{cls.__name__}.{name} (preferences)")
+    assert not missing, f"settings without a control in any panel: {missing}"
 
 
 class _PrefsProxy:
@@ -99,10 +139,17 @@ class _PrefsProxy:
 
 def test_diffusion_presets_fill_the_settings(empty_file):
     settings = empty_file.stylepass
-    for key in settings_module.DIFFUSION_PRESETS:
+    settings.diffusion.prompt = "a watercolour village"
+    for key in PRESETS:
         bpy.ops.stylepass.diffusion_preset(preset=key)
-        assert settings.engine == "DIFFUSION" and settings.model and len(settings.controls) >= 1
+        diffusion = settings.diffusion
+        assert settings.engine == "DIFFUSION" and diffusion.model and len(diffusion.controls) >= 1
+        assert diffusion.prompt == "a watercolour village"
     bpy.ops.stylepass.control_add(map="normal")
-    assert settings.controls[-1].map == "normal"
-    bpy.ops.stylepass.control_remove(index=len(settings.controls) - 1)
-    assert all(c.map != "normal" for c in settings.controls)
+    assert settings.diffusion.controls[-1].map == "normal"
+    bpy.ops.stylepass.control_remove(index=len(settings.diffusion.controls) - 1)
+    assert all(c.map != "normal" for c in settings.diffusion.controls)
+    bpy.ops.stylepass.lora_add()
+    settings.diffusion.loras[0].file = "/loras/ink.safetensors"
+    bpy.ops.stylepass.lora_remove(index=0)
+    assert len(settings.diffusion.loras) == 0

@@ -9,10 +9,9 @@ import pytest
 from conftest import addon_module, diff_snapshots, scene_snapshot
 from scenes import HEIGHT, WIDTH, known_scene
 
+from stylepass_core import conditioning, exr, png
+
 scene_passes = addon_module("addon.scene_passes")
-conditioning = addon_module("addon.stylepass_core.conditioning")
-png = addon_module("addon.stylepass_core.png")
-exr = addon_module("addon.stylepass_core.exr")
 
 
 def _erode(mask, steps=1):
@@ -60,7 +59,7 @@ def test_layout_and_record(rendered):
     assert record["resolution"] == [WIDTH, HEIGHT]
     assert record["camera"]["name"] == "Camera"
     assert record["camera"]["lens_mm"] == pytest.approx(50.0)
-    assert record["settings"]["samples"] == 2
+    assert record["settings"]["pass_samples"] == 2
     assert sorted(index_of) == ["Box", "Sphere", "Wall"]
     for name in ("beauty", "depth", "normal", "lineart", "segmentation", "object_index", "vector"):
         image = bpy.data.images.get(f"Stylepass {name}")
@@ -153,7 +152,9 @@ def test_settings_restored_when_the_render_fails(empty_file, out_dir, monkeypatc
 
     monkeypatch.setattr(scene_passes, "_set_image_format", broken)
     with pytest.raises(scene_passes.StylepassError, match="simulated"):
-        scene_passes.render_passes(scene, bpy.context.view_layer, scene_passes.PassOptions(str(out_dir)))
+        scene_passes.render_passes(
+            scene, bpy.context.view_layer, scene_passes.PassOptions(output_dir=str(out_dir))
+        )
     assert diff_snapshots(before, scene_snapshot(scene)) == []
     assert not list((out_dir / scene.name / "passes").glob("*/0001.png"))
 
@@ -162,7 +163,9 @@ def test_resolution_scale_and_other_frame(empty_file, out_dir):
     scene = empty_file
     known_scene(scene)
     scene.frame_current = 3
-    options = scene_passes.PassOptions(str(out_dir), resolution_scale=50.0, samples=1, show_images=False)
+    options = scene_passes.PassOptions(
+        output_dir=str(out_dir), resolution_scale=50.0, pass_samples=1, show_images=False
+    )
     result = scene_passes.render_passes(scene, bpy.context.view_layer, options, frame=7)
     assert (result.width, result.height) == (WIDTH // 2, HEIGHT // 2)
     assert result.maps["depth"].shape == (HEIGHT // 2, WIDTH // 2)

@@ -9,12 +9,11 @@ import pytest
 from conftest import addon_module, diff_snapshots, scene_snapshot
 from scenes import HEIGHT, WIDTH, known_scene
 
+from stylepass_core import engine_api, exr, png
+
 compositor = addon_module("addon.compositor")
 display_colour = addon_module("addon.display_colour")
 stylise = addon_module("addon.stylise")
-png = addon_module("addon.stylepass_core.png")
-exr = addon_module("addon.stylepass_core.exr")
-engine_api = addon_module("addon.stylepass_core.engine_api")
 
 
 def _scene(empty_file, out_dir):
@@ -24,7 +23,7 @@ def _scene(empty_file, out_dir):
     scene.cycles.samples = 2
     scene.cycles.device = "CPU"
     scene.stylepass.output_dir = str(out_dir)
-    scene.stylepass.style_preset = "style_07"
+    scene.stylepass.neural_style.style_preset = "style_07"
     return scene, objects
 
 
@@ -68,7 +67,8 @@ def test_stylise_writes_image_record_and_group(empty_file, out_dir):
     beauty = png.read_png(out_dir / scene.name / "passes" / "beauty" / "0001.png")[..., :3]
     assert np.abs(image.astype(int) - beauty.astype(int)).mean() > 10, "the style must change the picture"
     assert record["engine"] == "NEURAL_STYLE"
-    assert record["request"]["style"] == "style_07" and record["request"]["strength"] == 1.0
+    assert record["request"]["settings"]["values"]["style_preset"] == "style_07"
+    assert record["frame"]["strength"] == 1.0
     assert record["result"]["versions"]["onnxruntime"]
     assert record["timings"]["engine"] > 0
     assert record["context"]["frame"] == 1 and record["context"]["passes_reused"] is False
@@ -106,10 +106,10 @@ def test_rerun_shows_the_new_result_in_f12(empty_file, out_dir, tmp_path):
     first = _f12(scene, tmp_path / "first.png")
     group = bpy.data.node_groups[compositor.GROUP_NAME]
     inside = {node.name: node.as_pointer() for node in group.nodes}
-    scene.stylepass.style_preset = "style_12"
+    scene.stylepass.neural_style.style_preset = "style_12"
     bpy.ops.stylepass.stylise()
     stylised, record = _stylised(out_dir, scene)
-    assert record["request"]["style"] == "style_12"
+    assert record["request"]["settings"]["values"]["style_preset"] == "style_12"
     second = _f12(scene, tmp_path / "second.png")
     assert np.abs(second - first).mean() > 5, "F12 still shows the first result"
     assert np.abs(second - stylised.astype(np.int32)).max() <= 2
@@ -131,7 +131,7 @@ def test_a_changed_group_inside_is_rebuilt(empty_file, out_dir):
 def test_passes_kept_in_memory_follow_the_files(empty_file, out_dir):
     scene, _ = _scene(empty_file, out_dir)
     view_layer = bpy.context.view_layer
-    options = stylise.StyleOptions.from_scene(scene)
+    options = stylise.RunSettings.from_scene(scene)
     first = stylise.prepare(scene, view_layer, options).passes
     again = stylise.prepare(scene, view_layer, options).passes
     assert again.reused and again.maps["beauty"] is first.maps["beauty"]  # from memory: no file read
@@ -224,7 +224,7 @@ def test_f12_at_factor_one_matches_the_stylised_png(empty_file, out_dir, tmp_pat
     # when a visible share of the image is out of its reach.
     display = stylised.astype(np.float32) / 255.0
     reachable = display_colour.inverse_view(scene).distance_at(display, worst=True) <= 1.0 / 255.0
-    warnings = display_colour.compositor_pixels(scene, display)[2]
+    warnings = _compositor_pixels(scene, display)[2]
     if view in ("Standard", "Filmic"):
         assert reachable.mean() > 0.99, (view, reachable.mean())
     if reachable.mean() < 0.995:
@@ -250,7 +250,7 @@ def test_mask_keeps_excluded_objects_as_rendered(empty_file, out_dir):
     beauty = png.read_png(passes / "beauty" / "0001.png")[..., :3].astype(int)
     index = png.read_png(passes / "object_index" / "0001.png")[..., 0]
     box = {e["name"]: e["index"] for e in json.loads((passes / "0001.json").read_text())["objects"]}["Box"]
-    assert record["request"]["exclude_objects"] == [box]
+    assert record["frame"]["object_filter"] == "EXCLUDE" and record["selection"] == [box]
     inside = index == box
     assert np.abs(stylised[inside].astype(int) - beauty[inside]).max() <= 1
     assert np.abs(stylised[~inside].astype(int) - beauty[~inside]).mean() > 10
@@ -266,12 +266,12 @@ def _expect_error(scene, match):
 
 def test_missing_style_image(empty_file, out_dir):
     scene, _ = _scene(empty_file, out_dir)
-    scene.stylepass.style_source = "IMAGE"
-    _expect_error(scene, "no style image is set")
+    scene.stylepass.neural_style.style_source = "IMAGE"
+    _expect_error(scene, r"Style Image is needed \(Style Source is Image\)")
     image = bpy.data.images.new("Painting", 4, 4)
     image.source = "FILE"
     image.filepath = str(out_dir / "gone.png")
-    scene.stylepass.style_image = image
+    scene.stylepass.neural_style.style_image = image
     _expect_error(scene, "has no pixels")
     assert not (out_dir / scene.name).exists()
 
@@ -293,3 +293,10 @@ def test_unwritable_output_folder(empty_file, out_dir, tmp_path):
     blocker.write_text("x")
     scene.stylepass.output_dir = str(blocker)
     _expect_error(scene, "Cannot write to the output folder")
+
+
+def _compositor_pixels(scene, display_rgb):
+    """(scene-linear float32 pixels, colour space, warnings) for `display_rgb` under the scene's view."""
+    target = display_colour.compositor_target(scene)
+    pixels, warnings = target.convert(display_rgb)
+    return pixels.astype(np.float32), target.colour_space, warnings

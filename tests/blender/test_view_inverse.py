@@ -11,9 +11,9 @@ import pytest
 from conftest import addon_module, diff_snapshots, scene_snapshot
 from scenes import HEIGHT, WIDTH, known_scene
 
+from stylepass_core import png, view_inverse
+
 display_colour = addon_module("addon.display_colour")
-view_inverse = addon_module("addon.stylepass_core.view_inverse")
-png = addon_module("addon.stylepass_core.png")
 
 COMPOSITOR_IS_GROUP = bpy.app.version >= (5, 0, 0)
 
@@ -141,7 +141,7 @@ def test_f12_render_matches_the_stylised_image(scene, tmp_path, case):
     before = scene_snapshot(scene)
     datablocks = (set(bpy.data.scenes), set(bpy.data.images))
     started = time.perf_counter()
-    pixels, colour_space, warnings = display_colour.compositor_pixels(scene, source)
+    pixels, colour_space, warnings = _compositor_pixels(scene, source)
     seconds = time.perf_counter() - started
     # The artist's settings are untouched and the probe leaves nothing behind.
     assert diff_snapshots(before, scene_snapshot(scene)) == []
@@ -175,7 +175,7 @@ def test_inverse_is_cached_on_disk(scene, monkeypatch):
     assert (display_colour.cache_folder() / f"{key}.npy").is_file()
 
     # A new session: nothing in memory, and building is not an option.
-    monkeypatch.setattr(display_colour, "_LOADED", {})
+    monkeypatch.setattr(addon_module("addon.runtime").RUNTIME, "inverse_views", {})
 
     def no_build(*args, **kwargs):
         raise AssertionError("rebuilt although the disk cache holds this inverse")
@@ -206,7 +206,7 @@ def test_cache_key_follows_every_colour_setting(scene):
 def test_false_color_warns_instead_of_inverting(scene):
     set_colour_management(scene, "False Color", "None", 0.0, 1.0, False)
     source = stylised_image()
-    pixels, colour_space, warnings = display_colour.compositor_pixels(scene, source)
+    pixels, colour_space, warnings = _compositor_pixels(scene, source)
     assert warnings and "False Color" in warnings[0]
     assert colour_space == "sRGB"
     # Unconverted: the levels of the stylised PNG, as a half-float EXR holds them.
@@ -219,15 +219,15 @@ def test_saturated_colours_the_view_cannot_show_are_reported(scene):
     primaries[:, : WIDTH // 3, 0] = 1.0
     primaries[:, WIDTH // 3 : 2 * WIDTH // 3, 1] = 1.0
     primaries[:, 2 * WIDTH // 3 :, 2] = 1.0
-    _, _, warnings = display_colour.compositor_pixels(scene, primaries)
+    _, _, warnings = _compositor_pixels(scene, primaries)
     assert any("cannot show" in warning for warning in warnings)
 
 
 def test_bad_pixels_are_refused(scene):
     with pytest.raises(ValueError, match="H, W, 3"):
-        display_colour.compositor_pixels(scene, np.zeros((4, 4), np.float32))
+        _compositor_pixels(scene, np.zeros((4, 4), np.float32))
     with pytest.raises(ValueError, match="NaN"):
-        display_colour.compositor_pixels(scene, np.full((4, 4, 3), np.nan, np.float32))
+        _compositor_pixels(scene, np.full((4, 4, 3), np.nan, np.float32))
 
 
 def test_a_view_beyond_the_half_float_range_keeps_full_floats(scene):
@@ -240,3 +240,10 @@ def test_a_view_beyond_the_half_float_range_keeps_full_floats(scene):
     assert pixels.dtype == np.float32 and np.isfinite(pixels).all() and pixels.max() > 65504
     expected = target.inverse.apply(png.to_uint8(source).astype(np.float32) / 255)
     np.testing.assert_array_equal(pixels, expected)
+
+
+def _compositor_pixels(scene, display_rgb):
+    """(scene-linear float32 pixels, colour space, warnings) for `display_rgb` under the scene's view."""
+    target = display_colour.compositor_target(scene)
+    pixels, warnings = target.convert(display_rgb)
+    return pixels.astype(np.float32), target.colour_space, warnings

@@ -3,21 +3,17 @@
 
 Run with the diffusion venv (torch, diffusers); without those packages every test here is skipped. Markers:
 `gpu` (needs CUDA) and `real_weights` (needs real model files under $STYLEPASS_REAL_WEIGHTS) are skipped by
-default; `slow` is handled by the root conftest (`--runslow`).
+default.
 """
 
 import os
 import shutil
-import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "addon"))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 HAVE_TORCH = all(
     __import__("importlib.util").util.find_spec(name) is not None
@@ -166,16 +162,29 @@ def scene(height: int = 64, width: int = 64) -> tuple[np.ndarray, dict[str, np.n
 
 @pytest.fixture
 def make_request(tiny: TinyModels):
-    """`make_request(seed=0, size=(64, 64), **params)` -> a StyleRequest on the tiny SD1.5 folder, 2 steps."""
-    from stylepass_core.engine_api import StyleRequest
+    """`make_request(seed=0, size=(64, 64), request_fields=None, **values)` -> a StyleRequest on the tiny SD1.5
+    folder, 2 steps; `values` are `DiffusionSettings` fields (None drops one back to its default).
 
-    def make(seed: int = 0, size: tuple[int, int] = (64, 64), request_fields: dict | None = None, **params):
+    Text to image with Euler a unless `values` say otherwise (the settings' own defaults are image to image
+    with DPM++ 2M Karras): the tests compare against that plain run.
+    """
+    from stylepass_core.engine_api import StyleRequest
+    from stylepass_core.engines.diffusion import DiffusionSettings
+
+    def make(seed: int = 0, size: tuple[int, int] = (64, 64), request_fields: dict | None = None, **values):
         beauty, controls = scene(*size)
-        values = {"model": str(tiny.sd15), "prompt": "a red house by a lake", "steps": 2, "guidance": 5.0}
-        values.update(params)
-        values = {k: v for k, v in values.items() if v is not None}
+        fields = {
+            "model": str(tiny.sd15),
+            "prompt": "a red house by a lake",
+            "steps": 2,
+            "guidance": 5.0,
+            "denoise": 1.0,
+            "scheduler": "euler_a",
+        }
+        fields.update(values)
+        settings = DiffusionSettings(**{k: v for k, v in fields.items() if v is not None})
         return StyleRequest(
-            beauty=beauty, controls=controls, seed=seed, params=values, **(request_fields or {})
+            beauty=beauty, settings=settings, controls=controls, seed=seed, **(request_fields or {})
         )
 
     return make

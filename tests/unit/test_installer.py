@@ -6,6 +6,7 @@ import threading
 import zipfile
 
 import pytest
+
 from stylepass_core.engine_api import Aborted
 from stylepass_core.worker import installer
 
@@ -89,6 +90,10 @@ def test_cancel_removes_the_half_made_venv(tmp_path, wheels):
 def test_requirements_file_pins_torch_and_reads_cleanly():
     lines = installer.read_requirements()
     assert "torch==2.13.0" in lines and all("#" not in line for line in lines)
+
+
+def test_torch_index_args_add_the_users_index_only_when_given():
+    assert installer.torch_index_args() == []
     assert installer.torch_index_args(index_url="") == []
     assert installer.torch_index_args(index_url="https://example.invalid/whl") == [
         "--extra-index-url",

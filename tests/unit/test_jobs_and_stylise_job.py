@@ -1,29 +1,44 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
+"""The frame writer (engine -> Stylepass's mix with the render -> PNG and record), background jobs, and
+the contact sheet."""
+
 import json
 import threading
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
-from stylepass_core import engine_api, png
-from stylepass_core.contact_sheet import contact_sheet, text_mask
+from contact_sheet import contact_sheet, text_mask  # demo/ is on the tests' pythonpath
+
+from stylepass_core import engine_api, imageops, png, settings
 from stylepass_core.engine_api import Aborted, Engine, StyleRequest, StyleResult
 from stylepass_core.jobs import BackgroundJob
-from stylepass_core.stylise_job import array_digest, stylise_frame
+from stylepass_core.settings import EngineSettings, FrameSettings, setting
+from stylepass_core.stylise_job import RECORD_FORMAT, Finish, array_digest, stylise_frame
+
+
+@dataclass(frozen=True)
+class InvertSettings(EngineSettings):
+    ENGINE = "TEST_INVERT"
+    LABEL = "Invert"
+    DESCRIPTION = "Test engine that inverts the beauty"
+    PROPERTY = "test_invert"
+
+    gain: float = setting(1.0, "Gain", "Recorded, not used", min=0.0, max=2.0)
+    picture: str = setting("", "Picture", "A picture that travels with the request", image=True)
 
 
 class InvertEngine(Engine):
     """A tiny engine for plumbing tests: inverts the beauty, in two progress steps, honouring abort."""
 
-    id = "TEST_INVERT"
+    id = InvertSettings.ENGINE
     label = "Invert (test)"
+    settings_type = InvertSettings
     started = threading.Event()
     proceed = threading.Event()
 
     def available(self):
         return True, ""
-
-    def styles(self):
-        return [("x", "X")]
 
     def run(self, request, progress=None, abort=None):
         progress.update(0, 2, "thinking")
@@ -41,27 +56,95 @@ def registered():
     InvertEngine.proceed.clear()
     yield
     engine_api.ENGINES.pop(InvertEngine.id, None)
+    settings.SETTINGS.pop(InvertSettings.ENGINE, None)
     engine_api.release_engines()
 
 
-def _request():
-    beauty = np.linspace(0, 1, 4 * 6 * 3, dtype=np.float32).reshape(4, 6, 3)
-    return StyleRequest(beauty=beauty, style="x", seed=7, strength=0.8)
+def _beauty() -> np.ndarray:
+    return np.linspace(0, 1, 4 * 6 * 3, dtype=np.float32).reshape(4, 6, 3)
+
+
+def _request(**overrides) -> StyleRequest:
+    values = {"beauty": _beauty(), "settings": InvertSettings(gain=0.5), "seed": 7}
+    values.update(overrides)
+    return StyleRequest(**values)
+
+
+# -- stylise_frame ------------------------------------------------------------------------------------------
 
 
 def test_stylise_frame_writes_png_and_reproducible_record(tmp_path):
     InvertEngine.proceed.set()
     frame = stylise_frame(
-        "TEST_INVERT", _request(), tmp_path / "s" / "0001.png", tmp_path / "s" / "0001.json", {"frame": 1}
+        _request(), tmp_path / "s" / "0001.png", tmp_path / "s" / "0001.json", context={"frame": 1}
     )
-    np.testing.assert_allclose(png.read_png_float(frame.png_path), 1.0 - _request().beauty, atol=0.5 / 255)
+    np.testing.assert_allclose(png.read_png_float(frame.png_path), 1.0 - _beauty(), atol=0.5 / 255)
     record = json.loads(frame.json_path.read_text())
-    assert record["engine"] == "TEST_INVERT"
-    assert record["request"]["seed"] == 7 and record["request"]["strength"] == 0.8
+    assert record == frame.record
+    assert record["format"] == RECORD_FORMAT == 2
+    assert record["engine"] == "TEST_INVERT"  # from the request's settings: no separate engine argument
+    assert record["request"]["seed"] == 7
+    assert record["request"]["settings"] == {
+        "engine": "TEST_INVERT",
+        "schema": 1,
+        "values": {"gain": 0.5, "picture": ""},
+    }
+    assert record["frame"] is None and record["image_digests"] == {} and "style_image_digest" not in record
+    assert record["result"] == {"engine": "TEST_INVERT"}
     assert record["context"] == {"frame": 1} and record["image"] == "0001.png"
-    assert record["timings"]["engine"] >= 0
-    rebuilt = StyleRequest.from_parts(record["request"], {"beauty": _request().beauty})
-    assert rebuilt.seed == 7 and rebuilt.style == "x"
+    assert record["postprocess"] is None
+    assert record["timings"]["engine"] >= 0 and record["timings"]["write"] >= 0
+    rebuilt = StyleRequest.from_parts(record["request"], {"beauty": _beauty()})
+    assert rebuilt.seed == 7 and rebuilt.settings == InvertSettings(gain=0.5)
+
+
+def test_stylise_frame_runs_the_engine_the_settings_name(tmp_path):
+    calls = []
+
+    def runner(engine_id, request, progress, abort):
+        calls.append(engine_id)
+        return StyleResult(request.beauty, {"engine": engine_id, "where": "elsewhere"})
+
+    frame = stylise_frame(_request(), tmp_path / "a.png", tmp_path / "a.json", runner=runner)
+    assert calls == ["TEST_INVERT"] and frame.record["result"]["where"] == "elsewhere"
+    assert not InvertEngine.started.is_set()  # the runner ran it, not this process
+
+
+def test_stylise_frame_records_the_images_the_request_carried(tmp_path):
+    InvertEngine.proceed.set()
+    picture = np.random.default_rng(2).random((9, 7, 3), dtype=np.float32)
+    request = _request(settings=InvertSettings(picture="Painting"), images={"picture": picture})
+    frame = stylise_frame(request, tmp_path / "a.png", tmp_path / "a.json")
+    record = json.loads(frame.json_path.read_text())
+    # The pixels are not stored; a digest tells which picture was used, and the header which name it had.
+    assert record["image_digests"] == {"picture": array_digest(picture)}
+    assert record["request"]["images"] == ["picture"]
+    assert record["request"]["settings"]["values"]["picture"] == "Painting"
+    rebuilt = StyleRequest.from_parts(record["request"], {"beauty": _beauty(), "image.picture": picture})
+    assert rebuilt.settings == request.settings
+
+
+def test_stylise_frame_applies_the_finish_before_postprocess_and_records_it(tmp_path):
+    InvertEngine.proceed.set()
+    beauty = _beauty()
+    finish = Finish(FrameSettings(strength=0.25, seed=7, png_compression=15), beauty)
+    seen = {}
+
+    def postprocess(image):
+        seen["image"] = image.copy()
+        return image, {"blended": False}
+
+    frame = stylise_frame(
+        _request(), tmp_path / "a.png", tmp_path / "a.json", finish=finish, postprocess=postprocess
+    )
+    expected = beauty + np.float32(0.25) * ((1.0 - beauty) - beauty)
+    np.testing.assert_allclose(seen["image"], expected, atol=1e-6)  # postprocess gets the finished picture
+    np.testing.assert_allclose(frame.image, expected, atol=1e-6)
+    np.testing.assert_allclose(png.read_png_float(frame.png_path), expected, atol=0.5 / 255)
+    record = json.loads(frame.json_path.read_text())
+    assert record["frame"] == FrameSettings(strength=0.25, seed=7, png_compression=15).values()
+    assert record["frame"]["strength"] == 0.25 and record["postprocess"] == {"blended": False}
+    assert FrameSettings.from_values(record["frame"]) == finish.frame  # the record reads back
 
 
 def test_stylise_frame_runs_alongside_on_the_stored_levels(tmp_path):
@@ -74,12 +157,7 @@ def test_stylise_frame_runs_alongside_on_the_stored_levels(tmp_path):
         return "side result"
 
     frame = stylise_frame(
-        "TEST_INVERT",
-        _request(),
-        tmp_path / "0001.png",
-        tmp_path / "0001.json",
-        alongside=alongside,
-        png_level=0,
+        _request(), tmp_path / "0001.png", tmp_path / "0001.json", alongside=alongside, png_level=0
     )
     assert frame.alongside == "side result" and seen["thread"] is threading.current_thread()
     # It gets exactly the levels the PNG stores.
@@ -91,12 +169,10 @@ def test_stylise_frame_runs_alongside_on_the_stored_levels(tmp_path):
 def test_stylise_frame_png_level_is_the_zlib_level(tmp_path):
     InvertEngine.proceed.set()
     ramp = np.broadcast_to(np.linspace(0, 1, 64, dtype=np.float32)[None, :, None], (64, 64, 3)).copy()
-    request = StyleRequest(beauty=ramp, style="x")
+    request = _request(beauty=ramp)
     sizes = {}
     for level in (0, 9):
-        frame = stylise_frame(
-            "TEST_INVERT", request, tmp_path / f"{level}.png", tmp_path / f"{level}.json", png_level=level
-        )
+        frame = stylise_frame(request, tmp_path / f"{level}.png", tmp_path / f"{level}.json", png_level=level)
         sizes[level] = frame.png_path.stat().st_size
         np.testing.assert_allclose(png.read_png_float(frame.png_path), 1.0 - ramp, atol=0.5 / 255)
     assert sizes[0] > 64 * 64 * 3  # stored: at least the raw samples
@@ -110,7 +186,7 @@ def test_stylise_frame_failures_alongside_and_in_the_writer(tmp_path):
         raise OSError("disk full")
 
     with pytest.raises(OSError, match="disk full"):
-        stylise_frame("TEST_INVERT", _request(), tmp_path / "a.png", tmp_path / "a.json", alongside=broken)
+        stylise_frame(_request(), tmp_path / "a.png", tmp_path / "a.json", alongside=broken)
     # The result itself was finished first: a whole PNG and its record.
     assert png.read_png(tmp_path / "a.png").shape == (4, 6, 3)
     assert json.loads((tmp_path / "a.json").read_text())["image"] == "a.png"
@@ -118,17 +194,113 @@ def test_stylise_frame_failures_alongside_and_in_the_writer(tmp_path):
     blocker = tmp_path / "blocker"
     blocker.write_text("a file where the folder should be")
     with pytest.raises(OSError):
-        stylise_frame(
-            "TEST_INVERT", _request(), blocker / "b.png", tmp_path / "b.json", alongside=lambda levels: None
-        )
+        stylise_frame(_request(), blocker / "b.png", tmp_path / "b.json", alongside=lambda levels: None)
     assert not (tmp_path / "b.json").exists()  # no record names a file that is not there
+
+
+# -- Finish: Stylepass's mix with the render, after the engine ------------------------------------------------
+
+
+def _labels() -> np.ndarray:
+    """(8, 12) object indices: object 1 in the top-left block, object 2 in the bottom-right one."""
+    index = np.zeros((8, 12), np.int32)
+    index[1:5, 1:6] = 1
+    index[4:8, 7:12] = 2
+    return index
+
+
+def _pictures(h: int = 8, w: int = 12) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(11)
+    return rng.random((h, w, 3), dtype=np.float32), rng.random((h, w, 3), dtype=np.float32)
+
+
+def test_finish_defaults_leave_the_engine_picture_alone():
+    beauty, image = _pictures()
+    assert Finish(FrameSettings(), beauty).apply(image) is image
+    # "All but Selected" with nothing selected stylises everything too.
+    exclude_nothing = Finish(FrameSettings(object_filter="EXCLUDE"), beauty, _labels(), ())
+    assert exclude_nothing.apply(image) is image
+
+
+def test_finish_strength_mixes_linearly_and_zero_is_the_render_bit_for_bit():
+    beauty, image = _pictures()
+    none = Finish(FrameSettings(strength=0.0), beauty).apply(image)
+    np.testing.assert_array_equal(none, beauty)
+    assert none is not beauty and none.dtype == np.float32
+    half = Finish(FrameSettings(strength=0.5), beauty).apply(image)
+    np.testing.assert_allclose(half, 0.5 * beauty + 0.5 * image, atol=1e-6)
+
+
+def test_finish_keep_colours_keeps_chroma():
+    beauty, image = _pictures()
+    beauty = 0.25 + 0.5 * beauty  # mid-tones: the recombined colours stay in gamut
+    image = 0.25 + 0.5 * image
+    kept = Finish(FrameSettings(keep_colours=True), beauty).apply(image)
+    yuv_kept, yuv_beauty, yuv_image = (imageops.rgb_to_yuv(a) for a in (kept, beauty, image))
+    np.testing.assert_allclose(yuv_kept[..., 1:], yuv_beauty[..., 1:], atol=1e-5)
+    np.testing.assert_allclose(yuv_kept[..., 0], yuv_image[..., 0], atol=1e-5)
+
+
+def test_finish_include_and_exclude_masks():
+    beauty, image = _pictures()
+    index = _labels()
+
+    included = Finish(FrameSettings(object_filter="INCLUDE"), beauty, index, (1,)).apply(image)
+    np.testing.assert_array_equal(included[index != 1], beauty[index != 1])
+    inner = imageops.soften_inward(index == 1) == 1.0
+    np.testing.assert_allclose(included[inner], image[inner], atol=1e-6)
+    edge = (index == 1) & ~inner  # the soft edge lies inside the object, between render and picture
+    assert edge.any()
+    low, high = np.minimum(beauty, image)[edge], np.maximum(beauty, image)[edge]
+    assert np.all((included[edge] >= low - 1e-6) & (included[edge] <= high + 1e-6))
+
+    excluded = Finish(FrameSettings(object_filter="EXCLUDE"), beauty, index, (2,)).apply(image)
+    np.testing.assert_array_equal(excluded[index == 2], beauty[index == 2])
+    full = imageops.soften_inward(index != 2) == 1.0
+    np.testing.assert_allclose(excluded[full], image[full], atol=1e-6)
+
+    # Strength applies inside the selection only.
+    half = Finish(FrameSettings(object_filter="INCLUDE", strength=0.5), beauty, index, (1,)).apply(image)
+    np.testing.assert_array_equal(half[index != 1], beauty[index != 1])
+    np.testing.assert_allclose(half[inner], 0.5 * (beauty + image)[inner], atol=1e-6)
+
+
+def test_finish_only_selected_with_nothing_of_it_in_view_is_the_render():
+    beauty, image = _pictures()
+    for selection in ((9,), ()):  # selected objects the camera does not see, or none selected
+        only = Finish(FrameSettings(object_filter="INCLUDE"), beauty, _labels(), selection).apply(image)
+        np.testing.assert_array_equal(only, beauty)
+
+
+def test_finish_brings_the_render_and_mask_to_the_output_size():
+    # Passes at the render's pass size, the engine's picture at the output size (twice as large).
+    beauty, _ = _pictures()
+    index = _labels()
+    image = np.random.default_rng(5).random((16, 24, 3), dtype=np.float32)
+    none = Finish(FrameSettings(strength=0.0), beauty).apply(image)
+    assert none.shape == (16, 24, 3)
+    np.testing.assert_array_equal(none, imageops.resize(beauty, (16, 24)))
+    excluded = Finish(FrameSettings(object_filter="EXCLUDE"), beauty, index, (2,)).apply(image)
+    big_index = imageops.resize_nearest(index, (16, 24))
+    np.testing.assert_array_equal(excluded[big_index == 2], imageops.resize(beauty, (16, 24))[big_index == 2])
+
+
+def test_finish_needs_the_object_index_for_a_selection():
+    beauty, _ = _pictures()
+    for object_filter in ("INCLUDE", "EXCLUDE"):
+        with pytest.raises(ValueError, match=f"object_filter '{object_filter}' needs the object_index pass"):
+            Finish(FrameSettings(object_filter=object_filter), beauty, None, (1,))
+    Finish(FrameSettings(), beauty, None, (1,))  # "All" ignores the selection and needs no index
+
+
+# -- Background jobs ----------------------------------------------------------------------------------------
 
 
 def test_background_job_progress_cancel_and_nothing_written(tmp_path):
     target = tmp_path / "0001.png"
     job = BackgroundJob(
         lambda progress, abort: stylise_frame(
-            "TEST_INVERT", _request(), target, tmp_path / "0001.json", progress=progress, abort=abort
+            _request(), target, tmp_path / "0001.json", progress=progress, abort=abort
         )
     )
     job.start()
@@ -159,6 +331,9 @@ def test_array_digest_tells_images_apart():
     b[0, 0, 0] = 1e-3
     assert array_digest(a) == array_digest(a.copy()) != array_digest(b)
     assert array_digest(None) is None
+
+
+# -- Contact sheet ------------------------------------------------------------------------------------------
 
 
 def test_contact_sheet_layout_and_labels():

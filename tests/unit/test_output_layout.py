@@ -5,6 +5,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+
 from stylepass_core import atomic_file, output_layout
 from stylepass_core.output_layout import OutputError, SceneLayout, ensure_writable, resolve_output_root
 

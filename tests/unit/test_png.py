@@ -13,6 +13,7 @@ import zlib
 
 import numpy as np
 import pytest
+
 from stylepass_core import png
 
 RNG = np.random.default_rng(11)

@@ -1,13 +1,12 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Temporal coherence: warping with Blender's Vector-pass convention, occlusion masks on a moving square,
-blending, keyframes, the two metrics and the GIF writer (decoded by a spec-following decoder and by PIL)."""
+blending, cuts and keyframes. The flicker metrics and the GIF writer (demo/) are in test_demo_measures.py."""
 
 import math
-import os
-import struct
 
 import numpy as np
 import pytest
+
 from stylepass_core import temporal
 
 RNG = np.random.default_rng(6)
@@ -64,7 +63,8 @@ def test_warp_reproduces_a_known_shift_with_blenders_sign_convention(right: int,
     current = moved(previous, right, up)
 
     # The motion on to the next frame (channels 2, 3) must play no part in the backward warp.
-    warped, in_frame = temporal.warp_previous(previous, vector_pass(shape, right, up, next_motion=(7, -9)))
+    warp = temporal.BackwardWarp(vector_pass(shape, right, up, next_motion=(7, -9)))
+    warped, in_frame = warp.apply(previous), warp.in_frame
 
     # A pixel's source is `up` rows further DOWN and `right` columns to the left in the previous frame.
     rows, cols = np.indices(shape)
@@ -83,7 +83,8 @@ def test_warp_of_the_cube_blender_rendered() -> None:
     after = square(shape, top=16, left=18, size=8)
     previous = np.where(before[..., None], np.float32(0.9), np.float32(0.1)) * np.ones(3, np.float32)
 
-    warped, in_frame = temporal.warp_previous(previous, vector_pass(shape, 8, 4, where=after))
+    warp = temporal.BackwardWarp(vector_pass(shape, 8, 4, where=after))
+    warped, in_frame = warp.apply(previous), warp.in_frame
 
     assert in_frame.all()
     np.testing.assert_array_equal(warped[after], np.full((64, 3), 0.9, np.float32))
@@ -101,7 +102,8 @@ def test_warp_is_exact_bilinear_for_sub_pixel_motion(right: float, up: float) ->
         return np.stack([0.1 + 0.02 * row + 0.01 * col, 0.9 - 0.03 * col, 0.5 + 0.01 * row], axis=-1)
 
     previous = ramp(rows, cols).astype(np.float32)
-    warped, in_frame = temporal.warp_previous(previous, vector_pass(shape, right, up))
+    warp = temporal.BackwardWarp(vector_pass(shape, right, up))
+    warped, in_frame = warp.apply(previous), warp.in_frame
 
     source_row, source_col = rows + up, cols - right  # moving up: the source is further down
     inside = (
@@ -117,7 +119,7 @@ def test_warp_bilinear_weights_on_a_single_pixel() -> None:
     previous[1:3, 1:3] = [[1.0, 2.0], [3.0, 4.0]]
     vectors = np.zeros((4, 4, 4), dtype=np.float32)
     vectors[1, 1, :2] = (0.25, -0.75)  # pixel (1, 1) samples x = 1.25, row = 1.75
-    warped, _ = temporal.warp_previous(previous, vectors)
+    warped = temporal.BackwardWarp(vectors).apply(previous)
     top, bottom = 1.0 + 0.25 * (2.0 - 1.0), 3.0 + 0.25 * (4.0 - 3.0)
     assert warped[1, 1] == pytest.approx(top + 0.75 * (bottom - top))  # 3.5
 
@@ -129,7 +131,7 @@ def test_out_of_frame_starts_half_a_pixel_past_the_edge_centres() -> None:
     vectors[2, 4, 0] = 0.51  # right edge
     vectors[0, 2, 1] = -2.51  # +y up is towards row 0, so -2.51 looks 2.51 rows down from row 0
     vectors[0, 3, 1] = 0.4
-    _, in_frame = temporal.warp_previous(np.zeros((3, 5)), vectors)
+    in_frame = temporal.BackwardWarp(vectors).in_frame
     expected = np.ones((3, 5), dtype=bool)
     expected[1, 0] = expected[2, 4] = expected[0, 2] = False
     np.testing.assert_array_equal(in_frame, expected)
@@ -139,7 +141,10 @@ def test_backward_warp_is_reusable_and_checks_shapes() -> None:
     vectors = vector_pass((6, 7), 1, 0)
     warp = temporal.BackwardWarp(vectors)
     grey = RNG.random((6, 7))
-    np.testing.assert_array_equal(warp.apply(grey), temporal.warp_previous(grey, vectors)[0])
+    # One set of sample points serves every image of the previous frame, planes and multi-channel alike.
+    both = warp.apply(np.stack([grey, 1 - grey], axis=-1))
+    np.testing.assert_array_equal(both[..., 0], warp.apply(grey))
+    np.testing.assert_allclose(both[..., 1], 1 - warp.apply(grey), atol=1e-6)
     with pytest.raises(ValueError, match=r"must be 6 x 7 pixels"):
         warp.apply(np.zeros((7, 6)))
     with pytest.raises(ValueError, match=r"\(H, W, 4\) Vector pass"):
@@ -322,21 +327,22 @@ def test_change_score_undoes_motion_and_sees_cuts() -> None:
     vectors = vector_pass(shape, 2, 1)
     valid = temporal.occlusion_mask(vectors, vectors)
 
+    policy = temporal.KeyframePolicy()  # cuts above 50% invalid or a colour change of 0.15
     still = temporal.change_score(previous, current, valid, vectors=vectors)
     assert still.invalid_share == pytest.approx(1 - (29 * 38) / (30 * 40))
     assert still.colour_change == 0.0
-    assert not temporal.is_cut(previous, current, valid, vectors=vectors)
+    assert not policy.is_cut(still)
     # Without undoing the motion, two random images differ by 1/3 on average: a cut.
     assert temporal.change_score(previous, current, valid).colour_change == pytest.approx(1 / 3, abs=0.02)
 
     brighter = np.clip(current + 0.3, 0, 1)
-    assert temporal.is_cut(previous, brighter, valid, vectors=vectors)
+    assert policy.is_cut(temporal.change_score(previous, brighter, valid, vectors=vectors))
     mostly_new = np.zeros(shape, dtype=bool)
     mostly_new[:29, 2:18] = True  # 61% invalid
     score = temporal.change_score(previous, current, mostly_new, vectors=vectors)
     assert score.invalid_share == pytest.approx(1 - 29 * 16 / 1200)
     assert score.colour_change == 0.0
-    assert temporal.is_cut(previous, current, mostly_new, vectors=vectors)
+    assert policy.is_cut(score)
     assert temporal.change_score(previous, current, np.zeros(shape, bool)).colour_change == 1.0
 
 
@@ -354,7 +360,6 @@ def test_keyframe_policy() -> None:
     assert policy.keyframe_reason(1, temporal.ChangeScore(0.51, 0.0)) == "cut"
     assert policy.keyframe_reason(1, temporal.ChangeScore(0.5, 0.15)) is None  # thresholds are exclusive
     assert policy.keyframe_reason(2, temporal.ChangeScore(0.0, 0.16)) == "cut"
-    assert policy.is_keyframe(None) and not policy.is_keyframe(3, calm)
     never = temporal.KeyframePolicy(interval=0)
     assert never.keyframe_reason(10_000, calm) is None
     assert temporal.KeyframePolicy(interval=1).keyframe_reason(1) == "interval"
@@ -362,227 +367,3 @@ def test_keyframe_policy() -> None:
         temporal.KeyframePolicy(interval=-1)
     with pytest.raises(ValueError, match="frames_since_keyframe must be an int"):
         policy.keyframe_reason(0)
-
-
-# ------------------------------------------------------------------------------------------------------------
-# 5. Metrics
-# ------------------------------------------------------------------------------------------------------------
-def panning_sequence(count: int, shape: tuple[int, int], right: int, up: int) -> list[np.ndarray]:
-    """Frames of a random texture moving steadily: frame t is a window of a larger texture."""
-    margin = count * max(abs(right), abs(up))
-    texture = RNG.random((shape[0] + 2 * margin, shape[1] + 2 * margin, 3), dtype=np.float32)
-    return [
-        texture[
-            margin + t * up : margin + t * up + shape[0], margin - t * right : margin - t * right + shape[1]
-        ]
-        for t in range(count)
-    ]
-
-
-def test_warping_error_of_a_consistent_sequence_is_zero_and_of_noise_one_sixth() -> None:
-    shape = (32, 36)
-    frames = panning_sequence(5, shape, 3, 2)
-    vectors = [None] + [vector_pass(shape, 3, 2)] * 4
-    masks = [None] + [temporal.occlusion_mask(v, v) for v in vectors[1:]]
-    assert temporal.warping_error(frames, vectors, masks) < 1e-12
-    # Ignoring the motion makes the same frames look like flicker.
-    still = [None] + [vector_pass(shape, 0, 0)] * 4
-    assert temporal.warping_error(frames, still, [None] + [np.ones(shape, bool)] * 4) > 0.1
-
-    # Independent uniform noise: E[(a - b)^2] = 1/6 per channel, averaged (not summed) over RGB.
-    noise = [RNG.random((64, 64, 3), dtype=np.float32) for _ in range(4)]
-    all_valid = [None] + [np.ones((64, 64), dtype=bool)] * 3
-    error = temporal.warping_error(noise, [None] + [vector_pass((64, 64), 0, 0)] * 3, all_valid)
-    assert error == pytest.approx(1 / 6, abs=0.005)
-
-
-def test_warping_error_ignores_masked_and_out_of_frame_pixels() -> None:
-    shape = (20, 24)
-    frames = [frame.copy() for frame in panning_sequence(3, shape, 2, 0)]
-    vectors = [None] + [vector_pass(shape, 2, 0)] * 2
-    masks = [None, np.ones(shape, bool), np.ones(shape, bool)]  # in-frame is added by the metric
-    frames[2][:, 10:14] = 5.0  # garbage where the mask says "occluded"
-    masks[2][:, 10:14] = False
-    assert temporal.warping_error(frames, vectors, masks) < 1e-12
-    empty = [None, np.zeros(shape, bool), np.zeros(shape, bool)]
-    with pytest.raises(ValueError, match="every mask is empty"):
-        temporal.warping_error(frames, vectors, empty)
-    with pytest.raises(ValueError, match="one entry per frame, got 3, 2 and 3"):
-        temporal.warping_error(frames, vectors[:2], masks)
-
-
-def square_frame(left: int, texture: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """A stylised-looking frame (flat square over a flat background plus brush texture) and its line art."""
-    inside = square(texture.shape[:2], top=20, left=left, size=24)
-    frame = np.where(inside[..., None], np.float32(0.8), np.float32(0.25)) + texture
-    ring = inside & ~square(texture.shape[:2], top=21, left=left + 1, size=22)  # line art on the nearer side
-    return np.clip(frame, 0, 1), ring.astype(np.float32)
-
-
-def test_structure_fidelity_is_high_when_edges_follow_the_line_art_and_low_for_a_frozen_frame() -> None:
-    texture = (np.random.default_rng(3).random((64, 64, 3), dtype=np.float32) - 0.5) * 0.08
-    earlier, _ = square_frame(14, texture)
-    now, lines_now = square_frame(22, texture)  # the square moved 8 px
-
-    fresh = temporal.structure_fidelity(now, lines_now)
-    frozen = temporal.structure_fidelity(earlier, lines_now)
-    assert fresh > 0.7
-    assert frozen < 0.35
-    assert fresh - frozen > 0.4
-    # Line art moved by one pixel is within the default tolerance; with radius 0 it hurts more.
-    shifted = np.roll(lines_now, 1, axis=1)
-    assert temporal.structure_fidelity(now, shifted) > 0.6
-    assert temporal.structure_fidelity(now, shifted, radius=0) < temporal.structure_fidelity(
-        now, lines_now, radius=0
-    )
-    assert temporal.structure_fidelity(np.full((64, 64, 3), 0.5, np.float32), lines_now) == 0.0
-
-
-# ------------------------------------------------------------------------------------------------------------
-# 6. GIF
-# ------------------------------------------------------------------------------------------------------------
-def lzw_decode(stream: bytes, min_code_size: int) -> bytes:
-    """The GIF89a specification's LZW decoder, written independently of the encoder under test."""
-    clear, end = 1 << min_code_size, (1 << min_code_size) + 1
-    table = [bytes([i]) for i in range(clear)] + [b"", b""]
-    width, previous = min_code_size + 1, None
-    out = bytearray()
-    accumulator = bits = position = 0
-    while True:
-        while bits < width:
-            accumulator |= stream[position] << bits
-            position += 1
-            bits += 8
-        code = accumulator & ((1 << width) - 1)
-        accumulator >>= width
-        bits -= width
-        if code == clear:
-            table, width, previous = table[: clear + 2], min_code_size + 1, None
-            continue
-        if code == end:
-            return bytes(out)
-        if previous is None:
-            entry = table[code]
-        else:
-            entry = table[code] if code < len(table) else previous + previous[:1]
-            if len(table) < 4096:
-                table.append(previous + entry[:1])
-            if len(table) == 1 << width and width < 12:
-                width += 1
-        out += entry
-        previous = entry
-
-
-def decode_gif(data: bytes) -> tuple[list[np.ndarray], list[int], int | None]:
-    """Frames `(H, W, 3)` uint8, delays in 1/100 s and the NETSCAPE loop count of a GIF89a file."""
-    assert data[:6] == b"GIF89a"
-    _, _, packed, _, _ = struct.unpack("<HHBBB", data[6:13])
-    assert packed & 0x80, "global colour table expected"
-    size = 2 << (packed & 7)
-    palette = np.frombuffer(data[13 : 13 + 3 * size], np.uint8).reshape(size, 3)
-    position = 13 + 3 * size
-    frames, delays, loop = [], [], None
-
-    def sub_blocks() -> list[bytes]:
-        nonlocal position
-        blocks = []
-        while data[position]:
-            blocks.append(data[position + 1 : position + 1 + data[position]])
-            position += 1 + data[position]
-        position += 1
-        return blocks
-
-    while True:
-        kind = data[position]
-        position += 1
-        if kind == 0x3B:
-            return frames, delays, loop
-        if kind == 0x21:
-            label = data[position]
-            position += 1
-            blocks = sub_blocks()
-            if label == 0xF9:
-                delays.append(struct.unpack("<H", blocks[0][1:3])[0])
-            elif label == 0xFF and blocks[0] == b"NETSCAPE2.0":
-                loop = struct.unpack("<H", blocks[1][1:3])[0]
-        elif kind == 0x2C:
-            _, _, width, height, flags = struct.unpack("<HHHHB", data[position : position + 9])
-            assert flags == 0, "no local colour table or interlacing expected"
-            min_code_size = data[position + 9]
-            position += 10
-            indices = np.frombuffer(lzw_decode(b"".join(sub_blocks()), min_code_size), np.uint8)
-            assert indices.size == width * height
-            frames.append(palette[indices].reshape(height, width, 3))
-        else:
-            raise AssertionError(f"unexpected block {kind:#x} at {position - 1}")
-
-
-def nearest_palette_colours(frame: np.ndarray) -> np.ndarray:
-    """The 6 x 7 x 6 palette colour each pixel should get without dithering."""
-    out = np.empty(frame.shape, dtype=np.uint8)
-    for channel, levels in enumerate((6, 7, 6)):
-        level = np.floor(np.clip(frame[..., channel], 0, 1) * (levels - 1) + 0.5)
-        out[..., channel] = np.round(level * 255 / (levels - 1))
-    return out
-
-
-def test_gif_round_trip_through_an_independent_decoder(tmp_path) -> None:
-    # 130 x 97 of noise is ~12,600 pixels per frame: the 4096-entry table fills and is cleared many times.
-    frames = [RNG.random((97, 130, 3), dtype=np.float32) for _ in range(2)]
-    frames.append(np.clip(frames[1] * 1.3 - 0.1, 0, 1))  # some values outside [0, 1] before clipping
-    path = tmp_path / "clip.gif"
-    temporal.write_gif(path, frames, fps=24, dither=False)
-
-    decoded, delays, loop = decode_gif(path.read_bytes())
-    assert len(decoded) == 3
-    for frame, got in zip(frames, decoded, strict=True):
-        np.testing.assert_array_equal(got, nearest_palette_colours(frame))
-    assert delays == [4, 4, 5]  # 100 / 24 s, rounded cumulatively
-    assert loop == 0
-    assert os.listdir(tmp_path) == ["clip.gif"]  # the temporary file was renamed, not left behind
-
-
-def test_gif_ordered_dither_keeps_the_mean(tmp_path) -> None:
-    path = tmp_path / "grey.gif"
-    temporal.write_gif(path, [np.full((16, 16, 3), 0.5, np.float32)], fps=10)
-    (frame,), delays, _ = decode_gif(path.read_bytes())
-    assert delays == [10]
-    # Red has 6 levels: 0.5 falls half way between 102 and 153, so half the pixels take each.
-    assert sorted(np.unique(frame[..., 0])) == [102, 153]
-    assert frame[..., 0].mean() == pytest.approx(127.5)
-    # Green has 7 levels, and 0.5 is exactly level 3 (128): no dithering needed.
-    assert np.all(frame[..., 1] == 128)
-
-
-def test_gif_opens_in_pillow(tmp_path) -> None:
-    image_module = pytest.importorskip("PIL.Image")
-    frames = [np.clip(RNG.random((20, 33, 3), dtype=np.float32), 0, 1) for _ in range(4)]
-    path = tmp_path / "pil.gif"
-    temporal.write_gif(path, frames, fps=12.5, dither=False)
-    with image_module.open(path) as image:
-        assert image.n_frames == 4
-        assert image.info["loop"] == 0
-        for index, frame in enumerate(frames):
-            image.seek(index)
-            assert image.info["duration"] == 80
-            np.testing.assert_array_equal(np.asarray(image.convert("RGB")), nearest_palette_colours(frame))
-
-
-def test_gif_overwrites_atomically_and_checks_inputs(tmp_path) -> None:
-    path = tmp_path / "out.gif"
-    path.write_bytes(b"old")
-    temporal.write_gif(path, [np.zeros((4, 4, 3), np.float32)], fps=24)
-    assert path.read_bytes()[:6] == b"GIF89a"
-    with pytest.raises(ValueError, match="non-empty list"):
-        temporal.write_gif(path, [], fps=24)
-    with pytest.raises(ValueError, match=r"frames\[1\] must be 4 x 4 pixels"):
-        temporal.write_gif(path, [np.zeros((4, 4, 3), np.float32), np.zeros((5, 4, 3), np.float32)], fps=24)
-    with pytest.raises(ValueError, match="fps must be > 0"):
-        temporal.write_gif(path, [np.zeros((4, 4, 3), np.float32)], fps=0)
-    with pytest.raises(ValueError, match="must be float in"):
-        temporal.write_gif(path, [np.zeros((4, 4, 3), np.uint8)], fps=24)
-    nan = np.zeros((4, 4, 3), np.float32)
-    nan[1, 1, 1] = np.nan
-    with pytest.raises(ValueError, match="contains NaN"):
-        temporal.write_gif(path, [nan], fps=24)
-    assert path.read_bytes()[:6] == b"GIF89a"

@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+
 from stylepass_core import view_inverse
 
 LEVEL = 1.0 / 255

@@ -1,19 +1,14 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Worker tests import the core as a top-level package (`<repo>/addon` on sys.path) and share a worker per
-module; the helpers live in `worker_helpers` (not here, so that `tests/unit`'s conftest cannot shadow them).
+"""Worker tests import the core as a top-level package (the repo root is on sys.path through tests/pytest.ini)
+and share a worker per module; the helpers live in `worker_helpers` (not here, so that `tests/unit`'s conftest
+cannot shadow them). pytest puts this folder on sys.path, which makes `worker_helpers` importable.
 """
 
 import secrets
-import sys
 from pathlib import Path
 
 import pytest
-
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parents[1] / "addon"))
-sys.path.insert(0, str(HERE))
-
-from worker_helpers import RunningWorker, start_worker  # noqa: E402
+from worker_helpers import RunningWorker, start_worker
 
 
 @pytest.fixture(scope="module")

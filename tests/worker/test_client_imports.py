@@ -9,13 +9,12 @@ import json
 import subprocess
 import sys
 
-from worker_helpers import ADDON
+from worker_helpers import worker_env
 
 FORBIDDEN = ["bpy", "torch", "diffusers", "transformers", "onnxruntime", "accelerate", "safetensors", "PIL"]
 
 _PROBE = """
 import json, sys
-sys.path.insert(0, sys.argv[1])
 import numpy as np
 from stylepass_core.engine_api import StyleResult
 from stylepass_core.worker import client, manager, protocol
@@ -27,7 +26,12 @@ print(json.dumps(sorted(sys.modules)))
 
 def test_client_and_manager_import_no_engine_libraries():
     probe = subprocess.run(
-        [sys.executable, "-c", _PROBE, str(ADDON)], capture_output=True, text=True, timeout=60, check=False
+        [sys.executable, "-c", _PROBE],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=worker_env(),
     )
     assert probe.returncode == 0, probe.stderr[-2000:]
     loaded = {name.partition(".")[0] for name in json.loads(probe.stdout.strip().splitlines()[-1])}

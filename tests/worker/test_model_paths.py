@@ -2,13 +2,15 @@
 """Model references resolve only inside the model folders."""
 
 import pytest
+
+from stylepass_core.engines.diffusion import ControlUnit, DiffusionSettings, Lora
+from stylepass_core.engines.neural_style import NeuralStyleSettings
 from stylepass_core.worker.model_paths import (
     MODEL_DIRS_ENV,
     ModelPathError,
     check_model_reference,
     configured_model_dirs,
     find_model,
-    is_model_param,
     resolve_model_path,
 )
 
@@ -86,23 +88,34 @@ def test_configured_dirs_come_from_the_environment(folders, monkeypatch):
     assert resolve_model_path("lora.safetensors") == (second / "lora.safetensors").resolve()
 
 
-@pytest.mark.parametrize(
-    "name, checked",
-    [
-        ("model", True),
-        ("model_config", True),
-        ("vae", True),
-        ("controlnet.depth.model", True),
-        ("lora.0.file", True),
-        ("ip_adapter.model", True),
-        ("ip_adapter.subfolder", True),
-        ("ip_adapter.weight_name", True),
-        ("prompt", False),
-        ("negative_prompt", False),
-        ("scheduler", False),
-        ("controlnet.depth.weight", False),
-        ("steps", False),
-    ],
-)
-def test_which_params_are_model_references(name, checked):
-    assert is_model_param(name) is checked
+def test_which_settings_are_model_references():
+    """What the worker checks before queueing a job: every field declared `model=True` or `model_part=True`,
+    nested ones included; never prompts, choices, numbers or the names of pictures."""
+    settings = DiffusionSettings(
+        model="sd15/model.safetensors",
+        model_config="configs/sd15",
+        vae="org/vae",
+        prompt="sd15/model.safetensors",  # looks like a path, is a prompt
+        negative_prompt="../not/a/path",
+        controls=(
+            ControlUnit(map="depth", model="cn/depth"),
+            ControlUnit(enabled=False, map="normal", model="cn/normal"),
+        ),
+        loras=(Lora(file="lora.safetensors", weight=0.5),),
+        ip_adapter_model="ip",
+        ip_adapter_image="Reference Picture",
+    )
+    assert settings.model_references() == {
+        "model": "sd15/model.safetensors",
+        "model_config": "configs/sd15",
+        "vae": "org/vae",
+        "controls.0.model": "cn/depth",
+        "controls.1.model": "cn/normal",  # disabled, but sent: checked all the same
+        "loras.0.file": "lora.safetensors",
+        "ip_adapter_model": "ip",
+        "ip_adapter_subfolder": "models",
+        "ip_adapter_weight_name": "ip-adapter_sd15.safetensors",
+    }
+    # Empty references are not references.
+    assert set(DiffusionSettings().model_references()) == {"ip_adapter_subfolder", "ip_adapter_weight_name"}
+    assert NeuralStyleSettings(style_source="IMAGE", style_image="Painting").model_references() == {}

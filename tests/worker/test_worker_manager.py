@@ -13,20 +13,22 @@ import time
 
 import numpy as np
 import pytest
-from stylepass_core.worker.client import WorkerClient, WorkerUnavailable
-from stylepass_core.worker.manager import LocalWorker, WorkerStartError
 from worker_helpers import (
-    ADDON,
     HERE,
     kill_quietly,
     make_request,
     process_gone,
     processes_with_env,
     read_ready,
+    steps_request,
     wait_until,
     worker_env,
     zombie_children,
 )
+
+from stylepass_core.engines.neural_style import NeuralStyleSettings
+from stylepass_core.worker.client import WorkerClient, WorkerUnavailable
+from stylepass_core.worker.manager import LocalWorker, WorkerStartError
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="probes processes through /proc")
 
@@ -41,7 +43,7 @@ def tag():
 def local(tmp_path, tag):
     worker = LocalWorker(
         sys.executable,
-        pythonpath=[ADDON, HERE],
+        pythonpath=[HERE],  # the core comes from core_dir's default: the repo root
         env={"STYLEPASS_TEST_TAG": tag},
         log_path=tmp_path / "worker.log",
         engine_modules=["engines_for_tests"],
@@ -94,7 +96,7 @@ def test_start_run_stop(local):
     assert local.state == "running" and local.url.startswith("http://127.0.0.1:")
     assert client.health()["pid"] == local.pid
     assert local.ensure_running() is client  # reused while healthy
-    result = local.run("TEST_STEPS", make_request(params={"steps": 2}))
+    result = local.run("TEST_STEPS", steps_request(steps=2))
     assert result.info["engine"] == "TEST_STEPS"
     pid = local.pid
     assert local.stop() == 0  # graceful: asked to shut down, exits 0
@@ -105,7 +107,7 @@ def test_start_run_stop(local):
 def test_kill_9_mid_job_is_reported_and_the_next_job_runs_on_a_fresh_worker(local):
     first_pid = local.ensure_running().health()["pid"]
     waiting = _Waiting()
-    request = make_request(params={"steps": 100, "step_seconds": 0.1})
+    request = steps_request(steps=100, step_seconds=0.1)
     thread, outcome = _run_in_thread(local, request, waiting)
     _wait_running(local.ensure_running())
     # The kill must land while the client waits, not while it still reads the submit's answer (a loaded
@@ -120,7 +122,7 @@ def test_kill_9_mid_job_is_reported_and_the_next_job_runs_on_a_fresh_worker(loca
     assert "the Stylepass worker stopped (exit code -9, killed by SIGKILL) while waiting for job" in message
     assert message.endswith("it will be restarted on the next job")
 
-    result = local.run("TEST_STEPS", make_request(params={"steps": 1}))
+    result = local.run("TEST_STEPS", steps_request(steps=1))
     assert result.info["engine"] == "TEST_STEPS"
     assert local.pid != first_pid and local.starts == 2 and local.last_exit_code == -9
 
@@ -133,7 +135,7 @@ def test_twenty_kills_in_a_row_leave_no_orphans(local, tag):
         client = local.ensure_running()
         pid = local.pid
         pids.add(pid)
-        job_id = client.submit("TEST_STEPS", make_request(params={"steps": 100, "step_seconds": 0.05}))
+        job_id = client.submit("TEST_STEPS", steps_request(steps=100, step_seconds=0.05))
         assert wait_until(lambda: client.status(job_id).state == "running", 10)  # noqa: B023
         os.kill(pid, signal.SIGKILL)
         with pytest.raises(WorkerUnavailable, match="killed by SIGKILL"):
@@ -141,7 +143,7 @@ def test_twenty_kills_in_a_row_leave_no_orphans(local, tag):
         assert processes_with_env(marker) == []  # the dead one is gone, nothing else is left
     assert len(pids) == 20 and local.starts == 20
     assert time.monotonic() - started < 40
-    assert local.run("TEST_STEPS", make_request(params={"steps": 1})).image.shape == (32, 48, 3)
+    assert local.run("TEST_STEPS", steps_request(steps=1)).image.shape == (32, 48, 3)
     assert len(processes_with_env(marker)) == 1
     local.stop()
     assert wait_until(lambda: processes_with_env(marker) == [], 5)
@@ -203,7 +205,6 @@ def test_client_sees_exit_code_through_the_manager_only(local):
 _PARENT = textwrap.dedent(
     """
     import os, subprocess, sys, time
-    sys.path.insert(0, {addon!r})
     mode = sys.argv[1]
     if mode == "manager":
         from stylepass_core.worker.manager import LocalWorker
@@ -231,8 +232,8 @@ _PARENT = textwrap.dedent(
 
 @pytest.mark.parametrize("mode", ["manager", "pdeathsig", "stdin", "parent-pid"])
 def test_worker_dies_when_its_parent_dies(tmp_path, tag, mode):
-    script = _PARENT.format(addon=str(ADDON), tag=tag, log=str(tmp_path / "w.log"))
-    env = worker_env(None, STYLEPASS_TEST_TAG=tag)
+    script = _PARENT.format(tag=tag, log=str(tmp_path / "w.log"))
+    env = worker_env(None, STYLEPASS_TEST_TAG=tag)  # PYTHONPATH: the repo root, for the core
     parent = subprocess.Popen([sys.executable, "-c", script, mode], stdout=subprocess.PIPE, env=env)
     try:
         line = parent.stdout.readline()
@@ -265,7 +266,9 @@ def test_worker_started_by_hand_prints_a_token_and_serves(tmp_path):
     try:
         ready = read_ready(proc)
         client = WorkerClient(ready["url"], ready["token"])
-        result = client.run("NEURAL_STYLE", make_request((64, 64), style="style_01"))
+        result = client.run(
+            "NEURAL_STYLE", make_request((64, 64), settings=NeuralStyleSettings(style_preset="style_01"))
+        )
         assert result.image.shape == (64, 64, 3) and np.isfinite(result.image).all()
     finally:
         proc.kill()

@@ -7,10 +7,13 @@ import struct
 
 import numpy as np
 import pytest
+from worker_helpers import make_request
+
 from stylepass_core.engine_api import StyleResult
+from stylepass_core.engines.diffusion import ControlUnit, DiffusionSettings, Lora
+from stylepass_core.engines.neural_style import NeuralStyleSettings
 from stylepass_core.worker import protocol
 from stylepass_core.worker.protocol import FrameError, FrameTooLarge, FrameTruncated, Limits
-from worker_helpers import make_request
 
 
 def _roundtrip(arrays, precision="auto", meta=None, limits=None):
@@ -81,36 +84,67 @@ def test_auto_picks_lossless_or_near_lossless_encodings():
 
 def test_request_and_result_round_trip():
     rng = np.random.default_rng(3)
+    settings = DiffusionSettings(
+        model="sd15/tiny.safetensors",
+        prompt="a house, «quoted» \u00e9",
+        steps=4,
+        denoise=0.5,
+        controls=(
+            ControlUnit(map="depth", model="cn/depth", weight=0.5, end=0.6),
+            ControlUnit(enabled=False, map="lineart", model="cn/lineart"),
+            ControlUnit(map="normal", model="cn/normal", start=0.2),
+        ),
+        loras=(Lora(file="loras/a.safetensors", weight=-0.5),),
+        ip_adapter_model="ip",
+        ip_adapter_image="Reference",
+    )
     request = make_request(
         (16, 24),
+        settings=settings,
         controls={
             "depth": rng.random((16, 24), dtype=np.float32),
             "normal": rng.random((16, 24, 3), dtype=np.float32),
+            "segmentation": rng.integers(0, 4, (16, 24)).astype(np.int32),
         },
-        object_index=rng.integers(0, 4, (16, 24)).astype(np.int32),
-        include_objects=(1, 2),
-        style="style_03",
-        strength=0.5,
+        images={"ip_adapter_image": rng.random((8, 6, 3), dtype=np.float32)},
         seed=7,
         width=48,
         height=32,
-        params={"model": "sd15/tiny.safetensors", "steps": 4, "keep": True},
     )
-    frame = protocol.encode_submit("NEURAL_STYLE", request, "exact")
+    frame = protocol.encode_submit("DIFFUSION", request, "exact")
     meta, arrays = protocol.decode_frame(frame.to_bytes())
     engine_id, back, precision = protocol.decode_submit(meta, arrays)
-    assert (engine_id, precision) == ("NEURAL_STYLE", "exact")
-    for name in ("include_objects", "style", "strength", "seed", "width", "height", "params"):
+    assert (engine_id, precision) == ("DIFFUSION", "exact")
+    assert back.settings == request.settings and type(back.settings) is DiffusionSettings
+    assert back.settings.controls[2] == ControlUnit(map="normal", model="cn/normal", start=0.2)
+    for name in ("engine", "seed", "width", "height"):
         assert getattr(back, name) == getattr(request, name), name
     np.testing.assert_array_equal(back.beauty, request.beauty)
+    assert set(back.controls) == set(request.controls) and set(back.images) == {"ip_adapter_image"}
     np.testing.assert_array_equal(back.controls["normal"], request.controls["normal"])
-    np.testing.assert_array_equal(back.object_index, request.object_index)
+    np.testing.assert_array_equal(back.controls["segmentation"], request.controls["segmentation"])
+    assert back.controls["segmentation"].dtype == np.int32
+    np.testing.assert_array_equal(back.images["ip_adapter_image"], request.images["ip_adapter_image"])
 
     result = StyleResult(image=request.beauty[::-1].copy(), info={"engine": "X", "timings": {"total": 0.1}})
     frame = protocol.encode_result("ab" * 16, result, {"run": 0.5}, "exact")
     back_result, meta = protocol.decode_result(*protocol.decode_frame(frame.to_bytes()))
     np.testing.assert_array_equal(back_result.image, result.image)
     assert back_result.info == result.info and meta["timings"] == {"run": 0.5}
+
+
+def test_submit_engine_is_the_settings_engine():
+    request = make_request(settings=NeuralStyleSettings(style_preset="style_03"))
+    with pytest.raises(
+        ValueError, match="'DIFFUSION' differs from the request settings' engine 'NEURAL_STYLE'"
+    ):
+        protocol.encode_submit("DIFFUSION", request)
+    meta, arrays = protocol.decode_frame(protocol.encode_submit("NEURAL_STYLE", request).to_bytes())
+    meta["engine"] = "DIFFUSION"
+    with pytest.raises(
+        FrameError, match="'DIFFUSION' differs from the request settings' engine 'NEURAL_STYLE'"
+    ):
+        protocol.decode_submit(meta, arrays)
 
 
 def test_submit_meta_is_checked():

@@ -6,11 +6,18 @@ import re
 import socket
 import threading
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
 import requests
+from engines_for_tests import OrphanSettings, StepsSettings, UnavailableSettings
+from worker_helpers import make_request, start_worker, steps_request, wait_until
+
 from stylepass_core.engine_api import Aborted, EngineUnavailable, get_engine
+from stylepass_core.engines.diffusion import ControlUnit, DiffusionSettings, Lora
+from stylepass_core.engines.neural_style import NeuralStyleSettings
+from stylepass_core.settings import EngineSettings, register_settings
 from stylepass_core.worker import protocol
 from stylepass_core.worker.client import (
     JobStatus,
@@ -20,7 +27,6 @@ from stylepass_core.worker.client import (
     WorkerRejected,
     WorkerUnavailable,
 )
-from worker_helpers import make_request, start_worker, wait_until
 
 
 @pytest.fixture
@@ -69,8 +75,13 @@ def test_health_reports_engines_devices_memory_and_version(worker, client):
     assert "torch" in health["devices"] and health["devices"]["cpu_count"] >= 1
     assert health["memory"]["peak_rss_bytes"] > 10e6
     assert health["limits"]["max_upload_bytes"] == 1024 << 20
-    styles = {row["id"]: row.get("styles") for row in client.engines()}
-    assert styles["TEST_STEPS"] == [["invert", "Invert"]] and len(styles["NEURAL_STYLE"]) == 26
+    # The style presets are settings choices now, known on both sides; the rows say which settings schema
+    # each engine reads, so a client can tell a worker that is too old for its settings.
+    rows = {row["id"]: row for row in client.engines()}
+    assert rows["TEST_STEPS"]["settings_schema"] == StepsSettings.SCHEMA
+    assert rows["NEURAL_STYLE"]["settings_schema"] == NeuralStyleSettings.SCHEMA
+    assert "settings_schema" not in rows["TEST_UNAVAILABLE"]
+    assert not any("styles" in row for row in rows.values())
 
 
 def test_health_is_cheap(client):
@@ -140,7 +151,7 @@ def test_wrong_token_raises_worker_auth_error(worker):
 
 
 def test_progress_is_visible_during_a_job(client):
-    request = make_request(params={"steps": 6, "step_seconds": 0.1})
+    request = steps_request(steps=6, step_seconds=0.1)
     job_id = client.submit("TEST_STEPS", request)
     seen = set()
     deadline = time.monotonic() + 10
@@ -158,7 +169,7 @@ def test_progress_is_visible_during_a_job(client):
 
 def test_wait_maps_progress_onto_the_progress_protocol(client):
     progress = RecordingProgress()
-    result = client.run("TEST_STEPS", make_request(params={"steps": 4, "step_seconds": 0.05}), progress)
+    result = client.run("TEST_STEPS", steps_request(steps=4, step_seconds=0.05), progress)
     steps = [event for event in progress.events if event[1] == 4]
     assert [d for d, _, _ in steps] == sorted(d for d, _, _ in steps)
     assert steps[-1][:2] == (4, 4) and any(0 < d < 4 for d, _, _ in steps)
@@ -166,8 +177,8 @@ def test_wait_maps_progress_onto_the_progress_protocol(client):
 
 
 def test_jobs_queue_and_run_one_at_a_time(client):
-    first = client.submit("TEST_STEPS", make_request(params={"steps": 3, "step_seconds": 0.1}))
-    second = client.submit("TEST_STEPS", make_request(params={"steps": 1}))
+    first = client.submit("TEST_STEPS", steps_request(steps=3, step_seconds=0.1))
+    second = client.submit("TEST_STEPS", steps_request(steps=1))
     queued = client.status(second)
     assert queued.state == "queued" and queued.queue_position == 0
     progress = RecordingProgress()
@@ -180,7 +191,7 @@ def test_jobs_queue_and_run_one_at_a_time(client):
 def test_cancel_mid_job_with_the_abort_event(client):
     abort = threading.Event()
     progress = RecordingProgress()
-    job_id = client.submit("TEST_STEPS", make_request(params={"steps": 100, "step_seconds": 0.1}))
+    job_id = client.submit("TEST_STEPS", steps_request(steps=100, step_seconds=0.1))
     _wait_state(client, job_id, {"running"})
     threading.Timer(0.3, abort.set).start()
     started = time.monotonic()
@@ -200,15 +211,15 @@ def test_progress_callback_raising_aborted_cancels_the_job(client):
             if done >= 2:
                 raise Aborted("stylisation aborted")
 
-    job_id = client.submit("TEST_STEPS", make_request(params={"steps": 50, "step_seconds": 0.05}))
+    job_id = client.submit("TEST_STEPS", steps_request(steps=50, step_seconds=0.05))
     with pytest.raises(Aborted):
         client.wait(job_id, StopAtTwo(), poll_interval=0.1)
     assert _wait_state(client, job_id, {"cancelled"}).done < 50
 
 
 def test_cancel_a_queued_job(client):
-    running = client.submit("TEST_STEPS", make_request(params={"steps": 10, "step_seconds": 0.05}))
-    queued = client.submit("TEST_STEPS", make_request(params={"steps": 1}))
+    running = client.submit("TEST_STEPS", steps_request(steps=10, step_seconds=0.05))
+    queued = client.submit("TEST_STEPS", steps_request(steps=1))
     status = client.cancel(queued)
     assert status.state == "cancelled"
     client.cancel(running)
@@ -216,7 +227,7 @@ def test_cancel_a_queued_job(client):
 
 
 def test_result_is_fetched_once(client):
-    job_id = client.submit("TEST_STEPS", make_request(params={"steps": 1}))
+    job_id = client.submit("TEST_STEPS", steps_request(steps=1))
     client.wait(job_id, timeout=10)
     client.result(job_id)
     with pytest.raises(WorkerRejected, match="is gone: fetched") as error:
@@ -241,7 +252,7 @@ def test_unknown_job_and_wrong_method(worker, client):
 
 
 def test_event_stream_follows_a_job(worker, client):
-    job_id = client.submit("TEST_STEPS", make_request(params={"steps": 3, "step_seconds": 0.05}))
+    job_id = client.submit("TEST_STEPS", steps_request(steps=3, step_seconds=0.05))
     headers = {"Authorization": f"Bearer {worker.token}"}
     states = []
     with requests.get(
@@ -260,17 +271,75 @@ def test_event_stream_follows_a_job(worker, client):
 
 def test_engine_errors_become_clear_exceptions(client):
     with pytest.raises(WorkerJobFailed, match="refuses this setting") as error:
-        client.run("TEST_STEPS", make_request(params={"steps": 1, "fail": "value"}))
+        client.run("TEST_STEPS", steps_request(steps=1, fail="value"))
     assert error.value.kind == "invalid_request" and error.value.engine_id == "TEST_STEPS"
     with pytest.raises(WorkerJobFailed, match="RuntimeError: the test engine broke down"):
-        client.run("TEST_STEPS", make_request(params={"steps": 1, "fail": "runtime"}))
+        client.run("TEST_STEPS", steps_request(steps=1, fail="runtime"))
     with pytest.raises(EngineUnavailable, match="the test says so") as unavailable:
-        client.submit("TEST_UNAVAILABLE", make_request())
+        client.submit("TEST_UNAVAILABLE", make_request(settings=UnavailableSettings()))
     assert unavailable.value.reason == "the test says so; install nothing"
-    with pytest.raises(WorkerRejected, match="unknown engine") as unknown:
-        client.submit("NO_SUCH_ENGINE", make_request())
-    assert unknown.value.status == 400
+    # Settings the worker knows, of an engine it does not have.
+    with pytest.raises(WorkerRejected, match="unknown engine 'TEST_NO_ENGINE'") as unknown:
+        client.submit("TEST_NO_ENGINE", make_request(settings=OrphanSettings()))
+    assert unknown.value.status == 400 and unknown.value.kind == "unknown_engine"
+    # Settings of an engine only this side knows (a newer add-on than the worker): refused while decoding.
+    with pytest.raises(WorkerRejected, match="unknown engine 'TEST_CLIENT_ONLY'") as client_only:
+        client.submit("TEST_CLIENT_ONLY", make_request(settings=ClientOnlySettings()))
+    assert client_only.value.status == 400 and client_only.value.kind == "invalid_request"
+    # The engine id and the settings' engine must agree; the client refuses before sending anything.
+    with pytest.raises(ValueError, match="differs from the request settings' engine 'TEST_STEPS'"):
+        client.submit("NEURAL_STYLE", steps_request(steps=1))
     assert client.health()["ok"]  # the worker survived all of it
+
+
+@register_settings
+@dataclass(frozen=True)
+class ClientOnlySettings(EngineSettings):
+    """Settings registered in the test process only: the worker has never heard of this engine."""
+
+    ENGINE = "TEST_CLIENT_ONLY"
+    LABEL = "Client Only"
+    DESCRIPTION = "test settings the worker does not know"
+    PROPERTY = "test_client_only"
+
+
+def _post_submit(worker, meta: dict, arrays: dict) -> requests.Response:
+    """POST a submit frame built by hand (what an older or newer client could send)."""
+    frame = protocol.encode_frame(meta, arrays, "exact")
+    headers = {"Authorization": f"Bearer {worker.token}", "Content-Type": protocol.FRAME_CONTENT_TYPE}
+    return requests.post(f"{worker.url}/v1/jobs", data=frame, headers=headers, timeout=10)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (
+            lambda s: s.update(schema=StepsSettings.SCHEMA + 1),
+            "schema 2 is not understood here.*update Stylepass",
+        ),
+        (lambda s: s["values"].update(colour="red"), r"unknown StepsSettings settings \['colour'\]"),
+        (lambda s: s["values"].update(steps=-1), r"StepsSettings.steps must be in \[0, 1000\], got -1"),
+        (lambda s: s["values"].update(steps=2.5), "StepsSettings.steps must be an integer, got 2.5"),
+        (lambda s: s.pop("schema"), "settings must be {engine, schema, values}"),
+    ],
+)
+def test_settings_the_worker_cannot_read_are_refused_clearly(worker, change, message):
+    frame = protocol.encode_submit("TEST_STEPS", steps_request(steps=1), "exact")
+    meta, arrays = protocol.decode_frame(frame.to_bytes())
+    change(meta["request"]["settings"])
+    response = _post_submit(worker, meta, arrays)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["kind"] == "invalid_request" and re.search(message, error["message"]), error
+
+
+def test_the_submitted_engine_must_be_the_settings_engine(worker):
+    frame = protocol.encode_submit("TEST_STEPS", steps_request(steps=1), "exact")
+    meta, arrays = protocol.decode_frame(frame.to_bytes())
+    meta["engine"] = "NEURAL_STYLE"
+    response = _post_submit(worker, meta, arrays)
+    assert response.status_code == 400
+    assert "differs from the request settings' engine 'TEST_STEPS'" in response.json()["error"]["message"]
 
 
 # -- limits and paths -------------------------------------------------------------------------------------
@@ -350,7 +419,7 @@ def test_body_rules_length_type_and_json(worker):
     ],
 )
 def test_model_paths_outside_the_model_folders_are_refused(client, model_dir, reference, accepted):
-    request = make_request(params={"steps": 0, "model": reference})
+    request = steps_request(steps=0, model=reference)
     if accepted:
         job_id = client.submit("TEST_STEPS", request)
         status = client.wait(job_id, timeout=10) if reference.startswith("sd15") else None
@@ -365,11 +434,55 @@ def test_model_paths_outside_the_model_folders_are_refused(client, model_dir, re
     assert "model" in str(error.value) and str(model_dir.resolve()) in str(error.value)
 
 
+def test_every_model_reference_in_the_settings_is_checked(client, model_dir):
+    """Nested references (a ControlNet unit's model, a LoRA file) and parts of a model (the IP-Adapter's
+    subfolder and weight file) are checked like `model`, before the engine is looked up: the diffusion engine
+    need not be installed in this worker for its requests to be refused."""
+    outside = "../outside/secret.safetensors"
+    inside = DiffusionSettings(
+        model="sd15/tiny.safetensors",
+        vae="org/hub-vae",
+        controls=(ControlUnit(map="depth", model="sd15"), ControlUnit(map="normal", model="org/cn")),
+        loras=(Lora(file="sd15/tiny.safetensors"),),
+        ip_adapter_model="org/ip-adapter",
+    )
+    maps = {name: np.zeros((32, 48), np.float32) for name in ("depth", "normal")}
+    images = {"ip_adapter_image": np.zeros((8, 8, 3), np.float32)}
+    bad = {
+        "model_config": inside.replace(model_config="/etc"),
+        "controls.1.model": inside.replace(
+            controls=(inside.controls[0], ControlUnit(map="normal", model=outside))
+        ),
+        "loras.1.file": inside.replace(loras=(*inside.loras, Lora(file="escape/secret.safetensors"))),
+        "ip_adapter_subfolder": inside.replace(ip_adapter_subfolder="../.."),
+        "ip_adapter_weight_name": inside.replace(ip_adapter_weight_name="~/.ssh/id_rsa"),
+    }
+    for name, settings in bad.items():
+        with pytest.raises(WorkerRejected) as error:
+            client.submit("DIFFUSION", make_request(settings=settings, controls=maps, images=images))
+        assert error.value.status == 400 and error.value.kind == "model_path", name
+        assert str(error.value).startswith(f"{name}: "), str(error.value)
+        assert str(model_dir.resolve()) in str(error.value)
+    # A disabled unit's reference is still a reference the worker receives, so it is checked too.
+    disabled = inside.replace(
+        controls=(*inside.controls, ControlUnit(enabled=False, map="lineart", model=outside))
+    )
+    with pytest.raises(WorkerRejected, match=r"controls\.2\.model"):
+        client.submit("DIFFUSION", make_request(settings=disabled, controls=maps, images=images))
+    # Everything inside (or a hub id) passes the check; this worker may then lack torch for the engine.
+    try:
+        job_id = client.submit("DIFFUSION", make_request(settings=inside, controls=maps, images=images))
+    except EngineUnavailable as unavailable:
+        assert unavailable.engine_id == "DIFFUSION"
+    else:
+        client.cancel(job_id)
+
+
 # -- the real engine, warm models, release, shutdown ------------------------------------------------------
 
 
 def test_neural_style_through_the_worker_matches_in_process(worker):
-    request = make_request((96, 128), style="style_05")
+    request = make_request((96, 128), settings=NeuralStyleSettings(style_preset="style_05"))
     local = get_engine("NEURAL_STYLE").run(request)
     with WorkerClient(worker.url, worker.token, precision="exact") as exact:
         remote = exact.run("NEURAL_STYLE", request)
@@ -393,7 +506,7 @@ def test_shutdown_stops_the_worker(tmp_path):
     running = start_worker(stderr=open(tmp_path / "log", "wb"))
     try:
         client = WorkerClient(running.url, running.token)
-        job_id = client.submit("TEST_STEPS", make_request(params={"steps": 100, "step_seconds": 0.1}))
+        job_id = client.submit("TEST_STEPS", steps_request(steps=100, step_seconds=0.1))
         _wait_state(client, job_id, {"running"})
         client.shutdown()
         assert running.proc.wait(5) == 0
@@ -408,7 +521,7 @@ def test_shutdown_stops_the_worker(tmp_path):
 
 def test_engines_do_not_inherit_the_token(client):
     # The worker removes the variable after reading it, so an engine's own subprocesses never see it.
-    result = client.run("TEST_STEPS", make_request(params={"steps": 0}))
+    result = client.run("TEST_STEPS", steps_request(steps=0))
     assert result.info["token_in_environ"] is False
 
 

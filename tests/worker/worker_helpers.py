@@ -16,15 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from engines_for_tests import StepsSettings
+
+from stylepass_core.engine_api import StyleRequest
+from stylepass_core.settings import EngineSettings
 
 HERE = Path(__file__).resolve().parent
-ADDON = HERE.parents[1] / "addon"
-sys.path.insert(0, str(ADDON))
-sys.path.insert(0, str(HERE))
-
-from stylepass_core.engine_api import StyleRequest  # noqa: E402
-
-PYTHONPATH = os.pathsep.join([str(ADDON), str(HERE)])
+ROOT = HERE.parents[1]  # holds the stylepass_core package
+# A child process finds the core (repo root) and this folder's `engines_for_tests` the same way.
+PYTHONPATH = os.pathsep.join([str(ROOT), str(HERE)])
 
 
 @dataclass
@@ -84,7 +84,7 @@ def start_worker(*args: str, token: str | None = "test-token", stderr=None, **en
         stdout=subprocess.PIPE,
         stderr=stderr if stderr is not None else subprocess.DEVNULL,
         env=worker_env(token, **env),
-        cwd=str(ADDON),
+        cwd=str(ROOT),
     )
     ready = read_ready(proc)
     return RunningWorker(
@@ -92,10 +92,19 @@ def start_worker(*args: str, token: str | None = "test-token", stderr=None, **en
     )
 
 
-def make_request(size: tuple[int, int] = (32, 48), seed: int = 0, **fields) -> StyleRequest:
+def make_request(
+    size: tuple[int, int] = (32, 48), seed: int = 0, settings: EngineSettings | None = None, **fields
+) -> StyleRequest:
+    """A random beauty of `size` with `settings` (default: TEST_STEPS' defaults, 3 steps)."""
     rng = np.random.default_rng(seed)
     height, width = size
-    return StyleRequest(beauty=rng.random((height, width, 3), dtype=np.float32), **fields)
+    settings = settings if settings is not None else StepsSettings()
+    return StyleRequest(beauty=rng.random((height, width, 3), dtype=np.float32), settings=settings, **fields)
+
+
+def steps_request(**values) -> StyleRequest:
+    """A TEST_STEPS request: `steps_request(steps=6, step_seconds=0.1)`."""
+    return make_request(settings=StepsSettings(**values))
 
 
 def process_gone(pid: int) -> bool:

@@ -1,0 +1,56 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Layout shared by the render-properties and viewport panels: buttons, the frame controls, output, passes,
+animation. Layout only."""
+
+import bpy
+
+from ..addon.settings import chosen_engine
+
+
+def draw_buttons(layout: bpy.types.UILayout) -> None:
+    row = layout.row(align=True)
+    row.scale_y = 1.4
+    row.operator("stylepass.stylise", icon="BRUSH_DATA")
+    row = layout.row(align=True)
+    row.operator("stylepass.stylise_animation", icon="RENDER_ANIMATION")
+    row.operator("stylepass.render_passes", text="", icon="RENDERLAYERS")
+
+
+def draw_frame(layout: bpy.types.UILayout, scene: bpy.types.Scene) -> None:
+    """Stylepass's mix with the render, the objects, and the seed for engines that use one."""
+    settings = scene.stylepass
+    if chosen_engine(settings).USES_SEED:
+        row = layout.row(align=True)
+        row.prop(settings, "seed")
+        row.prop(settings, "seed_locked", text="", icon="LOCKED" if settings.seed_locked else "UNLOCKED")
+    layout.prop(settings, "strength")
+    layout.prop(settings, "keep_colours")
+    layout.prop(settings, "object_filter")
+
+
+def draw_output(layout: bpy.types.UILayout, scene: bpy.types.Scene) -> None:
+    settings = scene.stylepass
+    layout.prop(settings, "output_dir")
+    layout.prop(settings, "png_compression")
+    layout.prop(settings, "resolution_scale")
+    layout.prop(settings, "show_images")
+
+
+def draw_passes(layout: bpy.types.UILayout, scene: bpy.types.Scene) -> None:
+    settings = scene.stylepass
+    layout.prop(settings, "pass_samples")
+    col = layout.column(heading="Line Art")
+    col.prop(settings, "line_thickness", text="Thickness")
+    col.prop(settings, "line_depth_threshold")
+    col.prop(settings, "line_crease_angle")
+
+
+def draw_animation(layout: bpy.types.UILayout, scene: bpy.types.Scene) -> None:
+    settings = scene.stylepass
+    layout.prop(settings, "temporal_coherence")
+    col = layout.column()
+    col.active = settings.temporal_coherence
+    col.prop(settings, "temporal_weight")
+    col.prop(settings, "keyframe_interval")
+    col.prop(settings, "temporal_denoise")
+    layout.operator("stylepass.render_animation", icon="RENDER_ANIMATION")

@@ -1,0 +1,106 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Each engine's settings in the panel: one function per settings class, one line per setting. Layout only.
+
+An engine without a function here still gets every setting drawn, in declaration order (`draw_fields`).
+"""
+
+import bpy
+
+from stylepass_core.engines.diffusion import DiffusionSettings
+from stylepass_core.engines.neural_style import NeuralStyleSettings
+
+from ..addon.settings import chosen_engine, engine_group
+
+
+def draw_engine(layout: bpy.types.UILayout, scene: bpy.types.Scene) -> None:
+    """The engine menu and the chosen engine's own settings."""
+    settings = scene.stylepass
+    layout.prop(settings, "engine")
+    cls = chosen_engine(settings)
+    group = engine_group(settings, cls)
+    draw = _DRAW.get(cls)
+    if draw is not None:
+        draw(layout, group)
+    else:
+        draw_fields(layout, group, cls)
+
+
+def draw_fields(layout: bpy.types.UILayout, group, cls) -> None:
+    for name, _, spec, _ in cls.specs():
+        if name not in cls.HOST_FIELDS and spec.item is None:
+            layout.prop(group, name)
+
+
+def _draw_neural_style(layout: bpy.types.UILayout, group) -> None:
+    layout.prop(group, "style_source")
+    if group.style_source in {"PRESET", "BLEND"}:
+        layout.prop(group, "style_preset")
+    if group.style_source == "BLEND":
+        layout.prop(group, "style_blend_preset")
+        layout.prop(group, "style_blend_amount")
+    if group.style_source == "IMAGE":
+        layout.template_ID(group, "style_image", open="image.open")
+        layout.prop(group, "style_image_weight")
+    layout.prop(group, "detail_scale")
+
+
+def _draw_diffusion(layout: bpy.types.UILayout, group) -> None:
+    layout.operator_menu_enum("stylepass.diffusion_preset", "preset", text="Presets", icon="PRESET")
+    layout.prop(group, "model")
+    layout.prop(group, "prompt")
+    layout.prop(group, "negative_prompt")
+    layout.prop(group, "style_preset")
+    layout.prop(group, "steps")
+    layout.prop(group, "denoise")
+    layout.prop(group, "guidance")
+    layout.prop(group, "scheduler")
+
+    box = layout.box()
+    box.label(text="Controls", icon="MODIFIER")
+    for index, control in enumerate(group.controls):
+        col = box.column(align=True)
+        row = col.row(align=True)
+        row.prop(control, "enabled", text="")
+        row.prop(control, "map", text="")
+        row.prop(control, "weight", text="Weight")
+        row.operator("stylepass.control_remove", text="", icon="X").index = index
+        col.prop(control, "model", text="")
+        row = col.row(align=True)
+        row.prop(control, "start")
+        row.prop(control, "end")
+    box.operator_menu_enum("stylepass.control_add", "map", text="Add Control", icon="ADD")
+
+    box = layout.box()
+    box.label(text="LoRAs", icon="NODE_MATERIAL")
+    for index, lora in enumerate(group.loras):
+        row = box.row(align=True)
+        row.prop(lora, "enabled", text="")
+        row.prop(lora, "file", text="")
+        row.prop(lora, "weight", text="")
+        row.operator("stylepass.lora_remove", text="", icon="X").index = index
+    box.operator("stylepass.lora_add", icon="ADD")
+
+    box = layout.box()
+    box.label(text="Reference Image (IP-Adapter)", icon="IMAGE_DATA")
+    box.prop(group, "ip_adapter_model")
+    col = box.column()
+    col.active = bool(group.ip_adapter_model)
+    col.template_ID(group, "ip_adapter_image", open="image.open")
+    col.prop(group, "ip_adapter_scale")
+    col.prop(group, "ip_adapter_subfolder")
+    col.prop(group, "ip_adapter_weight_name")
+
+    box = layout.box()
+    box.label(text="Model Files, Memory and Precision", icon="MEMORY")
+    box.prop(group, "vae")
+    box.prop(group, "model_config")
+    box.prop(group, "dtype")
+    box.prop(group, "attention_slicing")
+    box.prop(group, "vae_tiling")
+    box.prop(group, "cpu_offload")
+    box.prop(group, "allow_pickle")
+    layout.operator("stylepass.release_memory", icon="X")
+
+
+# Keyed by settings class, never by engine id: the class is the engine's one contract.
+_DRAW = {NeuralStyleSettings: _draw_neural_style, DiffusionSettings: _draw_diffusion}

@@ -1,0 +1,67 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Stylepass in Properties > Render, with Output, Control Passes and Animation sub-panels. Layout only."""
+
+import bpy
+
+from .draw_common import draw_animation, draw_buttons, draw_frame, draw_output, draw_passes
+from .draw_engines import draw_engine
+
+
+class _RenderProperties:
+    bl_space_type = "PROPERTIES"
+    bl_region_type = "WINDOW"
+    bl_context = "render"
+
+
+class _RenderSubPanel(_RenderProperties):
+    bl_parent_id = "STYLEPASS_PT_render"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def _split(self) -> bpy.types.UILayout:
+        self.layout.use_property_split = True
+        self.layout.use_property_decorate = False
+        return self.layout
+
+
+class STYLEPASS_PT_render(_RenderProperties, bpy.types.Panel):
+    """Stylepass in Properties > Render"""
+
+    bl_label = "Stylepass"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context: bpy.types.Context) -> None:
+        layout = self.layout
+        layout.use_property_split = True
+        layout.use_property_decorate = False
+        draw_buttons(layout)
+        draw_engine(layout, context.scene)
+        draw_frame(layout, context.scene)
+
+
+class STYLEPASS_PT_render_output(_RenderSubPanel, bpy.types.Panel):
+    bl_label = "Output"
+
+    def draw(self, context: bpy.types.Context) -> None:
+        draw_output(self._split(), context.scene)
+
+
+class STYLEPASS_PT_render_passes(_RenderSubPanel, bpy.types.Panel):
+    bl_label = "Control Passes"
+
+    def draw(self, context: bpy.types.Context) -> None:
+        draw_passes(self._split(), context.scene)
+
+
+class STYLEPASS_PT_render_animation(_RenderSubPanel, bpy.types.Panel):
+    bl_label = "Animation"
+
+    def draw(self, context: bpy.types.Context) -> None:
+        draw_animation(self._split(), context.scene)
+
+
+classes = (
+    STYLEPASS_PT_render,
+    STYLEPASS_PT_render_output,
+    STYLEPASS_PT_render_passes,
+    STYLEPASS_PT_render_animation,
+)

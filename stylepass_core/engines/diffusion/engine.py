@@ -1,0 +1,253 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""`DiffusionEngine`: the engine interface around the warm model cache (see the package docstring)."""
+
+import importlib.metadata
+import importlib.util
+import os
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ... import imageops
+from ...engine_api import (
+    Engine,
+    EngineUnavailable,
+    NullProgress,
+    Progress,
+    StyleRequest,
+    StyleResult,
+    check_abort,
+    register_engine,
+)
+from . import controls
+from .settings import STYLE_PRESETS, DiffusionSettings
+
+SIZE_MULTIPLE = 8  # the VAE downsamples by 8 and the UNet needs whole latent pixels
+MIN_SIDE = 64
+MAX_PIXELS = 4096 * 4096
+REQUIRED = ("torch", "diffusers", "transformers", "accelerate", "safetensors")
+CONFIG_ROOT_ENV = "STYLEPASS_DIFFUSION_CONFIGS"
+_INSTALL = "install the engine's venv: pip install -r requirements/engine-diffusion.txt"
+
+
+class OutOfMemory(EngineUnavailable):
+    """The device ran out of memory; the reason names the settings that would lower the need."""
+
+
+def snap_size(height: int, width: int) -> tuple[int, int]:
+    """Nearest multiples of `SIZE_MULTIPLE` (halves round up), at least `MIN_SIDE`."""
+
+    def snap(value: int) -> int:
+        return max(MIN_SIDE, (value + SIZE_MULTIPLE // 2) // SIZE_MULTIPLE * SIZE_MULTIPLE)
+
+    return snap(height), snap(width)
+
+
+@register_engine
+class DiffusionEngine(Engine):
+    """Stable Diffusion 1.x/2.x and SDXL with ControlNets driven by Blender's exact passes.
+
+    Args:
+        config_root: Folder holding diffusers configs per family (`sd15/`, `sd2/`, `sdxl/`) for single-file
+            checkpoints that have none beside them; None uses `$STYLEPASS_DIFFUSION_CONFIGS` when set.
+        max_controlnets: ControlNets kept loaded between requests (least recently used dropped first).
+    """
+
+    id = DiffusionSettings.ENGINE
+    label = "Stable Diffusion + ControlNet"
+    settings_type = DiffusionSettings
+
+    def __init__(self, config_root: str | os.PathLike[str] | None = None, max_controlnets: int = 4) -> None:
+        if config_root is None and os.environ.get(CONFIG_ROOT_ENV):
+            config_root = os.environ[CONFIG_ROOT_ENV]
+        self.config_root = Path(config_root) if config_root is not None else None
+        self.max_controlnets = max_controlnets
+        self.load_counts: Counter = Counter()
+        """Models loaded since construction, by kind ("base", "controlnet", "lora", "vae", "ip_adapter")."""
+        self._cache: Any = None
+        self._lock = threading.Lock()
+
+    # -- Engine interface ---------------------------------------------------------------------------------
+
+    def available(self) -> tuple[bool, str]:
+        """Whether torch, diffusers and friends are importable (checked without importing them)."""
+        missing = [name for name in REQUIRED if importlib.util.find_spec(name) is None]
+        if missing:
+            return False, f"{', '.join(missing)} not installed; {_INSTALL}"
+        return True, ""
+
+    def release(self) -> None:
+        """Drop every loaded model and return device memory."""
+        with self._lock:
+            if self._cache is None:
+                return
+            device = self._cache.plan.device if self._cache.plan is not None else "cpu"
+            self._cache.release()
+            self._cache = None
+        from .device import free_device_memory
+
+        free_device_memory(device)
+
+    def run(
+        self,
+        request: StyleRequest,
+        progress: Progress | None = None,
+        abort: threading.Event | None = None,
+    ) -> StyleResult:
+        """Generate one frame; see `Engine.run`; `request.settings` is a `DiffusionSettings`.
+
+        Raises:
+            ValueError: an invalid request or param, a missing control map, a model that is missing, unsafe,
+                not a pipeline or of the wrong family for a ControlNet (the message says what to change).
+            EngineUnavailable: torch/diffusers missing; `OutOfMemory` when the device runs out of memory.
+            Aborted: `abort` was set; the engine stays ready for the next request.
+        """
+        started = time.perf_counter()
+        progress = progress if progress is not None else NullProgress()
+
+        # 1. Check inputs
+        request.validate()
+        settings: DiffusionSettings = request.settings
+        if settings.not_ready():
+            raise ValueError(settings.not_ready())
+        prompt, negative = self._styled_prompts(settings)
+        settings = settings.replace(negative_prompt=negative)
+        out_h, out_w = request.output_size
+        gen_h, gen_w = self._generation_size(request)
+        style_image = request.images.get("ip_adapter_image") if settings.ip_adapter is not None else None
+        self.require_available()
+        notes: list[str] = []
+        info: dict[str, Any] = {
+            "engine": self.id,
+            "mode": "img2img" if settings.img2img else "txt2img",
+            "seed": int(request.seed),
+            "size": {"output": [out_h, out_w], "generated": [gen_h, gen_w]},
+            "notes": notes,
+        }
+        if (gen_h, gen_w) != (out_h, out_w):
+            notes.append(
+                f"generated at {gen_w}x{gen_h} (multiples of {SIZE_MULTIPLE}, at least {MIN_SIDE}) instead of "
+                f"{out_w}x{out_h}, then resized to the output"
+            )
+
+        # 2. Models (warm: only what changed is loaded)
+        progress.update(0, 3, "Loading models")
+        with self._lock:
+            from .device import choose_device, free_device_memory, is_out_of_memory
+
+            plan = choose_device(settings.device, settings.dtype)
+            info["device"] = {"device": plan.device, "dtype": plan.dtype, "reason": plan.reason}
+            if self._cache is None:
+                from .pipeline import ModelCache
+
+                self._cache = ModelCache(self.load_counts, self.config_root, self.max_controlnets)
+            cache = self._cache
+            load_started = time.perf_counter()
+            try:
+                info["loaded"] = cache.ensure(settings, plan, notes)
+                load_seconds = time.perf_counter() - load_started
+                check_abort(abort)
+
+                # 3. Images at the generation size
+                progress.update(1, 3, "Preparing images")
+                beauty = imageops.resize(request.beauty, (gen_h, gen_w)) if settings.img2img else None
+                images = [
+                    controls.control_image(unit.map, request.controls[unit.map], (gen_h, gen_w))
+                    for unit in settings.controlnets
+                ]
+                info["controlnets"] = [
+                    {"map": u.map, "model": u.model, "weight": u.weight, "start": u.start, "end": u.end,
+                     "convention": controls.CONVENTIONS[u.map][2]}
+                    for u in settings.controlnets
+                ]  # fmt: skip
+                info["loras"] = [{"file": lora.file, "weight": lora.weight} for lora in settings.active_loras]
+
+                # 4. Encode, denoise, decode
+                generated, facts = cache.generate(
+                    settings,
+                    size=(gen_h, gen_w),
+                    seed=int(request.seed),
+                    prompt=prompt,
+                    beauty=beauty,
+                    control_images=images,
+                    style_image=style_image,
+                    progress=progress,
+                    abort=abort,
+                    steps_before=2,
+                )
+            except Exception as error:
+                if not is_out_of_memory(error):
+                    raise
+                free_device_memory(plan.device)
+                raise OutOfMemory(self.id, self._memory_advice(settings, plan, (gen_h, gen_w))) from error
+            info.update(facts)
+            compute = dict(cache.timer.seconds)
+
+        # 5. Back to the output size (the frame writer mixes it with the render)
+        image = (
+            generated if generated.shape[:2] == (out_h, out_w) else imageops.resize(generated, (out_h, out_w))
+        )
+        image = np.clip(image, 0.0, 1.0).astype(np.float32, copy=False)
+        total = time.perf_counter() - started
+        model_seconds = sum(compute.get(k, 0.0) for k in ("unet", "controlnet", "vae_decode"))
+        info["timings"] = {
+            "load": load_seconds,
+            **{k: float(v) for k, v in compute.items()},
+            "total": total,
+            "overhead": total - load_seconds - model_seconds,
+        }
+        info["versions"] = _versions()
+        progress.update(1, 1, "Done")
+        return StyleResult(image=image, info=info)
+
+    # -- Helpers ------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _styled_prompts(settings: DiffusionSettings) -> tuple[str, str]:
+        _, positive, negative = STYLE_PRESETS[settings.style_preset]
+        prompt = ", ".join(p for p in (settings.prompt.strip(), positive) if p)
+        negative_prompt = ", ".join(p for p in (settings.negative_prompt.strip(), negative) if p)
+        return prompt, negative_prompt
+
+    @staticmethod
+    def _generation_size(request: StyleRequest) -> tuple[int, int]:
+        out_h, out_w = request.output_size
+        gen_h, gen_w = snap_size(out_h, out_w)
+        if gen_h * gen_w > MAX_PIXELS:
+            raise ValueError(
+                f"an output of {out_w}x{out_h} asks for a {gen_w}x{gen_h} generation; at most "
+                f"{MAX_PIXELS // 1_000_000} megapixels: lower the render resolution"
+            )
+        return gen_h, gen_w
+
+    @staticmethod
+    def _memory_advice(settings: DiffusionSettings, plan: Any, size: tuple[int, int]) -> str:
+        tips = ["lower the render resolution"]
+        if settings.controlnets:
+            tips.append(f"use fewer ControlNets (now {len(settings.controlnets)})")
+        for name, on in (
+            ("Attention Slicing", settings.attention_slicing),
+            ("VAE Tiling", settings.vae_tiling),
+            ("CPU Offload", settings.cpu_offload or plan.device != "cuda"),
+        ):
+            if not on:
+                tips.append(f"turn on {name}")
+        if plan.dtype == "float32" and plan.device != "cpu":
+            tips.append("set Precision to Half (float16)")
+        return f"out of memory generating {size[1]}x{size[0]} on {plan.device} ({plan.dtype}); " + "; ".join(
+            tips
+        )
+
+
+def _versions() -> dict[str, str]:
+    versions = {}
+    for name in (*REQUIRED, "peft"):
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return versions
