@@ -50,6 +50,7 @@ def _draw_diffusion(layout: bpy.types.UILayout, group) -> None:
     layout.prop(group, "prompt")
     layout.prop(group, "negative_prompt")
     layout.prop(group, "style_preset")
+    layout.prop(group, "clip_skip")
     layout.prop(group, "steps")
     layout.prop(group, "denoise")
     layout.prop(group, "guidance")

@@ -307,6 +307,17 @@ def test_style_preset_changes_the_prompt(engine, make_request):
     assert _differ(styled.image, plain)
 
 
+def test_clip_skip_uses_an_earlier_text_encoder_layer(engine, make_request):
+    plain = engine.run(make_request()).image
+    skipped = engine.run(make_request(clip_skip=1))
+    _check_result(skipped)
+    assert _differ(skipped.image, plain)
+    np.testing.assert_array_equal(engine.run(make_request(clip_skip=1)).image, skipped.image)  # deterministic
+    # The tiny text encoder has 2 layers: skipping both leaves nothing to encode with.
+    with pytest.raises(ValueError, match="Clip Skip 2 leaves none of the text encoder's 2 layers"):
+        engine.run(make_request(clip_skip=2))
+
+
 def test_tiny_autoencoder_as_vae(engine, make_request, tiny):
     result = engine.run(make_request(vae=str(tiny.tiny_vae)))
     _check_result(result)

@@ -426,6 +426,7 @@ class ModelCache:
             zeros_for_empty_negative=bool(getattr(pipe.config, "force_zeros_for_empty_prompt", False)),
             device=device,
             dtype=dtype,
+            clip_skip=settings.clip_skip,
         )
         self.timer.seconds["text_encoder"] += time.perf_counter() - started
         facts["prompt_tokens"] = embeddings.tokens

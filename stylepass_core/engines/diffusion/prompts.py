@@ -114,6 +114,7 @@ def encode(
     zeros_for_empty_negative: bool,
     device: Any,
     dtype: Any,
+    clip_skip: int = 0,
 ) -> PromptEmbeddings:
     """Encode a prompt pair of any length (see the module docstring).
 
@@ -126,12 +127,14 @@ def encode(
         zeros_for_empty_negative: SDXL's `force_zeros_for_empty_prompt`.
         device: Where to run the encoders (their own device, or the pipeline's execution device).
         dtype: dtype of the returned embeddings.
+        clip_skip: Leave out this many of each encoder's last layers (as diffusers' `clip_skip`: SD1.x/2.x take
+            that hidden state through the final layer norm; SDXL's already penultimate layer moves up as well).
 
     Returns:
         The embeddings.
 
     Raises:
-        ValueError: a prompt longer than `MAX_CHUNKS` chunks.
+        ValueError: a prompt longer than `MAX_CHUNKS` chunks, or `clip_skip` leaving no layer.
     """
     import torch
 
@@ -157,9 +160,19 @@ def encode(
         ):
             rows = _rows(tokenizer, positive, count) + _rows(tokenizer, negative, count)
             ids = torch.tensor(rows, dtype=torch.long, device=device)
-            if sdxl:
+            if sdxl or clip_skip:
                 out = encoder(ids, output_hidden_states=True)
-                hidden = out.hidden_states[-2]
+                # hidden_states holds the embeddings then one entry per layer; SDXL starts one layer up.
+                layer = clip_skip + (2 if sdxl else 1)
+                if layer >= len(out.hidden_states):
+                    raise ValueError(
+                        f"Clip Skip {clip_skip} leaves none of the text encoder's "
+                        f"{len(out.hidden_states) - 1} layers: lower it"
+                    )
+                hidden = out.hidden_states[-layer]
+                if not sdxl:
+                    # transformers 5 keeps the layer norm on the model itself, 4.x on its `text_model`.
+                    hidden = getattr(encoder, "text_model", encoder).final_layer_norm(hidden)
                 if hasattr(out, "text_embeds"):
                     pooled = out.text_embeds  # (2 * count, D2); row 0 and row `count` are the first chunks
             else:
