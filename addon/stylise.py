@@ -134,18 +134,16 @@ def _model_reference(value: str, remote: bool) -> str:
 
 
 def _pictures(run: RunSettings) -> dict[str, np.ndarray]:
-    """Pixels of the images the engine settings need or name."""
+    """Pixels of the images the engine's settings use now (a style image only with Style Source Image...)."""
     settings = run.engine
     labels = {name: spec.label for name, _, spec, _ in settings.specs()}
+    pictures = {}
     for name, why in settings.required_images().items():
-        if run.images.get(name) is None:
+        image = run.images.get(name)
+        if image is None:
             raise StylepassError(
                 f"{labels[name]} is needed ({why}) but none is set: pick one in the Stylepass panel."
             )
-    pictures = {}
-    for name, image in run.images.items():
-        if image is None or not getattr(settings, name, ""):
-            continue
         try:
             pictures[name] = images.image_to_display_rgb(image)
         except images.ImageError as error:

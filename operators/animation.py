@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Stylise Animation (resumable, coherent, never blocking the UI) and Render Stylised Animation."""
 
+import dataclasses
 import os
 import threading
 
@@ -38,8 +39,8 @@ class _AnimationRange:
     @staticmethod
     def run_settings(context: bpy.types.Context) -> "stylise.RunSettings":
         run_settings = stylise.RunSettings.from_scene(context.scene, settings.preferences(context))
-        passes = run_settings.passes.replace(show_images=False)  # a whole shot would flood the image list
-        return stylise.RunSettings(run_settings.engine, run_settings.frame, passes, run_settings.images)
+        # A whole shot would flood the image list with per-frame pass images.
+        return dataclasses.replace(run_settings, passes=run_settings.passes.replace(show_images=False))
 
 
 def _summary_report(operator: bpy.types.Operator, summary: animation.AnimationSummary) -> Status:

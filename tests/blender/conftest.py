@@ -124,3 +124,9 @@ def diff_snapshots(before, after, path="") -> list[str]:
             out += diff_snapshots(b, a, f"{path}[{i}]")
         return out
     return [] if before in (after, UNSET) else [f"{path}: {before!r} -> {after!r}"]
+
+
+def readme_python_examples() -> list[str]:
+    """The ```python blocks of the top-level README, in order (tests run them as an artist's script would)."""
+    text = (ROOT / "README.md").read_text()
+    return [block.split("```", 1)[0] for block in text.split("```python\n")[1:]]

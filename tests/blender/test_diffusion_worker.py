@@ -14,7 +14,7 @@ import blender_harness
 import bpy
 import numpy as np
 import pytest
-from conftest import ROOT, addon_module, diff_snapshots, scene_snapshot
+from conftest import ROOT, addon_module, diff_snapshots, readme_python_examples, scene_snapshot
 from scenes import known_scene
 
 from stylepass_core import png
@@ -39,6 +39,7 @@ def tiny_models(tmp_path_factory):
         out = Path({str(folder)!r})
         pipe = t.save_sd15_folder(out / "tiny-sd15")
         t.save_controlnet(out / "tiny-controlnet-depth", pipe.unet, seed=1)
+        t.save_lora(out / "tiny-lora.safetensors", pipe.unet)
         """
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT / "tests" / "diffusion")}
@@ -262,3 +263,28 @@ def test_an_unlocked_seed_is_stored_only_when_the_frame_succeeds(empty_file, out
     assert bpy.ops.stylepass.stylise() == {"FINISHED"}
     record = json.loads((out_dir / scene.name / "stylised" / "0001.json").read_text())
     assert scene.stylepass.seed == record["request"]["seed"] != 5
+
+
+def test_the_readme_diffusion_example_runs(empty_file, out_dir, tiny_models, prefs):
+    scene = empty_file
+    known_scene(scene)
+    scene.render.engine = "CYCLES"
+    scene.cycles.samples = 1
+    scene.stylepass.output_dir = str(out_dir)
+    example = readme_python_examples()[1]
+    for placeholder, real in (
+        ("/models/dreamshaper_8.safetensors", tiny_models / "tiny-sd15"),
+        ("/models/control_v11f1p_sd15_depth", tiny_models / "tiny-controlnet-depth"),
+        ("/models/ink_style.safetensors", tiny_models / "tiny-lora.safetensors"),
+    ):
+        assert placeholder in example
+        example = example.replace(placeholder, str(real))
+    example = example.replace("d.steps, d.guidance, d.denoise = 20,", "d.steps, d.guidance, d.denoise = 4,")
+    exec(compile(example, "README.md", "exec"), {})
+    record = json.loads((out_dir / scene.name / "stylised" / "0001.json").read_text())
+    values = record["request"]["settings"]["values"]
+    assert values["prompt"] == "a watercolour village at dusk" and values["denoise"] == pytest.approx(0.7)
+    assert values["controls"][0]["weight"] == pytest.approx(0.9) and values["loras"][0][
+        "weight"
+    ] == pytest.approx(0.8)
+    assert record["request"]["seed"] == 7 and record["result"]["loras"][0]["weight"] == pytest.approx(0.8)

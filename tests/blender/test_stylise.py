@@ -6,7 +6,7 @@ import json
 import bpy
 import numpy as np
 import pytest
-from conftest import addon_module, diff_snapshots, scene_snapshot
+from conftest import addon_module, diff_snapshots, readme_python_examples, scene_snapshot
 from scenes import HEIGHT, WIDTH, known_scene
 
 from stylepass_core import engine_api, exr, png
@@ -300,3 +300,16 @@ def _compositor_pixels(scene, display_rgb):
     target = display_colour.compositor_target(scene)
     pixels, warnings = target.convert(display_rgb)
     return pixels.astype(np.float32), target.colour_space, warnings
+
+
+def test_the_readme_scripting_example_runs(empty_file, out_dir):
+    scene, _ = _scene(empty_file, out_dir)
+    painting = out_dir / "painting.png"
+    png.write_png(painting, np.full((64, 64, 3), 200, np.uint8))
+    example = readme_python_examples()[0].replace("/path/painting.jpg", str(painting))
+    example = example.replace('"//stylepass/"', repr(str(out_dir)))
+    exec(compile(example, "README.md", "exec"), {})
+    _, record = _stylised(out_dir, scene)
+    assert record["request"]["settings"]["values"]["style_preset"] == "style_07"
+    assert record["frame"]["strength"] == pytest.approx(0.8)
+    assert compositor.find_group_node(_tree(scene)).inputs["Factor"].default_value == pytest.approx(0.7)

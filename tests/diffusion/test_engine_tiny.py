@@ -397,7 +397,7 @@ def test_pickle_opt_in_loads_with_a_warning(engine, make_request, tiny):
     reference = engine.run(make_request()).image
     with pytest.warns(UserWarning, match="pickle"):
         result = engine.run(make_request(model=str(tiny.pickle_ckpt), allow_pickle=True))
-    assert any("allow_pickle" in note for note in result.info["notes"])
+    assert any("Allow Pickle Files" in note for note in result.info["notes"])
     np.testing.assert_allclose(result.image, reference, atol=1e-5)
 
 
