@@ -271,8 +271,10 @@ def animation_steps(
     if done:
         colour_space = summary.colour_space or display_colour.scene_linear_colour_space()
         first = layout.compositor_file(done[0])
-        image = images.show_sequence(STYLISED_IMAGE, first, colour_space)
-        compositor.install(scene, image, sequence=(done[0], done[-1] - done[0] + 1))
+        image = images.show_sequence(
+            compositor.STYLISED_ROLE, STYLISED_IMAGE, first, colour_space, summary.warnings
+        )
+        compositor.install(scene, image, sequence=(done[0], done[-1] - done[0] + 1), notes=summary.warnings)
     summary.seconds = time.perf_counter() - started
     yield FrameStep(len(frames), len(frames), frames[-1], "done")
 

@@ -1,18 +1,24 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Image -> compositor: the Stylepass node group in the scene's own compositor, on the 4.x and 5.x APIs.
 
-The group (a `CompositorNodeTree` datablock named "Stylepass") has inputs Image (the render), Factor and Mask
-and outputs Image (render mixed with the stylised image by Factor x Mask) and Stylised. It is used by one
-group node in the scene's tree. A new or default tree gets it wired between Render Layers and the output; a
-tree the artist built gets the node added and fed from Render Layers, and none of their nodes or links change.
+The group (a `CompositorNodeTree` datablock, "Stylepass" unless the artist has one by that name) has inputs
+Image (the render), Factor and Mask and outputs Image (render mixed with the stylised image by Factor x Mask)
+and Stylised. It is used by one group node in the scene's tree. A new or default tree gets it wired between
+Render Layers and the output; a tree the artist built gets the node added and fed from Render Layers, and none
+of their nodes or links change. The group is found by its ownership marker (`ownership.py`), never by name; a
+group whose inside the artist changed keeps their nodes: only its image is updated.
 """
 
 import bpy
 
 from stylepass_core.errors import StylepassError
 
+from . import ownership
+
 GROUP_NAME = "Stylepass"
+GROUP_ROLE = "group"
 STYLISED_IMAGE = "Stylepass stylised"
+STYLISED_ROLE = "stylised"
 GROUP_NODE_NAME = "Stylepass"
 
 # Blender 5.0 replaced scene.node_tree with a node-group datablock and the Composite node with Group Output.
@@ -55,32 +61,40 @@ def _by_id(sockets, identifier: str):
     return next(socket for socket in sockets if socket.identifier == identifier)
 
 
-def check_installable() -> None:
-    """Raise `CompositorError` when the group cannot be installed; called before any work is done.
-
-    Raises:
-        CompositorError: a node group of another kind holds the group's name.
-    """
-    group = bpy.data.node_groups.get(GROUP_NAME)
-    if group is not None and group.bl_idname != "CompositorNodeTree":
-        raise CompositorError(
-            f"A node group called '{GROUP_NAME}' exists but is not a compositor group: rename it and try again."
-        )
+def find_group() -> bpy.types.NodeTree | None:
+    """Stylepass's own group (by its marker), or None."""
+    group = ownership.find(bpy.data.node_groups, GROUP_ROLE)
+    return group if group is not None and group.bl_idname == "CompositorNodeTree" else None
 
 
 def ensure_group(
-    image: bpy.types.Image | None, sequence: tuple[int, int] | None = None
+    image: bpy.types.Image | None, sequence: tuple[int, int] | None = None, notes: list[str] | None = None
 ) -> bpy.types.NodeTree:
-    """Create or rebuild the "Stylepass" group around `image` (the stylised result). Returns the group.
+    """Create, update or rebuild Stylepass's group around `image` (the stylised result). Returns the group.
 
     Args:
         sequence: (first frame, frame count) when `image` is an image sequence with one file per scene frame
             (file 0012 for frame 12): the node then shows the file of the frame being rendered or scrubbed.
+        notes: receives a sentence for the artist when a name was taken or their edits were kept.
     """
-    check_installable()
-    group = bpy.data.node_groups.get(GROUP_NAME)
+    group = find_group()
+    if group is not None and not _is_current(group) and _edited_by_artist(group):
+        stylised = group.nodes.get("Stylised")
+        if stylised is not None and stylised.bl_idname == "CompositorNodeImage":
+            # Their nodes inside stay; only the image the group shows follows the new result.
+            _show(stylised, image, sequence)
+            return group
+        # The result has no place left in it: the group is theirs now, and Stylepass makes a new one.
+        del group[ownership.ROLE_KEY]
+        if notes is not None:
+            notes.append(
+                f"The node group '{group.name}' was changed so it no longer shows the result; Stylepass left it as "
+                "it is and made a new group."
+            )
+        group = None
     if group is None:
         group = bpy.data.node_groups.new(GROUP_NAME, "CompositorNodeTree")
+        ownership.claim(group, GROUP_ROLE, GROUP_NAME, notes)
     elif _is_current(group):
         # Re-running only points the group at the new result: rebuilding it costs ~10 ms.
         _show(group.nodes["Stylised"], image, sequence)
@@ -96,7 +110,7 @@ def ensure_group(
         if item.name == "Factor" and item.in_out == "INPUT" and hasattr(item, "subtype"):
             item.subtype = "FACTOR"
 
-    # The inside is ours: rebuilding it is simpler and safer than patching an older layout.
+    # The inside is all ours (nothing the artist added): rebuilding is simpler and safer than patching it.
     nodes, links = group.nodes, group.links
     nodes.clear()
     group_in = nodes.new("NodeGroupInput")
@@ -134,6 +148,11 @@ _SOCKETS = {
 }
 _NODES = {"Group Input", "Group Output", "Stylised", "Mix by Factor", "Mix by Mask"}
 _LINK_COUNT = 8
+
+
+def _edited_by_artist(group) -> bool:
+    """Whether the artist put nodes of their own inside the group (a grade, a blur...)."""
+    return any(node.name not in _NODES for node in group.nodes)
 
 
 def _is_current(group) -> bool:
@@ -232,10 +251,10 @@ def is_default_tree(tree) -> bool:
 
 
 def find_group_node(tree):
+    """The group node in `tree` that uses Stylepass's own group (recognised by its marker, not its name)."""
     for node in tree.nodes:
-        if node.bl_idname == "CompositorNodeGroup" and node.node_tree is not None:
-            if node.node_tree.name == GROUP_NAME:
-                return node
+        if node.bl_idname == "CompositorNodeGroup" and ownership.is_ours(node.node_tree, GROUP_ROLE):
+            return node
     return None
 
 
@@ -244,6 +263,7 @@ def install(
     image: bpy.types.Image,
     factor: float | None = None,
     sequence: tuple[int, int] | None = None,
+    notes: list[str] | None = None,
 ) -> bpy.types.Node:
     """Build or update the Stylepass group and its node in the scene's compositor. Returns the group node.
 
@@ -253,8 +273,9 @@ def install(
         factor: sets the node's Factor when given; otherwise a new node starts at 1 and an existing one
             keeps the artist's value.
         sequence: (first frame, frame count) for a per-frame image sequence (see `ensure_group`).
+        notes: receives sentences for the artist (a name that was taken, edits that were kept).
     """
-    group = ensure_group(image, sequence)
+    group = ensure_group(image, sequence, notes)
     tree = scene_tree(scene)
     node = find_group_node(tree)
     if node is not None:

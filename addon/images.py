@@ -8,6 +8,8 @@ import numpy as np
 
 from stylepass_core.errors import StylepassError
 
+from . import ownership
+
 IMAGE_PREFIX = "Stylepass "
 
 
@@ -54,19 +56,23 @@ def image_to_display_rgb(image: bpy.types.Image) -> np.ndarray:
     return np.ascontiguousarray(np.clip(rgb, 0.0, 1.0), dtype=np.float32)
 
 
-def show_file(name: str, path: Path, colour_space: str) -> bpy.types.Image:
-    """Show `path` as the Image datablock `name` with the given colour space (the file is read on first use).
+def show_file(
+    role: str, name: str, path: Path, colour_space: str, notes: list[str] | None = None
+) -> bpy.types.Image:
+    """Show `path` in Stylepass's own Image datablock for `role`, called `name` when that name is free, with
+    the given colour space (the file is read on first use). An image of the artist's is never touched.
 
     An existing datablock only drops its pixels, so Blender reads the new file when something next uses it (a
     render, the Image Editor), as it does for any image in a .blend: `reload()` and setting the colour space
     each read the file at once (~15 ms at 512 px), which the caller would wait for.
     """
-    image = bpy.data.images.get(name)
+    image = ownership.find(bpy.data.images, role)
     if image is None or image.source not in {"FILE", "SEQUENCE"}:
         if image is not None:
-            bpy.data.images.remove(image)
+            bpy.data.images.remove(image)  # ours (by its marker), in a state we never leave it in
         image = bpy.data.images.load(str(path), check_existing=False)
         image.name = name
+        ownership.claim(image, role, name, notes)
     else:
         if image.source == "SEQUENCE":
             image.source = "FILE"
@@ -79,9 +85,11 @@ def show_file(name: str, path: Path, colour_space: str) -> bpy.types.Image:
     return image
 
 
-def show_sequence(name: str, first_file: Path, colour_space: str) -> bpy.types.Image:
-    """`first_file` (e.g. .../0001.exr) as an image sequence datablock `name`, one file per frame."""
-    image = show_file(name, first_file, colour_space)
+def show_sequence(
+    role: str, name: str, first_file: Path, colour_space: str, notes: list[str] | None = None
+) -> bpy.types.Image:
+    """`first_file` (e.g. .../0001.exr) in Stylepass's image sequence datablock for `role`, one file per frame."""
+    image = show_file(role, name, first_file, colour_space, notes)
     if image.source != "SEQUENCE":
         image.source = "SEQUENCE"
         image.reload()
@@ -93,7 +101,7 @@ def show_pass_files(files: dict[str, list[Path]]) -> None:
     for name, paths in files.items():
         path = next(p for p in paths if p.suffix == ".png")
         # Maps are data for a network, not pictures to colour-manage; the beauty already is display-referred.
-        show_file(IMAGE_PREFIX + name, path, "sRGB" if name == "beauty" else "Non-Color")
+        show_file(f"pass:{name}", IMAGE_PREFIX + name, path, "sRGB" if name == "beauty" else "Non-Color")
 
 
 def show_in_image_editor(context: bpy.types.Context, image: bpy.types.Image) -> bool:

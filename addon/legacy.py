@@ -11,6 +11,8 @@ import bpy
 from stylepass_core.engines.diffusion import DiffusionSettings
 from stylepass_core.engines.neural_style import NeuralStyleSettings
 
+from . import ownership
+
 # Old name under scene.stylepass -> the settings class whose group holds it now (same name there).
 MOVED = {
     **{name: NeuralStyleSettings for name in (
@@ -48,8 +50,28 @@ def migrate(scene: bpy.types.Scene) -> list[str]:
     return moved
 
 
+def claim_old_datablocks() -> None:
+    """Mark the datablocks 0.1 created (it recognised them by name only) as Stylepass's own, where the file
+    itself proves it: the group carries 0.1's layout key, the images show files in a Stylepass output folder."""
+    for group in bpy.data.node_groups:
+        if (
+            group.library is None
+            and "stylepass_layout" in group.keys()
+            and ownership.ROLE_KEY not in group.keys()
+        ):
+            group[ownership.ROLE_KEY] = "group"
+    for image in bpy.data.images:
+        if image.library is None and ownership.ROLE_KEY not in image.keys():
+            path = image.filepath.replace("\\", "/")
+            if image.name == "Stylepass stylised" and "/stylised/compositor/" in path:
+                image[ownership.ROLE_KEY] = "stylised"
+            elif image.name.startswith("Stylepass ") and f"/passes/{image.name[10:]}/" in path:
+                image[ownership.ROLE_KEY] = f"pass:{image.name[10:]}"
+
+
 def migrate_all() -> list[str]:
     """`migrate` every scene of the open file; a note in the console names what moved."""
+    claim_old_datablocks()
     moved = []
     for scene in bpy.data.scenes:
         names = migrate(scene)

@@ -133,6 +133,26 @@ def _model_reference(value: str, remote: bool) -> str:
     return value.replace("\\", "/") if remote else value
 
 
+def _model_files(settings, prefix: str = ""):
+    """(label, reference) of every model field with a value, nested lists included ("Controls 2: ControlNet")."""
+    for name, _, spec, _ in settings.specs():
+        value = getattr(settings, name)
+        if spec.model and value:
+            yield prefix + spec.label, value
+        elif spec.item is not None:
+            for index, nested in enumerate(value):
+                if getattr(nested, "enabled", True):
+                    yield from _model_files(nested, f"{prefix}{spec.label} {index + 1}: ")
+
+
+def _check_model_files(settings: EngineSettings) -> None:
+    """Refuse a model file or folder that is not there before anything is rendered (a worker on this machine
+    sees the same files; model ids and names inside the worker's model folders are its to resolve)."""
+    for label, value in _model_files(settings):
+        if os.path.isabs(value) and not os.path.exists(value):
+            raise StylepassError(f"{label}: '{value}' does not exist. Check the path, or use a model id.")
+
+
 def _pictures(run: RunSettings) -> dict[str, np.ndarray]:
     """Pixels of the images the engine's settings use now (a style image only with Style Source Image...)."""
     settings = run.engine
@@ -178,6 +198,8 @@ def prepare(
         get_engine(settings.ENGINE)  # EngineUnavailable says what to install
     remote = runtime.RUNTIME.is_remote(settings, prefs)
     settings = settings.map_models(lambda value: _model_reference(value, remote))
+    if not remote:
+        _check_model_files(settings)
     pictures = _pictures(run)
     if run.frame.object_filter == "INCLUDE" and not _selected_objects(scene):
         raise StylepassError(
@@ -188,7 +210,6 @@ def prepare(
         {os.path.dirname(path) for path in settings.model_references().values() if os.path.isabs(path)}
     )
     runner = runtime.RUNTIME.runner_for(settings, prefs, folders)
-    compositor.check_installable()
     try:
         target = display_colour.compositor_target(scene)
     except display_colour.ViewProbeError as error:
@@ -273,11 +294,10 @@ def run(
         StylepassError: the engine or a file write failed (the message says which); Aborted when `abort` was set.
     """
 
-    def compositor_copy(image) -> list[str]:
+    def compositor_copy(image, place) -> list[str]:
         pixels, warnings = prepared.compositor.convert(image)
-        prepared.compositor_exr.parent.mkdir(parents=True, exist_ok=True)
         channels = {c: pixels[..., i] for i, c in enumerate("RGB")}
-        exr.write_exr(prepared.compositor_exr, channels, half=pixels.dtype == np.float16)
+        exr.write_exr(place(prepared.compositor_exr), channels, half=pixels.dtype == np.float16)
         return warnings
 
     try:
@@ -310,8 +330,14 @@ def finish(
     """
     # The compositor works in scene-linear light: it shows the EXR `run` wrote beside the PNG.
     warnings = list(frame.alongside or [])
-    image = images.show_file(STYLISED_IMAGE, prepared.compositor_exr, prepared.compositor.colour_space)
-    compositor.install(scene, image)
+    image = images.show_file(
+        compositor.STYLISED_ROLE,
+        STYLISED_IMAGE,
+        prepared.compositor_exr,
+        prepared.compositor.colour_space,
+        warnings,
+    )
+    compositor.install(scene, image, notes=warnings)
     if prepared.new_seed is not None:
         scene.stylepass.seed = prepared.new_seed
     if not scene.render.use_compositing:

@@ -19,6 +19,7 @@ from . import imageops, png
 from .engine_api import NullProgress, Progress, StyleRequest, StyleResult, get_engine
 from .output_layout import write_json
 from .settings import FrameSettings
+from .take import Take
 
 # Runs an engine somewhere (in this process, in a worker): (engine id, request, progress, abort) -> result.
 EngineRunner = Callable[[str, StyleRequest, Progress, "threading.Event | None"], StyleResult]
@@ -105,7 +106,7 @@ def stylise_frame(
     abort: threading.Event | None = None,
     runner: EngineRunner = run_in_process,
     postprocess: Callable[[np.ndarray], tuple[np.ndarray, dict]] | None = None,
-    alongside: Callable[[np.ndarray], object] | None = None,
+    alongside: Callable[[np.ndarray, Callable[[Path], Path]], object] | None = None,
     png_level: int = 1,
 ) -> StylisedFrame:
     """Run the request's engine and write the image and its record.
@@ -123,14 +124,19 @@ def stylise_frame(
         postprocess: turns the engine's image into the one written (temporal blending), returning the image
             and facts for the record (stored under "postprocess").
         alongside: more work on the final image (the compositor's copy), run on this thread while another
-            writes the PNG and the record. It gets the `(H, W, 3)` uint8 levels the PNG stores; its return
-            value is `StylisedFrame.alongside`. If it raises, the PNG and record are still finished first.
+            writes the PNG and the record. It gets the `(H, W, 3)` uint8 levels the PNG stores and `place`:
+            `place(path)` gives the temporary path to write a file of the take to (see `take.Take`). Its return
+            value is `StylisedFrame.alongside`. If it raises, nothing of the take is written.
         png_level: zlib level of the PNG (0 stores it uncompressed).
+
+    The PNG, the record and what `alongside` places are one take (`take.Take`): all land or none does, and two
+    runs on one frame at once never mix their files.
 
     Raises:
         EngineUnavailable: the engine cannot run here (the message says what to install).
         Aborted: `abort` was set; nothing was written.
         ValueError: the request is invalid.
+        OSError: a file could not be written; the previous take is unchanged.
     """
     progress = progress or NullProgress()
     engine_id = request.engine
@@ -165,21 +171,24 @@ def stylise_frame(
         "timings": {"engine": engine_seconds},
     }
 
-    def write_files() -> None:
-        record["image_digests"] = {name: array_digest(image) for name, image in request.images.items()}
-        png.write_png(png_path, levels, compress_level=png_level)
-        record["timings"]["write"] = time.perf_counter() - tick
-        write_json(json_path, record)
+    with Take(json_path.parent / ".stylepass-take.lock") as take:  # one lock per folder: commits take ms
 
-    side = None
-    if alongside is None:
-        write_files()
-    else:
-        writer = _Writer(write_files)
-        try:
-            side = alongside(levels)
-        finally:
-            writer.join()
+        def write_files() -> None:
+            record["image_digests"] = {name: array_digest(image) for name, image in request.images.items()}
+            png.write_png(take.place(png_path), levels, compress_level=png_level)
+            record["timings"]["write"] = time.perf_counter() - tick
+            write_json(take.place(json_path), record)
+
+        side = None
+        if alongside is None:
+            write_files()
+        else:
+            writer = _Writer(write_files)
+            try:
+                side = alongside(levels, take.place)
+            finally:
+                writer.join()
+        take.commit()
     return StylisedFrame(image, png_path, json_path, record, side)
 
 

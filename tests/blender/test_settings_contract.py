@@ -7,7 +7,7 @@ from pathlib import Path
 
 import bpy
 import pytest
-from conftest import addon_module, diff_snapshots, scene_snapshot
+from conftest import addon_module
 from scenes import known_scene
 
 from stylepass_core import engine_api
@@ -96,19 +96,6 @@ def test_a_value_out_of_range_from_python_is_a_clear_report(empty_file, out_dir)
     assert not (out_dir / empty_file.name).exists()
 
 
-def test_a_foreign_node_group_called_stylepass_is_a_report_before_any_work(empty_file, out_dir):
-    known_scene(empty_file)
-    empty_file.stylepass.output_dir = str(out_dir)
-    mine = bpy.data.node_groups.new(compositor.GROUP_NAME, "ShaderNodeTree")
-    before = scene_snapshot(empty_file)
-    with pytest.raises(RuntimeError) as error:
-        bpy.ops.stylepass.stylise()
-    assert "not a compositor group" in str(error.value) and "Traceback" not in str(error.value)
-    assert diff_snapshots(before, scene_snapshot(empty_file)) == []
-    assert not (out_dir / empty_file.name).exists()  # refused before the passes were rendered
-    assert mine.bl_idname == "ShaderNodeTree" and len(mine.nodes) == 0
-
-
 def test_render_animation_refuses_before_stylising_anything(empty_file, out_dir, tmp_path):
     known_scene(empty_file)
     empty_file.stylepass.output_dir = str(out_dir)
@@ -180,3 +167,17 @@ def test_an_unlocked_seed_is_written_only_after_success(empty_file, out_dir):
     assert bpy.ops.stylepass.stylise() == {"FINISHED"}
     record = json.loads((blocker / "0001.json").read_text())
     assert s.seed == record["request"]["seed"] != 5
+
+
+def test_a_missing_model_file_is_refused_before_the_passes_are_rendered(empty_file, out_dir):
+    known_scene(empty_file)
+    s = empty_file.stylepass
+    s.output_dir, s.engine = str(out_dir), "DIFFUSION"
+    d = s.diffusion
+    d.model = str(out_dir / "models")
+    (out_dir / "models").mkdir()
+    control = d.controls.add()
+    control.model = str(out_dir / "no-such-controlnet")
+    with pytest.raises(RuntimeError, match=r"Controls 1: ControlNet: '.*no-such-controlnet' does not exist"):
+        bpy.ops.stylepass.stylise()
+    assert not (out_dir / empty_file.name).exists()  # nothing rendered

@@ -4,6 +4,7 @@ the contact sheet."""
 
 import json
 import threading
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -151,7 +152,7 @@ def test_stylise_frame_runs_alongside_on_the_stored_levels(tmp_path):
     InvertEngine.proceed.set()
     seen = {}
 
-    def alongside(levels):
+    def alongside(levels, place):
         seen["levels"] = levels.copy()
         seen["thread"] = threading.current_thread()
         return "side result"
@@ -181,21 +182,77 @@ def test_stylise_frame_png_level_is_the_zlib_level(tmp_path):
 
 def test_stylise_frame_failures_alongside_and_in_the_writer(tmp_path):
     InvertEngine.proceed.set()
+    first = stylise_frame(_request(), tmp_path / "a.png", tmp_path / "a.json")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if not p.name.endswith(".lock")}
 
-    def broken(levels):
+    def broken(levels, place):
+        place(tmp_path / "copy.exr").write_bytes(b"half a compositor copy")
         raise OSError("disk full")
 
     with pytest.raises(OSError, match="disk full"):
-        stylise_frame(_request(), tmp_path / "a.png", tmp_path / "a.json", alongside=broken)
-    # The result itself was finished first: a whole PNG and its record.
-    assert png.read_png(tmp_path / "a.png").shape == (4, 6, 3)
-    assert json.loads((tmp_path / "a.json").read_text())["image"] == "a.png"
+        stylise_frame(_request(seed=3), tmp_path / "a.png", tmp_path / "a.json", alongside=broken)
+    # One take: nothing of the failed one landed, the previous take is untouched, no temporary is left.
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if not p.name.endswith(".lock")} == before
+    assert json.loads(first.json_path.read_text())["image"] == "a.png"
 
     blocker = tmp_path / "blocker"
     blocker.write_text("a file where the folder should be")
     with pytest.raises(OSError):
-        stylise_frame(_request(), blocker / "b.png", tmp_path / "b.json", alongside=lambda levels: None)
+        stylise_frame(
+            _request(), blocker / "b.png", tmp_path / "b.json", alongside=lambda levels, place: None
+        )
     assert not (tmp_path / "b.json").exists()  # no record names a file that is not there
+
+
+def test_a_results_file_that_cannot_be_written_leaves_the_whole_previous_take(tmp_path, monkeypatch):
+    # A read-only results folder (whose compositor/ folder can still be written) used to get a new compositor
+    # copy beside the old PNG, so F12 showed a picture that was not the one on disk.
+    InvertEngine.proceed.set()
+    results, copies = tmp_path / "stylised", tmp_path / "stylised" / "compositor"
+
+    def copy(levels, place):
+        place(copies / "0001.exr").write_bytes(levels.tobytes())
+
+    stylise_frame(_request(), results / "0001.png", results / "0001.json", alongside=copy)
+    before = {p: p.read_bytes() for p in results.rglob("*") if p.is_file()}
+
+    def read_only(path, *args, **kwargs):
+        raise PermissionError(f"[Errno 13] Permission denied: {str(path)!r}")
+
+    monkeypatch.setattr(png, "write_png", read_only)  # as a read-only folder does (root ignores chmod)
+    with pytest.raises(PermissionError):
+        stylise_frame(_request(seed=9), results / "0001.png", results / "0001.json", alongside=copy)
+    assert {p: p.read_bytes() for p in results.rglob("*") if p.is_file()} == before
+
+
+def test_two_runs_on_one_frame_never_mix_their_files(tmp_path):
+    """Threads write takes of one frame at once; every take on disk is whole: PNG, record and copy agree."""
+    InvertEngine.proceed.set()
+    png_path, json_path, copy_path = (
+        tmp_path / "0001.png",
+        tmp_path / "0001.json",
+        tmp_path / "c" / "0001.bin",
+    )
+
+    def run(seed: int) -> None:
+        def copy(levels, place):
+            place(copy_path).write_text(str(seed))
+            time.sleep(0.002)  # widen the window in which another run could slip its files in
+
+        for _ in range(15):
+            stylise_frame(_request(seed=seed), png_path, json_path, alongside=copy, png_level=0)
+            record = json.loads(json_path.read_text())
+            seen.append((record["request"]["seed"], copy_path.read_text(), png.read_png(png_path).shape))
+
+    seen: list = []
+    threads = [threading.Thread(target=run, args=(seed,)) for seed in (1, 2, 3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    record = json.loads(json_path.read_text())
+    assert str(record["request"]["seed"]) == copy_path.read_text()
+    assert not list(tmp_path.glob(".*.take")) and not list((tmp_path / "c").glob(".*.take"))
 
 
 # -- Finish: Stylepass's mix with the render, after the engine ------------------------------------------------
