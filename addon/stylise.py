@@ -26,7 +26,7 @@ from stylepass_core.settings import EngineSettings, FrameSettings, PassSettings,
 from stylepass_core.stylise_job import EngineRunner, Finish, StylisedFrame, run_in_process, stylise_frame
 
 from . import compositor, display_colour, images, properties, runtime
-from .scene_passes import PassOptions, PassSet, render_passes
+from .scene_passes import PassOptions, PassSet, render_passes, renderable_objects
 from .settings import chosen_engine, engine_group
 
 STYLISED_IMAGE = compositor.STYLISED_IMAGE
@@ -201,11 +201,18 @@ def prepare(
     if not remote:
         _check_model_files(settings)
     pictures = _pictures(run)
-    if run.frame.object_filter == "INCLUDE" and not _selected_objects(scene):
-        raise StylepassError(
-            "Objects is 'Only Selected' but no object is in the Stylepass selection: tick 'Stylepass Selection' "
-            "on the objects to stylise."
-        )
+    if run.frame.object_filter == "INCLUDE":
+        selected = _selected_objects(scene)
+        if not selected:
+            raise StylepassError(
+                "Objects is 'Only Selected' but no object is in the Stylepass selection: tick 'Stylepass "
+                "Selection' on the objects to stylise."
+            )
+        if not selected & {obj.name for obj in renderable_objects(view_layer)}:
+            raise StylepassError(
+                "Objects is 'Only Selected' but no rendered object is in the Stylepass selection (the selected "
+                "ones are hidden from the render or excluded from the view layer)."
+            )
     folders = sorted(
         {os.path.dirname(path) for path in settings.model_references().values() if os.path.isabs(path)}
     )
