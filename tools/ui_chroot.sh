@@ -127,9 +127,16 @@ trap - EXIT
 touch "$DIR/.complete"
 log "built $DIR in $((SECONDS - START)) s (blender $(cat "$DIR/.blender-version"), $(du -sh --one-file-system "$DIR" | cut -f1))"
 
-# 4. Older builds of this suite are dead weight (~2 GB each).
+# 4. Older builds of this suite are dead weight (~1.5 GB each), unless a UI session (ui_session.py holds
+# .session.lock) is still using one.
 for old in "$BASE/$SUITE"-*; do
-    [ "$old" = "$DIR" ] || [ ! -d "$old" ] || { log "removing old $old"; remove_tree "$old"; }
+    if [ "$old" = "$DIR" ] || [ ! -d "$old" ]; then continue; fi
+    if ! flock -n "$old/.session.lock" true; then
+        log "keeping old $old: a UI session is using it"
+        continue
+    fi
+    log "removing old $old"
+    remove_tree "$old"
 done
 
 echo "$DIR"

@@ -204,7 +204,9 @@ class UISession:
             self.stop()
         finally:
             try:
-                unmount_all(self.chroot)
+                # Only the lock's holder owns the mounts: another session may be using this chroot.
+                if self._lock is not None:
+                    unmount_all(self.chroot)
             finally:
                 if self._inner is not None:
                     shutil.rmtree(self.host_path(self._inner), ignore_errors=True)
