@@ -5,6 +5,14 @@ This file only wires registration; the data flow lives in `addon/` (scene -> pas
 compositor) on top of the bpy-free core `stylepass_core`, the buttons in `operators/` and the UI in `panels/`.
 """
 
+try:
+    import numpy  # noqa: F401  - everything below needs it; say so plainly instead of a bare traceback
+except ImportError as error:  # some Linux distribution builds of Blender ship without it
+    raise ImportError(
+        "Stylepass needs numpy, which this Blender does not include: install numpy for Blender's own Python "
+        "(on Debian or Ubuntu: sudo apt install python3-numpy), or use a Blender build from blender.org"
+    ) from error
+
 from . import operators, panels
 from .addon import legacy, runtime, settings
 

@@ -13,7 +13,7 @@ import bpy
 
 from stylepass_core.errors import StylepassError
 
-from . import ownership
+from . import ownership, versions
 
 GROUP_NAME = "Stylepass"
 GROUP_ROLE = "group"
@@ -21,8 +21,7 @@ STYLISED_IMAGE = "Stylepass stylised"
 STYLISED_ROLE = "stylised"
 GROUP_NODE_NAME = "Stylepass"
 
-# Blender 5.0 replaced scene.node_tree with a node-group datablock and the Composite node with Group Output.
-COMPOSITOR_IS_GROUP = bpy.app.version >= (5, 0, 0)
+COMPOSITOR_IS_GROUP = versions.COMPOSITOR_IS_GROUP
 
 
 class CompositorError(StylepassError):
@@ -42,23 +41,6 @@ def _ensure_socket(group, name: str, in_out: str, socket_type: str, **limits) ->
     socket = group.interface.new_socket(name, in_out=in_out, socket_type=socket_type)
     for key, value in limits.items():
         setattr(socket, key, value)
-
-
-def _mix(nodes, name: str, location: tuple[float, float]):
-    # ShaderNodeMix works in the compositor of 4.x and 5.x alike (5.0 dropped CompositorNodeMixRGB).
-    # Factor 0 gives A and factor 1 gives B exactly: A*(1-f) + B*f with no clamping of the colours.
-    mix = nodes.new("ShaderNodeMix")
-    mix.name = mix.label = name
-    mix.data_type = "RGBA"
-    mix.blend_type = "MIX"
-    mix.clamp_result = False
-    mix.location = location
-    return mix
-
-
-def _by_id(sockets, identifier: str):
-    """A socket by identifier: names repeat on ShaderNodeMix (three inputs are called "A")."""
-    return next(socket for socket in sockets if socket.identifier == identifier)
 
 
 def find_group() -> bpy.types.NodeTree | None:
@@ -121,16 +103,16 @@ def ensure_group(
     stylised.name = stylised.label = "Stylised"
     stylised.location = (-500, -250)
     _show(stylised, image, sequence)
-    by_factor = _mix(nodes, "Mix by Factor", (-150, 0))
-    by_mask = _mix(nodes, "Mix by Mask", (150, 0))
-    links.new(group_in.outputs["Image"], _by_id(by_factor.inputs, "A_Color"))
-    links.new(stylised.outputs["Image"], _by_id(by_factor.inputs, "B_Color"))
-    links.new(group_in.outputs["Factor"], _by_id(by_factor.inputs, "Factor_Float"))
+    by_factor = versions.new_colour_mix(nodes, "Mix by Factor", (-150, 0))
+    by_mask = versions.new_colour_mix(nodes, "Mix by Mask", (150, 0))
+    links.new(group_in.outputs["Image"], by_factor.a)
+    links.new(stylised.outputs["Image"], by_factor.b)
+    links.new(group_in.outputs["Factor"], by_factor.factor)
     # Mask then blends the plain render back in: render + Mask * Factor * (stylised - render).
-    links.new(group_in.outputs["Image"], _by_id(by_mask.inputs, "A_Color"))
-    links.new(_by_id(by_factor.outputs, "Result_Color"), _by_id(by_mask.inputs, "B_Color"))
-    links.new(group_in.outputs["Mask"], _by_id(by_mask.inputs, "Factor_Float"))
-    links.new(_by_id(by_mask.outputs, "Result_Color"), group_out.inputs["Image"])
+    links.new(group_in.outputs["Image"], by_mask.a)
+    links.new(by_factor.result, by_mask.b)
+    links.new(group_in.outputs["Mask"], by_mask.factor)
+    links.new(by_mask.result, group_out.inputs["Image"])
     links.new(stylised.outputs["Image"], group_out.inputs["Stylised"])
     group[_LAYOUT_KEY] = _LAYOUT
     return group

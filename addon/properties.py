@@ -23,8 +23,8 @@ from bpy.props import (
 
 from stylepass_core.settings import Settings, SettingsError
 
-# Blender 4.5 warns about "//" paths unless the property says it understands them; older versions lack the flag.
-_BLEND_RELATIVE = {"PATH_SUPPORTS_BLEND_RELATIVE"} if bpy.app.version >= (4, 5, 0) else set()
+from . import versions
+
 _INT_LIMIT = 2**31 - 1
 
 # Generated PropertyGroup classes by settings class, so nested settings are generated (and registered) once.
@@ -59,7 +59,7 @@ def property_for(kind: type, spec, default) -> typing.Any:
         return StringProperty(
             default=default,
             subtype=spec.subtype or "NONE",
-            options=_BLEND_RELATIVE if path else set(),
+            options=versions.PATH_OPTIONS if path else set(),
             **common,
         )
     if kind is int:

