@@ -104,14 +104,25 @@ def show_pass_files(files: dict[str, list[Path]]) -> None:
         show_file(f"pass:{name}", IMAGE_PREFIX + name, path, "sRGB" if name == "beauty" else "Non-Color")
 
 
-def show_in_image_editor(context: bpy.types.Context, image: bpy.types.Image) -> bool:
-    """Show `image` in the first visible Image Editor, if there is one. Returns whether one was found."""
-    screen = getattr(context, "screen", None) or (context.window.screen if context.window else None)
-    if screen is None:
-        return False
-    for area in screen.areas:
-        if area.type == "IMAGE_EDITOR":
-            area.spaces.active.image = image
-            area.tag_redraw()
-            return True
-    return False
+def _image_editors(window_manager: bpy.types.WindowManager):
+    for window in window_manager.windows:
+        for area in window.screen.areas:
+            if area.type == "IMAGE_EDITOR":
+                yield area
+
+
+def show_result(context: bpy.types.Context, image: bpy.types.Image) -> bool:
+    """Show `image` where the artist will see it, as F12 shows a render: in an Image Editor already open in any
+    window, else in the render view Blender opens for F12 (a new window, or as the preferences say).
+    Returns whether an editor shows it."""
+    window_manager = context.window_manager
+    areas = list(_image_editors(window_manager))
+    if not areas and context.window is not None:
+        # The render view is the artist's own choice of where results appear (Preferences > Interface).
+        with context.temp_override(window=context.window):
+            bpy.ops.render.view_show("INVOKE_DEFAULT")
+        areas = list(_image_editors(window_manager))
+    for area in areas[:1]:
+        area.spaces.active.image = image
+        area.tag_redraw()
+    return bool(areas)

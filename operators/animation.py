@@ -14,6 +14,9 @@ from stylepass_core.settings import CoherenceSettings
 from ..addon import animation, properties, settings, stylise
 from .modal import ModalJob, Status, reported
 
+# Stylise Animation asks first when the range is longer than this (the default scene has 250 frames).
+CONFIRM_ABOVE_FRAMES = 50
+
 
 class _AnimationRange:
     use_range: bpy.props.BoolProperty(
@@ -83,7 +86,12 @@ class STYLEPASS_OT_stylise_animation(_AnimationRange, ModalJob, bpy.types.Operat
             self._summary,
         )
 
+    _interactive = False  # set by invoke: after its confirmation Blender calls execute on this instance
+
     def execute(self, context: bpy.types.Context) -> Status:
+        if self._interactive and context.window is not None:
+            return self._start(context)
+
         def work() -> Status:
             steps = self._begin(context)
             run_to_end(
@@ -96,7 +104,18 @@ class STYLEPASS_OT_stylise_animation(_AnimationRange, ModalJob, bpy.types.Operat
     def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> Status:
         if bpy.app.background or context.window is None:
             return self.execute(context)
+        self._interactive = True
+        frames = len(self.animation_options(context.scene).frames)
+        if frames > CONFIRM_ABOVE_FRAMES:
+            return context.window_manager.invoke_confirm(
+                self,
+                event,
+                title=f"Stylise {frames} frames?",
+                message="ESC stops it; finished frames are kept.",
+            )
+        return self._start(context)
 
+    def _start(self, context: bpy.types.Context) -> Status:
         def start() -> Status:
             self._steps = self._begin(context)
             return self.start_modal(context, "Stylepass: stylising the animation... (Esc to stop)")

@@ -1,6 +1,8 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Stylise Frame: passes -> engine -> image -> compositor for the current frame."""
 
+import time
+
 import bpy
 
 from stylepass_core.jobs import BackgroundJob
@@ -29,6 +31,7 @@ class STYLEPASS_OT_stylise(ModalJob, bpy.types.Operator):
 
     _job: BackgroundJob | None = None
     _prepared: "stylise.PreparedFrame | None" = None
+    _started = 0.0
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
@@ -53,6 +56,7 @@ class STYLEPASS_OT_stylise(ModalJob, bpy.types.Operator):
         return reported(self, lambda: self._start(context))
 
     def _start(self, context: bpy.types.Context) -> Status:
+        self._started = time.perf_counter()
         prefs = settings.preferences(context)
         run_settings = stylise.RunSettings.from_scene(context.scene, prefs)
         # The pass render blocks briefly (it is a Blender render); the engine then runs on a thread.
@@ -76,12 +80,13 @@ class STYLEPASS_OT_stylise(ModalJob, bpy.types.Operator):
         if job.error is not None:
             raise job.error
         image, warnings = stylise.finish(context.scene, self._prepared, job.result)
-        images.show_in_image_editor(context, image)
+        images.show_result(context, image)
         _report_done(
             self,
             self._prepared.passes.warnings + warnings,
             self._prepared.passes.frame,
             job.result.png_path,
+            time.perf_counter() - self._started,
             job.result.record["timings"]["engine"],
         )
         return {"FINISHED"}
