@@ -376,10 +376,12 @@ class CompositorTarget:
             distance = self.inverse.distance_at(display[::stride, ::stride], worst=True)
         share = float(np.mean(distance > UNREACHABLE_DISTANCE)) if distance.size else 0.0
         if share > UNREACHABLE_SHARE:
+            worst = float(distance.max()) * 100
             warnings.append(
-                f"The '{self.view}' view cannot show {share:.1%} of the stylised image's colours (mostly "
-                f"very saturated ones); they render up to {float(distance.max()) * 255:.0f} levels off. "
-                "Standard shows every colour."
+                f"The scene's '{self.view}' colour view cannot show {share:.0%} of the stylised picture's "
+                f"colours (mostly very saturated ones), so in the final render those look a little duller "
+                f"(by up to {worst:.0f}% of full brightness). For an exact match set Render Properties > Colour "
+                "Management > View Transform to Standard."
             )
         return pixels, warnings
 

@@ -154,6 +154,9 @@ class StylepassPreferences(bpy.types.AddonPreferences):
         layout.use_property_split = True
         layout.prop(self, "render_device")
         box = layout.box()
+        box.label(
+            text="Diffusion engine (optional: the built-in Neural Style needs none of this)", icon="INFO"
+        )
         box.prop(self, "engine_location")
         if self.engine_location == "MANAGED":
             row = box.row(align=True)

@@ -13,7 +13,7 @@ def draw_buttons(layout: bpy.types.UILayout) -> None:
     row.operator("stylepass.stylise", icon="BRUSH_DATA")
     row = layout.row(align=True)
     row.operator("stylepass.stylise_animation", icon="RENDER_ANIMATION")
-    row.operator("stylepass.render_passes", text="", icon="RENDERLAYERS")
+    row.operator("stylepass.render_passes", text="Passes", icon="RENDERLAYERS")
 
 
 def draw_frame(layout: bpy.types.UILayout, scene: bpy.types.Scene) -> None:
@@ -30,16 +30,19 @@ def draw_frame(layout: bpy.types.UILayout, scene: bpy.types.Scene) -> None:
 
 def draw_output(layout: bpy.types.UILayout, scene: bpy.types.Scene) -> None:
     settings = scene.stylepass
-    layout.prop(settings, "output_dir")
-    layout.prop(settings, "png_compression")
-    layout.prop(settings, "resolution_scale")
+    # Short labels: the viewport sidebar is narrow by default, and longer ones were cut off there.
+    layout.prop(settings, "output_dir", text="Folder")
+    layout.prop(settings, "png_compression", text="Compression")
+    layout.prop(settings, "resolution_scale", text="Pass Scale")
     layout.prop(settings, "show_images")
 
 
 def draw_passes(layout: bpy.types.UILayout, scene: bpy.types.Scene) -> None:
     settings = scene.stylepass
     layout.prop(settings, "pass_samples")
-    col = layout.column(heading="Line Art")
+    # A column heading is drawn only beside a checkbox, so the line-art group gets a label of its own.
+    layout.label(text="Line Art")
+    col = layout.column(align=True)
     col.prop(settings, "line_thickness", text="Thickness")
     col.prop(settings, "line_depth_threshold")
     col.prop(settings, "line_crease_angle")
