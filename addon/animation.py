@@ -235,6 +235,7 @@ def animation_steps(
         # A redone frame changes every later frame that was blended from it.
         chain["redo"] = coherent
         prepared = prepare(scene, view_layer, run_settings, prefs=prefs, fingerprint=fingerprint)
+        summary.warnings.extend(w for w in prepared.warnings if w not in summary.warnings)
         prepared.context["state_key"] = key
         prepared.context["animation"] = {
             "range": [frames[0], frames[-1]],

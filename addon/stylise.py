@@ -84,7 +84,7 @@ def host_values(engine_cls: type[EngineSettings], prefs) -> dict:
 
 @dataclass
 class PreparedFrame:
-    """What the engine thread needs; plain data only, no bpy objects."""
+    """What the engine thread needs; plain data only, no bpy objects. `warnings` are for the artist."""
 
     request: StyleRequest
     finish: Finish
@@ -98,6 +98,7 @@ class PreparedFrame:
     png_level: int = 0  # zlib level of the stylised PNG
     new_seed: int | None = None  # stored in the scene by `finish` when the seed is not locked
     timings: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def engine(self) -> str:
@@ -171,6 +172,36 @@ def _pictures(run: RunSettings) -> dict[str, np.ndarray]:
     return pictures
 
 
+def missing_images(scene: bpy.types.Scene, view_layer: bpy.types.ViewLayer) -> list[str]:
+    """Warnings for image files the render would miss (textures of rendered objects' materials, the world):
+    Blender renders them magenta, and the engine would stylise the magenta."""
+    trees = [scene.world.node_tree] if scene.world is not None and scene.world.node_tree is not None else []
+    for obj in renderable_objects(view_layer):
+        for slot in obj.material_slots:
+            if slot.material is not None and slot.material.node_tree is not None:
+                trees.append(slot.material.node_tree)
+    found, seen = [], set()
+    while trees:
+        tree = trees.pop()
+        if tree.as_pointer() in seen:
+            continue
+        seen.add(tree.as_pointer())
+        for node in tree.nodes:
+            if getattr(node, "node_tree", None) is not None:
+                trees.append(node.node_tree)  # node groups
+            image = getattr(node, "image", None)
+            if image is None or image.source not in {"FILE", "SEQUENCE", "TILED"} or image.packed_file:
+                continue
+            path = bpy.path.abspath(image.filepath, library=image.library)
+            if image.source == "FILE" and not os.path.isfile(path) and image.name not in found:
+                found.append(image.name)
+    return [
+        f"Image '{name}' is missing its file, so it renders magenta and gets stylised that way: relink it "
+        "(File > External Data > Find Missing Files)."
+        for name in found
+    ]
+
+
 def _selected_objects(scene: bpy.types.Scene) -> set[str]:
     return {obj.name for obj in scene.objects if obj.stylepass.in_selection}
 
@@ -223,6 +254,8 @@ def prepare(
         raise StylepassError(f"Cannot match the scene's colour management: {error}") from error
     # A new seed is chosen now but stored in the scene only once the frame succeeded (`finish`).
     new_seed = None if run.frame.seed_locked else secrets.randbelow(2**31)
+
+    missing = missing_images(scene, view_layer)
 
     # 2. Passes (checks camera, objects, resolution and the output folder)
     passes = render_passes(scene, view_layer, run.passes, frame=frame, reuse=True, fingerprint=fingerprint)
@@ -282,6 +315,7 @@ def prepare(
         png_level=round(run.frame.png_compression * 9 / 100),
         new_seed=new_seed,
         timings={"prepare": time.perf_counter() - start},
+        warnings=[*missing, *passes.warnings],
     )
 
 
@@ -371,7 +405,7 @@ def stylise(
     image, warnings = finish(scene, prepared, frame)
     timings = dict(prepared.timings, run=engine_and_write, finish=time.perf_counter() - tick)
     timings["engine"] = frame.record["timings"]["engine"]
-    return StyliseResult(frame, prepared.passes, image, prepared.passes.warnings + warnings, timings)
+    return StyliseResult(frame, prepared.passes, image, prepared.warnings + warnings, timings)
 
 
 def with_frame(run_settings: RunSettings, **changes) -> RunSettings:

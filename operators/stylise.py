@@ -83,7 +83,7 @@ class STYLEPASS_OT_stylise(ModalJob, bpy.types.Operator):
         images.show_result(context, image)
         _report_done(
             self,
-            self._prepared.passes.warnings + warnings,
+            self._prepared.warnings + warnings,
             self._prepared.passes.frame,
             job.result.png_path,
             time.perf_counter() - self._started,

@@ -313,3 +313,17 @@ def test_the_readme_scripting_example_runs(empty_file, out_dir):
     assert record["request"]["settings"]["values"]["style_preset"] == "style_07"
     assert record["frame"]["strength"] == pytest.approx(0.8)
     assert compositor.find_group_node(_tree(scene)).inputs["Factor"].default_value == pytest.approx(0.7)
+
+
+def test_a_texture_missing_its_file_is_reported(empty_file, out_dir, tmp_path):
+    scene, objects = _scene(empty_file, out_dir)
+    material = bpy.data.materials.new("Bricks")
+    material.use_nodes = True
+    texture = material.node_tree.nodes.new("ShaderNodeTexImage")
+    image = bpy.data.images.new("bricks.png", 4, 4)
+    image.source = "FILE"
+    image.filepath = str(tmp_path / "gone" / "bricks.png")
+    texture.image = image
+    objects["box"].data.materials.append(material)
+    result = stylise.stylise(scene, bpy.context.view_layer, stylise.RunSettings.from_scene(scene))
+    assert any("'bricks.png' is missing its file" in warning for warning in result.warnings), result.warnings
