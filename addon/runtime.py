@@ -7,6 +7,7 @@ token). `RUNTIME` holds the workers, the remote clients, the warm in-process eng
 the passes kept in memory; `RUNTIME.release()` frees all of it (Release Memory, and `unregister`).
 """
 
+import functools
 import os
 from pathlib import Path
 
@@ -79,9 +80,10 @@ class Runtime:
     """Owns the long-lived state: workers, remote clients, in-process engines, colour tables, kept passes."""
 
     def __init__(self) -> None:
-        # Managed workers by (python, model folders) and remote clients by (url, token): process and connection
-        # handles, not scene data, so never in Scene properties.
-        self.workers: dict[tuple, object] = {}
+        # Managed workers by interpreter, at most one each (a job that needs other model folders restarts it with
+        # them, so two sets of models are never loaded at once), and remote clients by (url, token): process and
+        # connection handles, not scene data, so never in Scene properties.
+        self.workers: dict[str, object] = {}
         self.remote_clients: dict[tuple[str, str], object] = {}
         # Colour: inverse view transforms by cache key (~1 MB each) and their per-8-bit-colour tables (up to
         # 128 MB each); see `display_colour`.
@@ -105,7 +107,7 @@ class Runtime:
             return run_in_process
         if self.is_remote(settings, prefs):
             return self._remote(prefs.remote_url.strip(), prefs.remote_token.strip()).run
-        return self._local(_worker_python(prefs), sorted({*model_folders(prefs), *extra_model_dirs})).run
+        return self._local(_worker_python(prefs), sorted({*model_folders(prefs), *extra_model_dirs}))
 
     def _remote(self, url: str, token: str):
         if not url or not token:
@@ -124,9 +126,13 @@ class Runtime:
             self.remote_clients[(url, token)] = client
         return client
 
-    def _local(self, python: str, folders: list[str]):
-        key = (python, tuple(folders))
-        worker = self.workers.get(key)
+    def _local(self, python: str, folders: list[str]) -> EngineRunner:
+        """The runner of this interpreter's one managed worker, for a job that needs `folders`.
+
+        Nothing starts or stops here (the main thread never waits on a worker): the worker switches to these
+        folders when the job runs, after the jobs running on it with other folders have ended.
+        """
+        worker = self.workers.get(python)
         if worker is None:
             from stylepass_core.worker.manager import LocalWorker, stage_core
 
@@ -135,8 +141,8 @@ class Runtime:
             core_dir = stage_core(user_folder() / "worker-code")
             worker_log().parent.mkdir(parents=True, exist_ok=True)
             worker = LocalWorker(python, core_dir=core_dir, model_dirs=folders, log_path=worker_log())
-            self.workers[key] = worker
-        return worker
+            self.workers[python] = worker
+        return functools.partial(worker.run, model_dirs=folders)
 
     def release(self) -> int:
         """Free everything held: stop the workers, close remote connections, release in-process engines, and

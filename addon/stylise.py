@@ -124,12 +124,13 @@ def output_size(scene: bpy.types.Scene) -> tuple[int, int]:
 
 
 def _model_reference(value: str, remote: bool) -> str:
-    """A file or folder setting made absolute ('//' = the .blend's folder); model ids pass unchanged.
+    """A '//' path made absolute (the .blend's folder); model ids and names in the model folders pass unchanged.
 
     A remote worker may run another system, so its paths use forward slashes (Windows accepts them too).
     """
     value = value.strip()
-    if value.startswith("//") or os.path.isabs(value) or os.path.exists(bpy.path.abspath(value)):
+    # A relative name is the worker's to resolve in its model folders (or a model id), never Blender's cwd.
+    if value.startswith("//") or os.path.isabs(value):
         value = os.path.normpath(bpy.path.abspath(value))
     return value.replace("\\", "/") if remote else value
 

@@ -14,6 +14,12 @@ whose messages can go straight into `self.report({'ERROR'}, str(error))`:
 - `EngineUnavailable` (engine_api): the engine cannot run on that worker; the reason says what to install.
 - `WorkerRejected`: the worker refused a request (bad request 400, too large 413, queue full 429...).
 - `Aborted` (engine_api): the abort event was set; the job was cancelled on the worker.
+
+Timeouts, each stated in the message when it expires: `CONNECT_TIMEOUT` to open a connection,
+`HEALTH_TIMEOUT` for the health check (which does no work, so a worker that takes longer is not answering;
+`submit` checks health first, so a remote worker that never answers is reported within it), and the client's
+`timeout` (default `REQUEST_TIMEOUT`) for any other single answer, on top of the time the request asks the
+worker to wait (a long poll, a release). A job as a whole has no limit unless `wait`/`run` get `timeout`.
 """
 
 import ipaddress
@@ -37,6 +43,9 @@ from . import protocol
 from .protocol import API_PREFIX, FRAME_CONTENT_TYPE, PRECISIONS, Limits
 
 __all__ = [
+    "CONNECT_TIMEOUT",
+    "HEALTH_TIMEOUT",
+    "REQUEST_TIMEOUT",
     "Aborted",
     "EngineUnavailable",
     "JobStatus",
@@ -47,6 +56,14 @@ __all__ = [
     "WorkerRejected",
     "WorkerUnavailable",
 ]
+
+CONNECT_TIMEOUT = 5.0
+"""Seconds to open a connection to the worker (every request; a dropped connect is reported after this)."""
+HEALTH_TIMEOUT = 5.0
+"""Seconds `/v1/health` has to answer. It does no work, so a worker slower than this is not answering."""
+REQUEST_TIMEOUT = 30.0
+"""Default seconds for any other single answer: a submit's reply once its frame is sent, a status reply on
+top of its long-poll wait, a cancel, the first byte of a result, a release on top of its own wait."""
 
 _JOB_ID = re.compile(r"[0-9a-f]{32}")
 # A result is at most one image; these caps only stop a confused or hostile server from exhausting memory.
@@ -172,7 +189,8 @@ class WorkerClient:
     Args:
         base_url: `http://host:port` or `https://host[:port]` (a reverse proxy with TLS), no path.
         token: The worker's bearer token.
-        timeout: Seconds to wait for any single answer (long polls add their own wait on top).
+        timeout: Seconds to wait for any single answer but the health check's (long polls add their own
+            wait on top); see `REQUEST_TIMEOUT`, `HEALTH_TIMEOUT` and `CONNECT_TIMEOUT`.
         precision: How request arrays travel: `"exact"` (bit-exact float32) or `"auto"` (half the bytes or
             less, every value within 1/131070); see `protocol`. None: exact on loopback, where copying is as
             fast as converting and results match an in-process run bit for bit; auto over a network.
@@ -188,7 +206,7 @@ class WorkerClient:
         self,
         base_url: str,
         token: str,
-        timeout: float = 30.0,
+        timeout: float = REQUEST_TIMEOUT,
         *,
         precision: str | None = None,
         exit_status: Callable[[], int | None] | None = None,
@@ -233,13 +251,17 @@ class WorkerClient:
         jobs, limits, version, protocol, pid.
 
         Args:
-            probe_devices: Let the worker import torch to list GPUs (seconds on first call).
-            timeout: Overrides the client's timeout for this call.
+            probe_devices: Let the worker import torch to list GPUs (seconds on first call, so this waits as
+                long as any request).
+            timeout: Seconds to wait for the answer; None: `HEALTH_TIMEOUT` (at most the client's timeout),
+                or the client's timeout when probing devices.
 
         Raises:
             WorkerUnavailable, WorkerAuthError, WorkerError (a worker of another protocol version).
         """
         params = {"probe_devices": "1"} if probe_devices else None
+        if timeout is None:
+            timeout = self.timeout if probe_devices else min(HEALTH_TIMEOUT, self.timeout)
         data = self._json("GET", "/health", "checking its health", params=params, timeout=timeout)
         if data.get("protocol") != protocol.PROTOCOL_VERSION:
             raise WorkerError(
@@ -475,11 +497,12 @@ class WorkerClient:
         **kwargs: Any,
     ) -> requests.Response:
         read_timeout = (timeout or self.timeout) + extra
+        connect_timeout = min(self.timeout, CONNECT_TIMEOUT)
         try:
             response = self._session.request(
                 method,
                 f"{self.base_url}{API_PREFIX}{path}",
-                timeout=(min(self.timeout, 10.0), read_timeout),
+                timeout=(connect_timeout, read_timeout),
                 allow_redirects=False,  # a redirect could carry the token elsewhere
                 **kwargs,
             )
@@ -488,8 +511,13 @@ class WorkerClient:
             self.unreachable = True
             if not _is_timeout(exc):
                 raise WorkerUnavailable(self._lost_message(what, _short(exc))) from None
+            if _is_connect_timeout(exc):
+                raise WorkerUnavailable(
+                    f"could not connect to the Stylepass worker at {self.base_url} within "
+                    f"{connect_timeout:g} s while {what}{self._hint()}"
+                ) from None
             raise WorkerUnavailable(
-                f"the Stylepass worker at {self.base_url} did not answer within {read_timeout:.0f} s while {what}"
+                f"the Stylepass worker at {self.base_url} did not answer within {read_timeout:g} s while {what}"
                 f"{self._hint()}"
             ) from None
         return response
@@ -592,6 +620,18 @@ def _is_timeout(exc: BaseException) -> bool:
         inner = inner.reason
     # NewConnectionError (refused) subclasses ConnectTimeoutError for historical reasons; it is no timeout.
     return isinstance(inner, urllib3.exceptions.TimeoutError) and not isinstance(
+        inner, urllib3.exceptions.NewConnectionError
+    )
+
+
+def _is_connect_timeout(exc: BaseException) -> bool:
+    """A timeout while opening the connection (as opposed to waiting for an answer)."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    inner = exc.args[0] if exc.args else None
+    if isinstance(inner, urllib3.exceptions.MaxRetryError):
+        inner = inner.reason
+    return isinstance(inner, urllib3.exceptions.ConnectTimeoutError) and not isinstance(
         inner, urllib3.exceptions.NewConnectionError
     )
 

@@ -10,7 +10,13 @@ Each start uses a free loopback port and a fresh random token, handed over in th
 (never on the command line). The worker dies with this process in three independent ways (see
 `lifeline`): the Linux parent-death signal, end-of-file on a stdin pipe only this process holds, and a
 parent-pid watch. A worker that crashed is reaped and replaced on the next call; one that stopped
-answering is health-checked and replaced.
+answering is health-checked and replaced. One manager runs at most one process: a job that needs other
+model folders restarts it with those (after the jobs running on it end), so two sets of models are never
+loaded at once.
+
+Nothing outlives `stop()` or a failed start: the worker's whole process group is killed (also what it
+started), and the manager's threads (`stylepass-worker-spawner`, `stylepass-worker-ready`) end and are
+joined.
 
 The worker imports `stylepass_core` from `core_dir`. In Blender the core lives in the extension's
 site-packages, beside wheels built for Blender's own Python (onnxruntime, other extensions' numpy): that
@@ -28,6 +34,7 @@ import os
 import queue
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -37,7 +44,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..engine_api import Progress, StyleRequest, StyleResult
+from ..engine_api import Aborted, Progress, StyleRequest, StyleResult
 from .client import WorkerClient, WorkerError, WorkerUnavailable, describe_exit
 from .protocol import TOKEN_ENV
 
@@ -133,7 +140,7 @@ class LocalWorker:
             and its working folder. In Blender, a copy made by `stage_core`. None: the folder holding this
             `stylepass_core` when that is a source checkout (a ValueError when it is a site-packages).
         env: Extra environment variables for the worker (e.g. `CUDA_VISIBLE_DEVICES`, `HF_HOME`).
-        model_dirs: Folders model references may point into.
+        model_dirs: Folders model references may point into (a job may ask for others: see `run`).
         log_path: The worker's stderr (appended to, rotated at 10 MB); None uses the temp folder.
         engine_modules: Modules the worker imports to register extra engines.
         extra_args: More command-line arguments for the worker (e.g. `["--max-upload-mb", "2048"]`).
@@ -192,7 +199,10 @@ class LocalWorker:
         self.starts = 0
         """How many worker processes this manager has started."""
         self._lock = threading.RLock()
+        self._idle = threading.Condition(self._lock)  # notified when a job running through `run` ends
+        self._running_jobs = 0
         self._proc: subprocess.Popen | None = None
+        self._ready_reader: _ReadyReader | None = None
         self._client: WorkerClient | None = None
         self._spawner = _SpawnThread()
         self._atexit_registered = False
@@ -203,7 +213,7 @@ class LocalWorker:
     def pid(self) -> int | None:
         """The running worker's pid, or None."""
         proc = self._proc
-        return proc.pid if proc is not None and proc.poll() is None else None
+        return proc.pid if proc is not None and _exit_code(proc) is None else None
 
     @property
     def url(self) -> str | None:
@@ -216,24 +226,37 @@ class LocalWorker:
         if self.pid is not None:
             return "running"
         proc = self._proc
-        code = proc.returncode if proc is not None and proc.returncode is not None else self.last_exit_code
+        code = _exit_code(proc) if proc is not None else None
+        code = code if code is not None else self.last_exit_code
         return "not started" if code is None else f"stopped ({describe_exit(code)})"
 
-    def ensure_running(self) -> WorkerClient:
+    def ensure_running(
+        self,
+        model_dirs: Sequence[str | os.PathLike[str]] | None = None,
+        abort: threading.Event | None = None,
+    ) -> WorkerClient:
         """The client of a live worker: starts one if none runs, replaces one that died or stopped answering.
+
+        Args:
+            model_dirs: The model folders the worker must have; None: the current ones. When they differ
+                from the running worker's, it is stopped (once the jobs running on it through `run` have
+                ended) and started again with these, so two sets of models are never loaded at once.
+            abort: Ends the wait for other jobs (raises `Aborted`).
 
         Raises:
             WorkerStartError: the worker could not start; the message quotes its log.
+            Aborted: `abort` was set while waiting for other jobs to end.
         """
         with self._lock:
+            self._use_model_dirs(model_dirs, abort)
             proc, client = self._proc, self._client
             if proc is not None and client is not None:
-                code = proc.poll()
+                code = _exit_code(proc)
                 if code is None and not client.unreachable:
                     return client
                 if code is None:
                     try:  # it failed a request: is it wedged or was that a blip?
-                        client.health(timeout=min(5.0, self.request_timeout))
+                        client.health()  # HEALTH_TIMEOUT, at most the request timeout
                         return client
                     except WorkerError as error:
                         log.warning("worker %d stopped answering (%s); replacing it", proc.pid, error)
@@ -258,9 +281,24 @@ class LocalWorker:
         progress: Progress | None = None,
         abort: threading.Event | None = None,
         timeout: float | None = None,
+        *,
+        model_dirs: Sequence[str | os.PathLike[str]] | None = None,
     ) -> StyleResult:
-        """Run a job on the worker (started if needed); see `WorkerClient.run`."""
-        return self.ensure_running().run(engine_id, request, progress, abort, timeout=timeout)
+        """Run a job on the worker (started if needed); see `WorkerClient.run`.
+
+        Args:
+            model_dirs: The model folders this job needs; None: the manager's. Other folders than the
+                running worker's restart it with these once the jobs running on it have ended.
+        """
+        with self._lock:
+            client = self.ensure_running(model_dirs, abort)
+            self._running_jobs += 1
+        try:
+            return client.run(engine_id, request, progress, abort, timeout=timeout)
+        finally:
+            with self._lock:
+                self._running_jobs -= 1
+                self._idle.notify_all()
 
     def release(self) -> dict[str, Any] | None:
         """Free the worker's models if it runs (the process stays up); None when no worker runs."""
@@ -271,16 +309,15 @@ class LocalWorker:
         return client.release()
 
     def stop(self, timeout: float | None = None) -> int | None:
-        """Stop the worker: ask it to shut down, close its stdin, then terminate, then kill.
+        """Stop the worker: ask it to shut down, close its stdin, then terminate, then kill (its whole
+        process group). The manager's threads end too, also after a start that failed.
 
         Returns:
             Its exit code, or None when no worker was running.
         """
         with self._lock:
-            if self._proc is None:
-                return None
             code = self._end_process(graceful=True, timeout=timeout)
-            self._spawner.close()
+            self._spawner.close(self.stop_timeout if timeout is None else timeout)
             if self._atexit_registered:
                 atexit.unregister(self._stop_at_exit)
                 self._atexit_registered = False
@@ -291,6 +328,28 @@ class LocalWorker:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def _use_model_dirs(
+        self, model_dirs: Sequence[str | os.PathLike[str]] | None, abort: threading.Event | None
+    ) -> None:
+        """Make `model_dirs` the folders of the next process, ending the current one when they differ.
+        Caller holds the lock."""
+        if model_dirs is None:
+            return
+        wanted = tuple(str(Path(d)) for d in model_dirs)
+        if wanted == self.model_dirs:
+            return
+        # Jobs on the current worker need its folders: let them end first (the lock is released meanwhile).
+        while self._running_jobs and self._proc is not None and wanted != self.model_dirs:
+            if abort is not None and abort.is_set():
+                raise Aborted("stylisation aborted")
+            self._idle.wait(0.1)
+        if wanted == self.model_dirs:  # another job switched to these folders while this one waited
+            return
+        if self._proc is not None:
+            log.info("model folders changed to %s; restarting the worker with them", list(wanted))
+            self._end_process(graceful=True)
+        self.model_dirs = wanted
 
     # -- starting -------------------------------------------------------------------------------------
 
@@ -345,6 +404,7 @@ class LocalWorker:
         try:
             proc = self._spawner.call(lambda: subprocess.Popen(command, **popen_args))
         except OSError as exc:
+            self._spawner.close(self.stop_timeout)  # nothing was started: no thread may stay behind
             raise WorkerStartError(
                 f"the Stylepass worker could not be started with {self.python_executable!r}: {exc}; "
                 "check the Python interpreter in the add-on preferences"
@@ -355,10 +415,12 @@ class LocalWorker:
         self._proc = proc
 
         # 2. Wait for the "listening" line
+        self._ready_reader = _ReadyReader(proc)
         try:
-            ready = _read_ready_line(proc, self.startup_timeout)
+            ready = self._ready_reader.wait(self.startup_timeout)
         except WorkerStartError as error:
             self._end_process(graceful=False)
+            self._spawner.close(self.stop_timeout)
             raise WorkerStartError(f"{error}{self._log_tail()}") from None
 
         # 3. Connect and check health
@@ -371,10 +433,11 @@ class LocalWorker:
             restart_hint="it will be restarted on the next job",
         )
         try:
-            client.health()
+            client.health(timeout=self.request_timeout)  # our own fresh process: slow is not dead
         except WorkerError as error:
             client.close()
             self._end_process(graceful=False)
+            self._spawner.close(self.stop_timeout)
             raise WorkerStartError(
                 f"the Stylepass worker started but failed its health check: {error}{self._log_tail()}"
             ) from None
@@ -411,44 +474,42 @@ class LocalWorker:
 
     def _end_process(self, graceful: bool, timeout: float | None = None) -> int | None:
         """Stop the current process (if still running), reap it, and forget it. Caller holds the lock."""
-        proc, client = self._proc, self._client
-        self._proc = self._client = None
+        proc, client, reader = self._proc, self._client, self._ready_reader
+        self._proc = self._client = self._ready_reader = None
         if proc is None:
             return None
         wait = self.stop_timeout if timeout is None else timeout
         # 1. Ask politely (the running job is aborted, the process exits 0)
-        if graceful and client is not None and proc.poll() is None:
+        if graceful and client is not None and _exit_code(proc) is None:
             try:
                 client.shutdown()
-                proc.wait(wait)
-            except (WorkerError, subprocess.TimeoutExpired):
+            except WorkerError:
                 pass
+            _wait_exit(proc, wait)
         # 2. End-of-file on stdin: the worker exits even if its HTTP side is stuck
         if proc.stdin is not None:
             try:
                 proc.stdin.close()
             except OSError:
                 pass
-        if graceful and proc.poll() is None:
-            try:
-                proc.wait(wait)
-            except subprocess.TimeoutExpired:
-                pass
-        # 3. Terminate, then kill (a crashed or wedged worker holds nothing worth a grace period)
-        if proc.poll() is None and graceful:
-            proc.terminate()
-            try:
-                proc.wait(wait)
-            except subprocess.TimeoutExpired:
-                pass
-        if proc.poll() is None:
-            proc.kill()
-            try:
-                proc.wait(wait)
-            except subprocess.TimeoutExpired:
-                log.error("worker %d did not die after SIGKILL within %.0f s", proc.pid, wait)
-        if proc.stdout is not None:
-            proc.stdout.close()
+        if graceful and _exit_code(proc) is None:
+            _wait_exit(proc, wait)
+        # 3. Terminate (a crashed or wedged worker holds nothing worth a grace period)
+        if graceful and _exit_code(proc) is None:
+            _terminate(proc)
+            _wait_exit(proc, wait)
+        # 4. Kill its process group: the worker if still running, and whatever it started and left behind
+        # (which may hold the output pipe the ready reader waits on). Only then is it reaped: until then its
+        # pid, and with it the group id, cannot be given to another process.
+        _kill_group(proc)
+        try:
+            proc.wait(wait)
+        except subprocess.TimeoutExpired:
+            log.error("worker %d did not die after SIGKILL within %.0f s", proc.pid, wait)
+        if reader is not None:
+            reader.join(wait)
+        if proc.stdout is not None and (reader is None or not reader.alive):
+            proc.stdout.close()  # closing under a reader still blocked in a read would wait for that read
         if client is not None:
             client.close()
         self.last_exit_code = proc.returncode
@@ -487,10 +548,14 @@ class _SpawnThread:
             raise box["error"]
         return box["value"]
 
-    def close(self) -> None:
-        if self._thread is not None and self._thread.is_alive():
+    def close(self, timeout: float = 5.0) -> None:
+        """End the thread (it is started again by the next `call`) and wait up to `timeout` s for it."""
+        thread, self._thread = self._thread, None
+        if thread is not None and thread.is_alive():
             self._calls.put(None)
-        self._thread = None
+            thread.join(timeout)
+            if thread.is_alive():
+                log.error("the worker spawner thread did not end within %.0f s", timeout)
 
     def _serve(self) -> None:
         while True:  # one item per start; ends on close()
@@ -506,54 +571,131 @@ class _SpawnThread:
                 done.set()
 
 
-def _read_ready_line(proc: subprocess.Popen, timeout: float) -> dict[str, Any]:
-    """The worker's `{"event": "listening", ...}` line; raises WorkerStartError on exit or timeout."""
-    import json
+class _ReadyReader:
+    """Reads the worker's `{"event": "listening", ...}` line on a thread of its own (`stylepass-worker-ready`).
 
-    lines: queue.Queue = queue.Queue()
+    The thread ends at that line, at end-of-file, or after 200 lines (stray prints from imports are skipped);
+    `LocalWorker._end_process` joins it once the process group is dead, so nothing is left reading.
+    """
 
-    def read() -> None:
-        # At most 200 lines: stray prints from imports are skipped, then the reader gives up.
-        for _ in range(200):
-            line = proc.stdout.readline(1 << 16)
-            lines.put(line)
-            if not line or b'"listening"' in line:
-                return
+    _EXITED_GRACE = 1.0  # seconds the output may stay open after the process exited (held by a child)
 
-    threading.Thread(target=read, name="stylepass-worker-ready", daemon=True).start()
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            line = lines.get(timeout=0.1)
-        except queue.Empty:
-            continue
-        if not line:
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self._proc = proc
+        self._lines: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._read, name="stylepass-worker-ready", daemon=True)
+        self._thread.start()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.error("the worker's output is still open after it ended (held by another process)")
+
+    def wait(self, timeout: float) -> dict[str, Any]:
+        """The ready line; raises WorkerStartError when the process exits or `timeout` s pass first."""
+        import json
+
+        deadline = time.monotonic() + timeout
+        exited_at: float | None = None
+        while time.monotonic() < deadline:
             try:
-                code = proc.wait(2.0)
-            except subprocess.TimeoutExpired:
-                code = None
-            how = describe_exit(code) if code is not None else "closed its output"
-            raise WorkerStartError(f"the Stylepass worker exited while starting ({how})")
+                line = self._lines.get(timeout=0.1)
+            except queue.Empty:
+                # A child of the worker may hold its output open after the worker itself exited.
+                if _exit_code(self._proc) is None:
+                    continue
+                exited_at = exited_at if exited_at is not None else time.monotonic()
+                if time.monotonic() - exited_at < self._EXITED_GRACE:
+                    continue
+                line = b""
+            if not line:
+                code = _wait_exit(self._proc, 2.0)
+                how = describe_exit(code) if code is not None else "closed its output"
+                raise WorkerStartError(f"the Stylepass worker exited while starting ({how})")
+            try:
+                message = json.loads(line)
+            except ValueError:
+                continue
+            if (
+                isinstance(message, dict)
+                and message.get("event") == "listening"
+                and isinstance(message.get("port"), int)
+            ):
+                return message
+        raise WorkerStartError(f"the Stylepass worker did not start listening within {timeout:.0f} s")
+
+    def _read(self) -> None:
         try:
-            message = json.loads(line)
-        except ValueError:
-            continue
-        if (
-            isinstance(message, dict)
-            and message.get("event") == "listening"
-            and isinstance(message.get("port"), int)
-        ):
-            return message
-    raise WorkerStartError(f"the Stylepass worker did not start listening within {timeout:.0f} s")
+            for _ in range(200):
+                line = self._proc.stdout.readline(1 << 16)
+                self._lines.put(line)
+                if not line or b'"listening"' in line:
+                    return
+        except (OSError, ValueError):  # the pipe was closed under it
+            self._lines.put(b"")
+
+
+# On Linux a process's exit is seen without reaping it (waitid WNOWAIT): until `_end_process` reaps the
+# worker, its pid stays reserved, so killing its process group can never hit a group that reused the number.
+_PEEK_EXIT = sys.platform.startswith("linux") and hasattr(os, "waitid")
+
+
+def _exit_code(proc: subprocess.Popen) -> int | None:
+    """`proc`'s exit code once it has ended (negative: killed by that signal), else None. Never reaps it on
+    Linux (see `_PEEK_EXIT`); elsewhere this is `proc.poll()`."""
+    if proc.returncode is not None or not _PEEK_EXIT:
+        return proc.poll()
+    try:
+        info = os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:  # reaped elsewhere
+        return proc.poll()
+    if info is None:
+        return None
+    return -info.si_status if info.si_code in (os.CLD_KILLED, os.CLD_DUMPED) else info.si_status
+
+
+def _wait_exit(proc: subprocess.Popen, timeout: float) -> int | None:
+    """Wait up to `timeout` s for `proc` to end (without reaping it on Linux); its exit code, or None."""
+    deadline = time.monotonic() + timeout
+    while True:
+        code = _exit_code(proc)
+        if code is not None or time.monotonic() >= deadline:
+            return code
+        time.sleep(0.02)
+
+
+def _terminate(proc: subprocess.Popen) -> None:
+    """Ask the worker alone to end (SIGTERM on POSIX)."""
+    if os.name == "nt":
+        proc.terminate()
+        return
+    try:
+        os.kill(proc.pid, signal.SIGTERM)  # not Popen.terminate: it reaps a worker that has just ended
+    except ProcessLookupError:
+        pass
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL the worker and, on POSIX, its process group (it leads one: `start_new_session`), so what it
+    started dies with it. Only while the worker is not yet reaped: a reaped pid may name another group."""
+    if os.name == "nt" or proc.returncode is not None:
+        if proc.poll() is None:
+            proc.kill()
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def _exit_status_of(proc: subprocess.Popen) -> Callable[[], int | None]:
     """For the client's error messages: the exit code once `proc` has died (given a second to be reaped)."""
 
     def status() -> int | None:
-        try:
-            return proc.wait(1.0)
-        except subprocess.TimeoutExpired:
-            return None
+        return _wait_exit(proc, 1.0)
 
     return status

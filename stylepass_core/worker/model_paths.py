@@ -10,21 +10,35 @@ Refused, with a `ModelPathError` naming the folders: `..` components, `~`, URLs,
 characters, drive-relative Windows paths, absolute paths outside every folder, and anything whose real
 path (symlinks followed) leaves the folders. A symlink from one configured folder into another is fine.
 
-The worker stores its folders in the `STYLEPASS_MODEL_DIRS` environment variable (joined with
-`os.pathsep`) at start, so engines call `resolve_model_path(ref)` / `find_model(ref)` without arguments.
-Only the standard library is used, so any engine can import this module.
+Both `/` and `\\` separate folders in a reference on every platform (a Windows Blender may talk to a Linux
+worker), and a Windows drive path (`C:\\models\\x`) sent to a POSIX worker is refused with a message saying
+to name the model relative to the worker's folders.
+
+The worker resolves every reference it finds in its folders to that real path before it queues a job
+(`resolve_references`), so engines get paths, never names relative to their working folder. It also stores
+its folders in the `STYLEPASS_MODEL_DIRS` environment variable (joined with `os.pathsep`) at start, so
+engines can call `resolve_model_path(ref)` / `find_model(ref)` without arguments. Only the standard library
+is used, so any engine can import this module.
 """
 
 import os
 import re
+import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    from ..settings import Settings
+
+S = TypeVar("S", bound="Settings")
 
 MODEL_DIRS_ENV = "STYLEPASS_MODEL_DIRS"
 
 _MAX_REFERENCE = 1024
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 _SEPARATORS = re.compile(r"[\\/]+")
+_WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:[\\/]")
 
 
 class ModelPathError(ValueError):
@@ -98,6 +112,24 @@ def check_model_reference(reference: str, model_dirs: Sequence[str | os.PathLike
     find_model(reference, model_dirs)
 
 
+def resolve_references(settings: S, model_dirs: Sequence[str | os.PathLike[str]] | None = None) -> S:
+    """`settings` with every model reference found in the model folders replaced by its real path.
+
+    Fields marked `model=True` (nested ones too) are mapped; a reference that is not on disk stays as it is
+    (a hub id for the engine to look up). Parts of a model (`model_part=True`: a subfolder, a weight file)
+    are left alone: they are relative to their model by design.
+
+    Raises:
+        ModelPathError: a reference is malformed or escapes the folders (see `find_model`).
+    """
+
+    def resolve(reference: str) -> str:
+        found = find_model(reference, model_dirs)
+        return str(found) if found is not None else reference
+
+    return settings.map_models(resolve)
+
+
 def _roots(model_dirs: Sequence[str | os.PathLike[str]] | None) -> list[Path]:
     dirs = configured_model_dirs() if model_dirs is None else [Path(d) for d in model_dirs]
     # Resolved once, so that a folder that is itself a symlink compares by its real location.
@@ -126,6 +158,14 @@ def _check_syntax(reference: object, roots: list[Path]) -> Path:
         raise _refused(
             f"model reference {reference!r} contains '..'; references may not leave the model folders", roots
         )
+    if os.sep == "/":
+        if _WINDOWS_DRIVE.match(reference):
+            raise _refused(
+                f"model reference {reference!r} is a Windows path, and this worker runs on {sys.platform}; "
+                "name the model relative to the worker's model folders",
+                roots,
+            )
+        reference = reference.replace("\\", "/")
     path = Path(reference)
     if not path.is_absolute() and (path.drive or path.root):
         raise _refused(

@@ -11,9 +11,11 @@ warm (models loaded) between jobs until `POST /v1/release`.
 
 Every request needs `Authorization: Bearer <token>` (compared in constant time; 401 otherwise, before any
 routing). Bodies are capped (413) before they are read, no route takes a file path, and model references in
-a request are checked against the model folders (`model_paths`).
+a request are checked against the model folders and resolved to the real paths they name there
+(`model_paths`) before the job is queued.
 """
 
+import dataclasses
 import gc
 import hmac
 import importlib.util
@@ -46,7 +48,7 @@ from ..engine_api import (
     release_engines,
 )
 from . import protocol
-from .model_paths import ModelPathError, check_model_reference
+from .model_paths import ModelPathError, check_model_reference, resolve_references
 from .protocol import API_PREFIX, FRAME_CONTENT_TYPE, JSON_CONTENT_TYPE, Limits
 
 log = logging.getLogger("stylepass.worker")
@@ -791,13 +793,18 @@ class _Handler(BaseHTTPRequestHandler):
             raise HttpError(HTTPStatus.BAD_REQUEST, f"bad request: {exc}", kind="invalid_request") from None
         decode_seconds = time.perf_counter() - started
 
-        # 3. Model references stay inside the model folders
+        # 3. Model references stay inside the model folders; those found there become their real paths
         for name, value in request.settings.model_references().items():
             if value:
                 try:
                     check_model_reference(value, config.model_dirs)
                 except ModelPathError as exc:
                     raise HttpError(HTTPStatus.BAD_REQUEST, f"{name}: {exc}", kind="model_path") from None
+        # Engines load what they are given, relative to their working folder: a name in a model folder
+        # must reach them as the path it names there (names not on disk stay: hub ids).
+        request = dataclasses.replace(
+            request, settings=resolve_references(request.settings, config.model_dirs)
+        )
 
         # 4. The engine must exist and be able to run here
         try:

@@ -7,8 +7,10 @@ models are built with it once per session, the way tests/diffusion builds them.
 
 import json
 import os
+import shutil
 import subprocess
 import textwrap
+from pathlib import Path
 
 import blender_harness
 import bpy
@@ -108,6 +110,73 @@ def test_stylise_through_a_local_worker_and_f12_shows_it(empty_file, out_dir, ti
     )
 
 
+def _worker_processes() -> list[int]:
+    """Live worker processes this Blender started (children running `stylepass_core.worker`)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            state, parent = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:2]
+            command = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if int(parent) == os.getpid() and state not in ("Z", "X") and b"stylepass_core.worker" in command:
+            found.append(int(entry.name))
+    return found
+
+
+def _stylised_with(scene, out_dir) -> str:
+    """Stylise the frame; the ControlNet model the engine loaded, from the record."""
+    assert bpy.ops.stylepass.stylise() == {"FINISHED"}
+    record = json.loads((out_dir / scene.name / "stylised" / "0001.json").read_text())
+    return record["result"]["controlnets"][0]["model"]
+
+
+def test_names_in_a_model_folder_are_models(empty_file, out_dir, tiny_models, prefs):
+    """A Model Folders entry plus a relative model name failed with 'does not exist': the worker handed the
+    engine the bare name, which it looked for in its working folder."""
+    scene = _diffusion_scene(empty_file, out_dir, tiny_models)
+    d = scene.stylepass.diffusion
+    d.model, d.controls[0].model = "tiny-sd15", "tiny-controlnet-depth"
+    prefs.model_dirs.add().path = str(tiny_models)
+    try:
+        assert _stylised_with(scene, out_dir) == str((tiny_models / "tiny-controlnet-depth").resolve())
+        record = json.loads((out_dir / scene.name / "stylised" / "0001.json").read_text())
+        assert record["request"]["settings"]["values"]["model"] == "tiny-sd15"  # the record keeps the name
+    finally:
+        prefs.model_dirs.clear()
+
+
+def test_switching_between_model_folders_keeps_one_worker(empty_file, out_dir, tiny_models, prefs, tmp_path):
+    """Models in two folders used to get a worker each, both with their models loaded until Release Memory."""
+    other = tmp_path / "other-models"
+    for name in ("tiny-sd15", "tiny-controlnet-depth"):
+        shutil.copytree(tiny_models / name, other / name)
+    scene = _diffusion_scene(empty_file, out_dir, tiny_models)
+    d = scene.stylepass.diffusion
+    assert _stylised_with(scene, out_dir) == str((tiny_models / "tiny-controlnet-depth").resolve())
+    first = _worker_processes()
+    assert len(first) == 1
+
+    d.model, d.controls[0].model = str(other / "tiny-sd15"), str(other / "tiny-controlnet-depth")
+    assert _stylised_with(scene, out_dir) == str((other / "tiny-controlnet-depth").resolve())
+    second = _worker_processes()
+    assert len(second) == 1 and second != first, (first, second)
+    assert len(runtime.RUNTIME.workers) == 1
+
+    # Back, through the Model Folders preference this time: still one worker.
+    d.model, d.controls[0].model = "tiny-sd15", "tiny-controlnet-depth"
+    prefs.model_dirs.add().path = str(tiny_models)
+    try:
+        assert _stylised_with(scene, out_dir) == str((tiny_models / "tiny-controlnet-depth").resolve())
+        assert len(_worker_processes()) == 1
+    finally:
+        prefs.model_dirs.clear()
+    assert bpy.ops.stylepass.release_memory() == {"FINISHED"}
+    assert _worker_processes() == []
+
+
 def test_worker_that_cannot_start_is_reported_and_scene_unchanged(
     empty_file, out_dir, tiny_models, prefs, tmp_path
 ):
@@ -193,6 +262,25 @@ def test_remote_worker_and_a_worker_that_died(empty_file, out_dir, tiny_models, 
         assert diff_snapshots(before, scene_snapshot(scene)) == []
     finally:
         prefs.engine_location, prefs.remote_url, prefs.remote_token = "PYTHON", "", ""
+
+
+def test_a_remote_worker_resolves_names_in_its_model_folders(
+    empty_file, out_dir, tiny_models, prefs, remote_worker
+):
+    """The worker README's promise: a name relative to the worker's `--model-dir` is a model."""
+    url, token, _ = remote_worker
+    scene = _diffusion_scene(empty_file, out_dir, tiny_models)
+    d = scene.stylepass.diffusion
+    d.model, d.controls[0].model = "tiny-sd15", "tiny-controlnet-depth"
+    prefs.engine_location, prefs.remote_url, prefs.remote_token = "REMOTE", url, token
+    try:
+        assert bpy.ops.stylepass.stylise() == {"FINISHED"}
+    finally:
+        prefs.engine_location, prefs.remote_url, prefs.remote_token = "PYTHON", "", ""
+    record = json.loads((out_dir / scene.name / "stylised" / "0001.json").read_text())
+    assert record["result"]["controlnets"][0]["model"] == str(
+        (tiny_models / "tiny-controlnet-depth").resolve()
+    )
 
 
 def test_animation_with_diffusion_starts_from_the_warped_previous_frame(

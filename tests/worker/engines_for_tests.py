@@ -2,8 +2,9 @@
 """Engines the worker tests load with `--engine-module engines_for_tests`: deterministic, controllable, fast.
 
 TEST_STEPS inverts the beauty in `steps` steps of `step_seconds` each, honouring abort within 10 ms, and can
-fail on request. It resolves its `model` setting through the worker's model folders to show that engines
-see them. TEST_UNAVAILABLE never runs. TEST_NO_ENGINE has settings but no engine.
+fail on request. It records the model references it was handed (`info["received_models"]`) and resolves its
+`model` setting through the worker's model folders to show that engines see them. TEST_UNAVAILABLE never
+runs. TEST_NO_ENGINE has settings but no engine.
 
 The test process imports this module too (through `worker_helpers`): a request's settings are decoded by
 engine id, so both sides must have the settings classes registered.
@@ -18,8 +19,15 @@ import numpy as np
 
 from stylepass_core import imageops
 from stylepass_core.engine_api import Engine, StyleResult, check_abort, register_engine
-from stylepass_core.settings import EngineSettings, register_settings, setting
+from stylepass_core.settings import EngineSettings, Settings, register_settings, setting
 from stylepass_core.worker.model_paths import configured_model_dirs, resolve_model_path
+
+
+@dataclass(frozen=True)
+class ExtraModel(Settings):
+    """A nested model reference (like a ControlNet unit's model), to show nested references are resolved."""
+
+    model: str = setting("", "Model", "A nested model reference", model=True)
 
 
 @dataclass(frozen=True)
@@ -33,6 +41,7 @@ class StepsSettings(EngineSettings):
     step_seconds: float = setting(0.0, "Step Seconds", "How long each step takes", min=0.0, max=60.0)
     fail: str = setting("", "Fail", "'value' or 'runtime' makes the run fail that way")
     model: str = setting("", "Model", "A model reference the engine resolves", model=True)
+    extras: tuple[ExtraModel, ...] = setting((), "Extras", "Nested model references", item=ExtraModel)
 
 
 @dataclass(frozen=True)
@@ -74,6 +83,8 @@ class StepsEngine(Engine):
             "model_dirs": [str(d) for d in configured_model_dirs()],
             "token_in_environ": "STYLEPASS_WORKER_TOKEN" in os.environ,
         }
+        # What the engine was handed, before it looks anything up itself.
+        info["received_models"] = settings.model_references()
         if settings.model:
             info["model_path"] = str(resolve_model_path(settings.model))
         wake = threading.Event()

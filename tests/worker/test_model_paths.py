@@ -12,6 +12,7 @@ from stylepass_core.worker.model_paths import (
     configured_model_dirs,
     find_model,
     resolve_model_path,
+    resolve_references,
 )
 
 
@@ -119,3 +120,30 @@ def test_which_settings_are_model_references():
     # Empty references are not references.
     assert set(DiffusionSettings().model_references()) == {"ip_adapter_subfolder", "ip_adapter_weight_name"}
     assert NeuralStyleSettings(style_source="IMAGE", style_image="Painting").model_references() == {}
+
+
+def test_backslashes_separate_folders_on_every_platform(folders):
+    first, second, _ = folders
+    inside = (first / "sd15" / "model.safetensors").resolve()
+    assert find_model("sd15\\model.safetensors", [first, second]) == inside
+    assert find_model(str(first / "sd15" / "model.safetensors").replace("/", "\\"), [first]) == inside
+    with pytest.raises(ModelPathError, match="outside the model folders"):
+        find_model(str(second / "lora.safetensors").replace("/", "\\"), [first])
+
+
+def test_resolve_references_maps_what_is_on_disk_and_keeps_hub_ids(folders):
+    first, second, _ = folders
+    settings = DiffusionSettings(
+        model="sd15/model.safetensors",
+        vae="org/vae",
+        controls=(ControlUnit(map="depth", model="sd15"),),
+        loras=(Lora(file="lora.safetensors"),),
+    )
+    resolved = resolve_references(settings, [first, second])
+    assert resolved.model == str((first / "sd15" / "model.safetensors").resolve())
+    assert resolved.controls[0].model == str((first / "sd15").resolve())
+    assert resolved.loras[0].file == str((second / "lora.safetensors").resolve())
+    assert resolved.vae == "org/vae"  # not on disk: a hub id
+    assert resolved.ip_adapter_subfolder == "models"  # a part of a model stays relative to it
+    with pytest.raises(ModelPathError, match=r"'\.\.'"):
+        resolve_references(settings.replace(vae="../x"), [first])

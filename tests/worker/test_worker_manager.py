@@ -26,6 +26,7 @@ from worker_helpers import (
     zombie_children,
 )
 
+from stylepass_core.engine_api import Aborted
 from stylepass_core.engines.neural_style import NeuralStyleSettings
 from stylepass_core.worker.client import WorkerClient, WorkerUnavailable
 from stylepass_core.worker.manager import LocalWorker, WorkerStartError
@@ -274,3 +275,132 @@ def test_worker_started_by_hand_prints_a_token_and_serves(tmp_path):
         proc.kill()
         proc.wait(5)
         proc.stdout.close()
+
+
+# -- one worker per manager, whatever the model folders ---------------------------------------------------
+
+
+def test_other_model_folders_restart_the_one_worker(local, tag, tmp_path):
+    """Switching between models in two folders used to leave two workers with their models loaded."""
+    marker = f"STYLEPASS_TEST_TAG={tag}".encode()
+    first, second = tmp_path / "first", tmp_path / "second"
+    for folder in (first, second):
+        folder.mkdir()
+        (folder / "model.safetensors").write_bytes(b"w")
+    request = steps_request(steps=0, model="model.safetensors")
+    assert local.run("TEST_STEPS", request, model_dirs=[first]).info["model_dirs"] == [str(first.resolve())]
+    first_pid = local.pid
+    result = local.run("TEST_STEPS", request, model_dirs=[second])
+    assert result.info["model_path"] == str((second / "model.safetensors").resolve())
+    assert local.pid != first_pid and process_gone(first_pid)
+    assert processes_with_env(marker) == [local.pid]
+    second_pid = local.pid
+    local.run("TEST_STEPS", request, model_dirs=[second])  # the same folders: the same worker
+    local.run("TEST_STEPS", request)  # none asked for: whatever it has
+    assert local.pid == second_pid and local.starts == 2
+
+
+def test_a_switch_of_folders_waits_for_the_jobs_running_on_the_worker(local, tmp_path):
+    """The restart for other folders never cuts off a job running on the current worker."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    outcome = {}
+    waiting = _Waiting()
+
+    def long_job():
+        try:
+            outcome["result"] = local.run(
+                "TEST_STEPS", steps_request(steps=10, step_seconds=0.05), waiting, model_dirs=[first]
+            )
+        except Exception as error:
+            outcome["error"] = error
+
+    thread = threading.Thread(target=long_job, daemon=True)
+    thread.start()
+    assert waiting.event.wait(10)
+    first_pid = local.pid
+    aborted = threading.Event()
+    aborted.set()
+    with pytest.raises(Aborted):  # ESC while waiting for the other job: no restart, nothing cut off
+        local.run("TEST_STEPS", steps_request(steps=0), abort=aborted, model_dirs=[second])
+    assert local.pid == first_pid
+    result = local.run("TEST_STEPS", steps_request(steps=0), model_dirs=[second])
+    thread.join(10)
+    assert "result" in outcome, outcome  # the first job finished on its worker
+    assert result.info["model_dirs"] == [str(second.resolve())] and local.pid != first_pid
+
+
+# -- threads and processes always end ---------------------------------------------------------------------
+
+
+def _manager_threads(before: set[threading.Thread]) -> list[str]:
+    return [
+        thread.name
+        for thread in threading.enumerate()
+        if thread not in before and thread.name.startswith("stylepass-worker-") and thread.is_alive()
+    ]
+
+
+_BROKEN_PYTHONS = {
+    "not executable": ("#!/bin/sh\nexit 0\n", 0o644, "could not be started with"),
+    "exits at start": (
+        "#!/bin/sh\necho 'no engine here' >&2\nexit 3\n",
+        0o755,
+        r"exited while starting \(exit code 3\)",
+    ),
+    # A child that keeps the worker's output open once the worker itself has gone.
+    "exits leaving a child": (
+        "#!/bin/sh\nsleep 60 &\nexit 3\n",
+        0o755,
+        r"exited while starting \(exit code 3\)",
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(_BROKEN_PYTHONS))
+def test_a_worker_python_that_cannot_start_leaves_no_thread_or_process(tmp_path, tag, kind):
+    """A `stylepass-worker-spawner` thread left running after Release Memory made Blender 4.5 hang on quit."""
+    text, mode, message = _BROKEN_PYTHONS[kind]
+    python = tmp_path / "python"
+    python.write_text(text)
+    python.chmod(mode)
+    worker = LocalWorker(
+        python,
+        env={"STYLEPASS_TEST_TAG": tag},
+        log_path=tmp_path / "w.log",
+        startup_timeout=20,
+        stop_timeout=2,
+    )
+    before = set(threading.enumerate())
+    outcome = {}
+
+    def start_then_release():
+        try:
+            worker.ensure_running()
+        except WorkerStartError as error:
+            outcome["error"] = error
+        outcome["threads after the failed start"] = _manager_threads(before)
+        outcome["stop"] = worker.stop()  # what Release Memory does
+
+    attempt = threading.Thread(target=start_then_release, daemon=True)
+    attempt.start()
+    attempt.join(30)
+    try:
+        assert not attempt.is_alive(), "the failed start or the stop did not end"
+        assert re.search(message, str(outcome.get("error"))), outcome
+        assert outcome["threads after the failed start"] == [] and outcome["stop"] is None
+        assert _manager_threads(before) == []
+        assert processes_with_env(f"STYLEPASS_TEST_TAG={tag}".encode()) == []
+        assert zombie_children(os.getpid()) == []
+    finally:
+        for pid in processes_with_env(f"STYLEPASS_TEST_TAG={tag}".encode()):
+            kill_quietly(pid)
+
+
+def test_stop_ends_the_managers_threads_after_a_run(local):
+    before = set(threading.enumerate())
+    local.run("TEST_STEPS", steps_request(steps=1))
+    assert _manager_threads(before) == ["stylepass-worker-spawner"]  # lives with the worker (PDEATHSIG)
+    local.stop()
+    assert _manager_threads(before) == []
