@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 import base64
 import hashlib
+import os
+import secrets
 import tomllib
 import zipfile
 from pathlib import Path
@@ -112,7 +114,8 @@ def build_core_wheel(out_dir: Path = ROOT / "wheels", version: str | None = None
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / wheel_name(version)
-    partial = target.with_name(target.name + ".partial")
+    # Unique per build: two builds at once (tests, a bench, a UI run) must not share the half-written file.
+    partial = target.with_name(f"{target.name}.{os.getpid()}.{secrets.token_hex(4)}.partial")
     with zipfile.ZipFile(partial, "w") as wheel:
         for name, data in entries:
             info = zipfile.ZipInfo(name, date_time=_EPOCH)
