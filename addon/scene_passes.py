@@ -2,11 +2,13 @@
 """Scene -> exact control passes: render the data passes with Cycles and turn them into control images.
 
 Steps of `render_passes`:
-    1. Check the scene (camera, something to render, a size, a writable folder) before touching anything.
+    1. Check the scene (camera, view layer, something to render, a size that fits in memory, a writable
+       folder) before touching anything.
     2. Override render, Cycles, view-layer and object settings for a data-pass render (all restored in 3.).
     3. Render the frame, save the Render Result as an uncompressed multilayer EXR (raw data) and as PNG
        (the beauty, through the scene's own view transform), then restore every setting.
-    4. Read the EXR into numpy and compute the control maps in the bpy-free core.
+    4. Read the EXR into numpy and compute the control maps in the bpy-free core; keep each map as its PNG
+       stores it, so a fresh render hands on exactly what a reload from disk gives.
     5. Write the predictable file layout and the frame's JSON record, and show the images in Blender.
 """
 
@@ -24,8 +26,12 @@ import numpy as np
 from stylepass_core import conditioning, exr, png
 from stylepass_core.errors import StylepassError
 from stylepass_core.output_layout import (
+    PASS_BIT_DEPTHS,
+    PASS_NAMES,
     OutputError,
     SceneLayout,
+    decode_pass,
+    encode_pass,
     ensure_writable,
     resolve_output_root,
     write_json,
@@ -44,6 +50,19 @@ _INDEX_PASS_NAMES = ("IndexOB", "Object Index")
 
 # Any depth at or beyond this is Cycles' "nothing was hit" value (it writes 1e10 for the background).
 BACKGROUND_DEPTH = 1e9
+
+# Peak memory of `render_passes` per pass pixel, measured on Blender 4.5 and 5.2 at 0.26-9.4 megapixels
+# (219-288 bytes): Cycles' buffers and the Render Result (13 float channels), the EXR read back, and the
+# float32 maps and raw arrays computed from it. Plus a fixed share for Cycles' kernels and the scene.
+PASS_BYTES_PER_PIXEL = 256
+PASS_BYTES_FIXED = 256 * 2**20
+# Where the system does not say how much memory is free (no /proc/meminfo: Windows, macOS): assume what a
+# machine running Blender can usually spare. Refusing a very large pass render there, with the size to lower
+# to, is better than starting one that swaps the machine to a halt.
+FALLBACK_AVAILABLE_MEMORY = 8 * 2**30
+MEMINFO_PATH = "/proc/meminfo"
+# The object-index pass is stored as 16-bit samples.
+MAX_OBJECTS = 2**16 - 1
 
 
 class RenderCancelled(StylepassError):
@@ -118,8 +137,88 @@ def pass_size(scene: bpy.types.Scene, scale_percent: float) -> tuple[int, int]:
     return int(render.resolution_x * factor), int(render.resolution_y * factor)
 
 
-def check_scene(scene: bpy.types.Scene, view_layer: bpy.types.ViewLayer, options: PassOptions) -> tuple:
+def pass_memory_needed(width: int, height: int) -> int:
+    """Bytes the pass render of a `width` x `height` frame needs at its peak (render, EXR and maps)."""
+    return PASS_BYTES_FIXED + PASS_BYTES_PER_PIXEL * width * height
+
+
+def available_memory() -> int:
+    """Bytes this machine can give a new allocation now: MemAvailable on Linux, else a fixed cap."""
+    try:
+        with open(MEMINFO_PATH, encoding="ascii") as stream:
+            for line in stream:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024  # reported in kB
+    except (OSError, ValueError, IndexError):
+        pass
+    return FALLBACK_AVAILABLE_MEMORY
+
+
+def check_memory(width: int, height: int, available: int | None = None) -> None:
+    """Refuse a pass render that would need more memory than is available.
+
+    Args:
+        available: bytes free for it; default `available_memory()` (tests pass their own).
+
+    Raises:
+        StylepassError: with what the render needs, what is free and what to lower.
+    """
+    available = available_memory() if available is None else available
+    needed = pass_memory_needed(width, height)
+    if needed > available:
+        fits = max(0.0, (available - PASS_BYTES_FIXED) / PASS_BYTES_PER_PIXEL)
+        scale = 100.0 * math.sqrt(fits / (width * height))
+        raise StylepassError(
+            f"The pass render at {width} x {height} pixels needs about {_gigabytes(needed)} of memory, but "
+            f"only {_gigabytes(available)} is available: lower Resolution Scale (Stylepass > Passes; about "
+            f"{math.floor(scale)}% of the current size would fit) or the render resolution."
+        )
+
+
+def _gigabytes(size: int) -> str:
+    return f"{size / 2**30:.1f} GB"
+
+
+def _camera_problem(camera: bpy.types.Object) -> str | None:
+    """Why `camera` cannot be rendered from, or None. Its orientation must be a plain rotation: the normal
+    pass is turned into the camera's view with it."""
+    if camera.type != "CAMERA":
+        kind = camera.type.replace("_", " ").title()
+        return (
+            f"The scene camera '{camera.name}' is not a camera (its type is {kind}): make a camera the scene "
+            "camera (select it, View > Cameras > Set Active Object as Camera)."
+        )
+    rotation = np.array(camera.matrix_world.to_3x3(), dtype=np.float64)
+    lengths = np.linalg.norm(rotation, axis=0)
+    if not np.all(np.isfinite(rotation)) or lengths.min() < 1e-6:
+        return (
+            f"Camera '{camera.name}' is scaled to zero: give it (and its parents) a non-zero scale, e.g. "
+            "Object > Clear > Scale."
+        )
+    rotation /= lengths
+    if np.linalg.det(rotation) <= 0:
+        return (
+            f"Camera '{camera.name}' is mirrored by a negative scale: give it (and its parents) a positive "
+            "scale, e.g. Object > Clear > Scale."
+        )
+    if not np.allclose(rotation.T @ rotation, np.eye(3), atol=1e-3):
+        return (
+            f"Camera '{camera.name}' is sheared (a non-uniform scale on a rotated parent): clear its "
+            "parent's scale, or apply it."
+        )
+    return None
+
+
+def check_scene(
+    scene: bpy.types.Scene,
+    view_layer: bpy.types.ViewLayer,
+    options: PassOptions,
+    available: int | None = None,
+) -> tuple:
     """Raise StylepassError for anything that would make the render fail or meaningless; touch nothing.
+
+    Args:
+        available: bytes of memory free for the render; default `available_memory()`.
 
     Returns:
         (width, height, layout, warnings)
@@ -130,15 +229,29 @@ def check_scene(scene: bpy.types.Scene, view_layer: bpy.types.ViewLayer, options
             f"Scene '{scene.name}' has no active camera: add a camera and make it the scene camera "
             "(View > Cameras > Set Active Object as Camera)."
         )
+    problem = _camera_problem(camera)
+    if problem:
+        raise StylepassError(problem)
+    if not view_layer.use:
+        raise StylepassError(
+            f"View layer '{view_layer.name}' is disabled for rendering: tick 'Use for Rendering' in View "
+            "Layer Properties, or switch to a view layer that renders."
+        )
     if view_layer.objects.get(camera.name) is None:
         raise StylepassError(
             f"Camera '{camera.name}' is not in view layer '{view_layer.name}' (its collection is excluded): "
             "include it, or choose another scene camera."
         )
-    if not renderable_objects(view_layer):
+    objects = renderable_objects(view_layer)
+    if not objects:
         raise StylepassError(
             f"Nothing to render in view layer '{view_layer.name}': add objects, or enable rendering for the "
             "hidden ones."
+        )
+    if len(objects) > MAX_OBJECTS:
+        raise StylepassError(
+            f"View layer '{view_layer.name}' renders {len(objects)} objects; the object-index pass holds at "
+            f"most {MAX_OBJECTS}: join objects, or exclude collections from the view layer."
         )
     width, height = pass_size(scene, options.resolution_scale)
     if width < 1 or height < 1:
@@ -146,6 +259,7 @@ def check_scene(scene: bpy.types.Scene, view_layer: bpy.types.ViewLayer, options
             f"The pass resolution is {width} x {height} pixels: raise the scene resolution, its percentage "
             "or the Stylepass resolution scale."
         )
+    check_memory(width, height, available)
     root, warning = resolve_output_root(options.output_dir, bpy.data.filepath)
     layout = SceneLayout(root, scene.name)
     try:
@@ -188,6 +302,10 @@ def _render_to_files(
     if frame is not None and frame != original_frame[0]:
         scene.frame_set(frame)
     try:
+        # The camera may be animated into a state no pass can be made from (checked at the current frame).
+        problem = _camera_problem(scene.camera)
+        if problem:
+            raise StylepassError(f"Frame {scene.frame_current}: {problem}")
         with overridden() as override:
             return _render_with_overrides(
                 override, scene, view_layer, objects, size, options, exr_path, beauty_path, timings
@@ -220,6 +338,9 @@ def _render_with_overrides(
         use_sequencer=False,
         use_single_layer=True,
         use_motion_blur=False,
+        # Burnt-in metadata would be drawn into the beauty, and a stereo render saves two views.
+        use_stamp=False,
+        use_multiview=False,
     )
     cycles = scene.cycles
     override.set_many(
@@ -229,6 +350,8 @@ def _render_with_overrides(
         use_adaptive_sampling=False,
         use_denoising=False,
         time_limit=0.0,
+        # A view layer's own sample count would replace the pass samples.
+        use_layer_samples="IGNORE",
         # Every sample through the pixel centre: depth, normals and indices stay exact per pixel
         # instead of being averaged across silhouettes into values no surface has.
         filter_width=0.01,
@@ -370,9 +493,10 @@ def object_entries(objects: list[bpy.types.Object]) -> list[ObjectEntry]:
 def _write_maps(
     layout: SceneLayout,
     frame: int,
-    maps: dict[str, np.ndarray],
+    samples: dict[str, np.ndarray],
     raw: dict[str, np.ndarray],
 ) -> dict[str, list[Path]]:
+    """Write each pass's PNG samples (`encode_pass`) and the raw EXRs."""
     files: dict[str, list[Path]] = {}
 
     def target(name: str, ext: str = "png") -> Path:
@@ -381,16 +505,10 @@ def _write_maps(
         files.setdefault(name, []).append(path)
         return path
 
-    # Written again by our encoder rather than moved: Blender's PNG rows use filters that decode slowly,
-    # and every reuse of this frame reads the beauty.
-    png.write_png(target("beauty"), maps["beauty"])
-    # 16 bits where 8 would band: inverse depth and the raw object indices.
-    png.write_png(target("depth"), maps["depth"], bit_depth=16)
-    png.write_png(target("normal"), maps["normal"])
-    png.write_png(target("lineart"), maps["lineart"])
-    png.write_png(target("segmentation"), maps["segmentation"])
-    png.write_png(target("object_index"), maps["object_index"].astype(np.uint16), bit_depth=16)
-    png.write_png(target("vector"), maps["vector"])
+    # The beauty is written again by our encoder rather than moved: Blender's PNG rows use filters that
+    # decode slowly, and every reuse of this frame reads the beauty.
+    for name in PASS_NAMES:
+        png.write_png(target(name), samples[name], bit_depth=PASS_BIT_DEPTHS[name])
     exr.write_exr(target("depth", "exr"), {"Z": raw["depth"]})
     normal = raw["normal"]
     exr.write_exr(target("normal", "exr"), {"X": normal[..., 0], "Y": normal[..., 1], "Z": normal[..., 2]})
@@ -456,17 +574,25 @@ def render_passes(
         # 4. Arrays and maps
         tick = time.perf_counter()
         passes = exr.group_passes(exr.read_exr(exr_path), view_layer.name)
-        beauty = png.read_png_float(beauty_tmp)[..., :3]
+        beauty = png.read_png(beauty_tmp)
         timings["read"] = time.perf_counter() - tick
         tick = time.perf_counter()
         colours = {entry.index: entry.colour for entry in entries}
         maps, raw = compute_maps(passes, world_to_camera, colours, options)
+        del passes  # the EXR's channels; what is kept of them is in `raw`
         maps["beauty"] = beauty
+        # One source of truth for what an engine sees: the maps as their PNGs store them, so a reload from
+        # disk (after Release Memory, a restart, in another folder) gives the very same arrays. One map at a
+        # time, so that only one unquantised map is alive beside the stored ones.
+        samples = {}
+        for name in list(maps):
+            samples[name] = encode_pass(name, maps[name])
+            maps[name] = decode_pass(name, samples[name])
         timings["conditioning"] = time.perf_counter() - tick
 
         # 5. Files, record, images
         tick = time.perf_counter()
-        files = _write_maps(layout, frame, maps, raw)
+        files = _write_maps(layout, frame, samples, raw)
         json_path = layout.pass_json(frame)
         record = _frame_record(scene, view_layer, frame, camera, options, entries, files, layout)
         record["fingerprint"] = fingerprint
@@ -529,11 +655,7 @@ class _OnDisk(dict):
 
 
 def _read_map(layout: SceneLayout, name: str, frame: int) -> np.ndarray:
-    path = layout.pass_file(name, frame)
-    if name == "object_index":
-        return png.read_png(path)[..., 0].astype(np.int32)
-    image = png.read_png_float(path)
-    return image[..., 0] if name in ("depth", "lineart") else image[..., :3]
+    return decode_pass(name, png.read_png(layout.pass_file(name, frame)))
 
 
 def _read_raw(layout: SceneLayout, name: str, frame: int) -> np.ndarray:
@@ -601,7 +723,7 @@ def load_passes(layout: SceneLayout, frame: int, fingerprint: str) -> PassSet | 
     try:
         # The beauty is nearly always wanted, and reading it proves the files are readable.
         maps["beauty"]
-    except (OSError, KeyError, exr.ExrError, png.PngError):
+    except (OSError, KeyError, ValueError):  # PngError and ExrError are ValueErrors
         return None
     width, height = record["resolution"]
     entries = [

@@ -4,9 +4,10 @@ import os
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from stylepass_core import atomic_file, output_layout
+from stylepass_core import atomic_file, output_layout, png
 from stylepass_core.output_layout import OutputError, SceneLayout, ensure_writable, resolve_output_root
 
 
@@ -79,3 +80,63 @@ def test_a_probed_folder_is_checked_again_cheaply(tmp_path, monkeypatch):
     folder.write_text("not a folder")
     with pytest.raises(OutputError, match="Cannot write"):
         ensure_writable(folder)
+
+
+# A pass's PNG is the one source of what an engine sees ----------------------------------------------------
+
+
+def _random_pass(name, rng, shape=(7, 9)):
+    if name == "object_index":
+        return rng.integers(0, 40000, size=shape).astype(np.int32)
+    if name in output_layout.GREY_PASSES:
+        return rng.random(shape, dtype=np.float32) * 1.2 - 0.1  # out-of-range values are clipped
+    return rng.random((*shape, 3), dtype=np.float32)
+
+
+@pytest.mark.parametrize("name", output_layout.PASS_NAMES)
+def test_stored_pass_is_exactly_what_reading_the_png_back_gives(name, tmp_path):
+    rng = np.random.default_rng(11)
+    array = _random_pass(name, rng)
+    path = tmp_path / f"{name}.png"
+    png.write_png(path, output_layout.encode_pass(name, array), bit_depth=output_layout.PASS_BIT_DEPTHS[name])
+    from_disk = output_layout.decode_pass(name, png.read_png(path))
+    in_memory = output_layout.stored_pass(name, array)
+    assert in_memory.dtype == from_disk.dtype
+    assert in_memory.shape == from_disk.shape
+    assert np.array_equal(in_memory, from_disk)
+    # Storing a stored pass again changes nothing: a reloaded frame written again stays the same.
+    assert np.array_equal(output_layout.stored_pass(name, in_memory), in_memory)
+
+
+@pytest.mark.parametrize("name", [n for n in output_layout.PASS_NAMES if n != "object_index"])
+def test_float_passes_are_rounded_as_png_write_rounds_them(name, tmp_path):
+    """The files stay byte-identical to those written before passes were encoded explicitly."""
+    array = _random_pass(name, np.random.default_rng(3))
+    bits = output_layout.PASS_BIT_DEPTHS[name]
+    explicit, implicit = tmp_path / "explicit.png", tmp_path / "implicit.png"
+    png.write_png(explicit, output_layout.encode_pass(name, array), bit_depth=bits)
+    png.write_png(implicit, array if name in output_layout.GREY_PASSES else array[..., :3], bit_depth=bits)
+    assert explicit.read_bytes() == implicit.read_bytes()
+    assert np.array_equal(output_layout.stored_pass(name, array), _read_float(implicit, name))
+
+
+def _read_float(path, name):
+    image = png.read_png_float(path)
+    return image[..., 0] if name in output_layout.GREY_PASSES else image[..., :3]
+
+
+def test_encode_pass_refuses_what_the_png_cannot_hold():
+    with pytest.raises(ValueError, match="0-65535"):
+        output_layout.encode_pass("object_index", np.full((2, 2), 70000, dtype=np.int32))
+    with pytest.raises(ValueError, match="NaN"):
+        output_layout.encode_pass("depth", np.full((2, 2), np.nan, dtype=np.float32))
+    with pytest.raises(ValueError, match="RGB"):
+        output_layout.encode_pass("normal", np.zeros((2, 2), dtype=np.float32))
+    with pytest.raises(ValueError, match="one channel"):
+        output_layout.encode_pass("lineart", np.zeros((2, 2, 3), dtype=np.float32))
+    with pytest.raises(ValueError, match="uint8"):
+        output_layout.encode_pass("beauty", np.zeros((2, 2, 3), dtype=np.uint16))
+    with pytest.raises(ValueError, match="unknown pass"):
+        output_layout.decode_pass("colour", np.zeros((2, 2), dtype=np.uint8))
+    with pytest.raises(ValueError, match="uint16"):
+        output_layout.decode_pass("depth", np.zeros((2, 2), dtype=np.uint8))
