@@ -26,7 +26,7 @@ from stylepass_core.settings import EngineSettings, FrameSettings, PassSettings,
 from stylepass_core.stylise_job import EngineRunner, Finish, StylisedFrame, run_in_process, stylise_frame
 
 from . import compositor, display_colour, images, properties, runtime
-from .scene_passes import PassOptions, PassSet, render_passes, renderable_objects
+from .scene_passes import PassOptions, PassSet, check_scene, render_passes, renderable_objects
 from .settings import chosen_engine, engine_group
 
 STYLISED_IMAGE = compositor.STYLISED_IMAGE
@@ -222,7 +222,9 @@ def prepare(
     """
     start = time.perf_counter()
     settings = run.engine
-    # 1. Check what would make the engine fail before rendering anything
+    # Objects linked since the last update are not in the view layer's list until it syncs (5.x defers it).
+    view_layer.update()
+    # 1. Check what would make the engine or the render fail before doing anything
     problem = settings.not_ready()
     if problem:
         raise StylepassError(problem)
@@ -249,6 +251,7 @@ def prepare(
         {os.path.dirname(path) for path in settings.model_references().values() if os.path.isabs(path)}
     )
     runner = runtime.RUNTIME.runner_for(settings, prefs, folders)
+    check_scene(scene, view_layer, run.passes)  # camera, memory, the output folder (created if missing)
     try:
         target = display_colour.compositor_target(scene)
     except display_colour.ViewProbeError as error:

@@ -42,7 +42,7 @@ def test_nodes_the_artist_put_inside_the_group_survive_a_rerun(empty_file, out_d
     _scene(empty_file, out_dir)
     assert bpy.ops.stylepass.stylise() == {"FINISHED"}
     group = compositor.find_group()
-    grade = group.nodes.new("CompositorNodeGamma")
+    grade = group.nodes.new("CompositorNodeBlur")
     grade.name = "My Grade"
     link_count = len(group.links)
     image_before = group.nodes["Stylised"].image
@@ -57,7 +57,7 @@ def test_a_group_edited_so_it_shows_nothing_becomes_the_artists(empty_file, out_
     _scene(empty_file, out_dir)
     assert bpy.ops.stylepass.stylise() == {"FINISHED"}
     group = compositor.find_group()
-    group.nodes.new("CompositorNodeGamma").name = "My Grade"
+    group.nodes.new("CompositorNodeBlur").name = "My Grade"
     group.nodes.remove(group.nodes["Stylised"])
     assert bpy.ops.stylepass.stylise() == {"FINISHED"}
     assert compositor.find_group() != group and group.nodes.get("My Grade") is not None
