@@ -111,6 +111,23 @@ def _image_editors(window_manager: bpy.types.WindowManager):
                 yield area
 
 
+def show_result_soon(image: bpy.types.Image) -> None:
+    """`show_result` from a timer, once the calling operator has returned to Blender's event loop."""
+    name = image.name_full
+
+    def show() -> None:
+        window_manager = bpy.context.window_manager
+        shown = bpy.data.images.get(name)
+        if shown is None or not window_manager.windows:
+            return None
+        window = window_manager.windows[0]
+        with bpy.context.temp_override(window=window, screen=window.screen):
+            show_result(bpy.context, shown)
+        return None  # once
+
+    bpy.app.timers.register(show, first_interval=0.0)
+
+
 def show_result(context: bpy.types.Context, image: bpy.types.Image) -> bool:
     """Show `image` where the artist will see it, as F12 shows a render: in an Image Editor already open in any
     window, else in the render view Blender opens for F12 (a new window, or as the preferences say).

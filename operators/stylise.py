@@ -12,12 +12,13 @@ from .modal import ModalJob, Status, reported
 
 
 def _report_done(
-    operator: bpy.types.Operator, warnings: list[str], frame: int, png_path, engine_seconds: float
-):
+    operator: bpy.types.Operator, warnings: list[str], frame: int, png_path, seconds: float, engine: float
+) -> None:
     for warning in warnings:
         operator.report({"WARNING"}, warning)
     operator.report(
-        {"INFO"}, f"Stylepass: frame {frame} stylised (engine {engine_seconds:.2f} s) -> {png_path}"
+        {"INFO"},
+        f"Stylepass: frame {frame} stylised in {seconds:.1f} s (engine {engine:.2f} s); files in {png_path.parent}",
     )
 
 
@@ -42,12 +43,13 @@ class STYLEPASS_OT_stylise(ModalJob, bpy.types.Operator):
         return reported(self, lambda: self._stylise(context))
 
     def _stylise(self, context: bpy.types.Context) -> Status:
+        started = time.perf_counter()
         prefs = settings.preferences(context)
         run_settings = stylise.RunSettings.from_scene(context.scene, prefs)
         result = stylise.stylise(context.scene, context.view_layer, run_settings, prefs=prefs)
-        _report_done(
-            self, result.warnings, result.passes.frame, result.frame.png_path, result.timings["engine"]
-        )
+        seconds = time.perf_counter() - started
+        frame, png_path = result.passes.frame, result.frame.png_path
+        _report_done(self, result.warnings, frame, png_path, seconds, result.timings["engine"])
         return {"FINISHED"}
 
     def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> Status:
@@ -80,7 +82,9 @@ class STYLEPASS_OT_stylise(ModalJob, bpy.types.Operator):
         if job.error is not None:
             raise job.error
         image, warnings = stylise.finish(context.scene, self._prepared, job.result)
-        images.show_result(context, image)
+        # Opening Blender's render view from inside this modal handler keeps the operator modal after it
+        # returns (seen in the real UI on 4.3 and 5.2): show the result once the handler has finished.
+        images.show_result_soon(image)
         _report_done(
             self,
             self._prepared.warnings + warnings,

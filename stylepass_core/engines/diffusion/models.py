@@ -68,7 +68,7 @@ def refuse_pickle(what: str, path: Path) -> None:
     raise ValueError(
         f"{what} {str(path)!r} is a pickle file ({path.suffix}); pickle can run code hidden in the file, so "
         "only .safetensors are loaded. Use the .safetensors version of this model, or, only for a file from a "
-        "source you trust, turn on Allow Pickle Files (Diffusion > Memory and Precision)"
+        "source you trust, turn on Allow Pickle Files (Stylepass panel, Diffusion: Model Files, Memory and Precision)"
     )
 
 
