@@ -609,15 +609,19 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _reason(exc: BaseException) -> object:
+    """What requests wrapped: urllib3's error behind a ConnectionError, unwrapped from MaxRetryError."""
+    inner = exc.args[0] if exc.args else None
+    return inner.reason if isinstance(inner, urllib3.exceptions.MaxRetryError) else inner
+
+
 def _is_timeout(exc: BaseException) -> bool:
     """A timeout, also when requests wraps urllib3's ReadTimeoutError in a ConnectionError (it does when a
     pooled connection times out). Only the wrapping chain counts, not `__context__`: urllib3 handles
     timeouts of its own along the way."""
     if isinstance(exc, requests.Timeout):
         return True
-    inner = exc.args[0] if exc.args else None
-    if isinstance(inner, urllib3.exceptions.MaxRetryError):
-        inner = inner.reason
+    inner = _reason(exc)
     # NewConnectionError (refused) subclasses ConnectTimeoutError for historical reasons; it is no timeout.
     return isinstance(inner, urllib3.exceptions.TimeoutError) and not isinstance(
         inner, urllib3.exceptions.NewConnectionError
@@ -628,9 +632,7 @@ def _is_connect_timeout(exc: BaseException) -> bool:
     """A timeout while opening the connection (as opposed to waiting for an answer)."""
     if isinstance(exc, requests.ConnectTimeout):
         return True
-    inner = exc.args[0] if exc.args else None
-    if isinstance(inner, urllib3.exceptions.MaxRetryError):
-        inner = inner.reason
+    inner = _reason(exc)
     return isinstance(inner, urllib3.exceptions.ConnectTimeoutError) and not isinstance(
         inner, urllib3.exceptions.NewConnectionError
     )
