@@ -56,7 +56,8 @@ def resolve_output_root(raw: str, blend_filepath: str) -> tuple[Path, str | None
     raw = raw.strip() or "//stylepass/"
     if raw.startswith("//"):
         if not blend_filepath:
-            folder = Path(tempfile.gettempdir()) / "stylepass"
+            # One folder per Blender process: two unsaved sessions at once never write over each other.
+            folder = Path(tempfile.gettempdir()) / f"stylepass-{os.getpid()}" / raw[2:]
             return folder, (
                 f"The .blend file is not saved, so '{raw}' has no folder to be relative to: "
                 f"writing to {folder} instead. Save the file to keep passes next to it."

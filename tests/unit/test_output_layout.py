@@ -1,6 +1,8 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 import json
 import os
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -17,10 +19,18 @@ def test_relative_to_the_blend_file():
     assert warning is None
 
 
-def test_unsaved_file_falls_back_to_temp_with_a_warning():
+def test_unsaved_file_falls_back_to_a_temp_folder_of_its_own_with_a_warning():
     folder, warning = resolve_output_root("//stylepass/", "")
-    assert folder == Path(tempfile.gettempdir()) / "stylepass"
-    assert "not saved" in warning
+    # Per process: two unsaved Blenders at once used to share one folder and overwrite each other.
+    assert folder == Path(tempfile.gettempdir()) / f"stylepass-{os.getpid()}" / "stylepass"
+    assert "not saved" in warning and str(folder) in warning
+    script = "from stylepass_core.output_layout import resolve_output_root as r; print(r('//x/', '')[0])"
+    root = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": root}
+    other = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, env=env
+    )
+    assert Path(other.stdout.strip()) != resolve_output_root("//x/", "")[0]
 
 
 def test_absolute_and_home_paths():
