@@ -39,11 +39,13 @@ def manifest_version() -> str:
         return tomllib.load(stream)["version"]
 
 
-def build_zip(out_dir: Path) -> Path:
+def build_zip(out_dir: Path, split_platforms: bool = False) -> Path:
     """Build `stylepass-<version>.zip` into out_dir with Blender's extension tool, then validate it.
 
     The core goes in as a wheel built from the sources (`core_wheel`); the manifest excludes the
     `stylepass_core/` folder itself, so the add-on can only import the core Blender installed from that wheel.
+    With `split_platforms`, also one zip per platform (`stylepass-<version>-<platform>.zip`) carrying only
+    that platform's wheels. Returns the all-platform zip.
     """
     from core_wheel import build_core_wheel
     from fetch_wheels import fetch, manifest_wheels
@@ -56,11 +58,22 @@ def build_zip(out_dir: Path) -> Path:
     fetch()
     tool = [sys.executable, str(blender_ext_tool())]
     _run_tool([*tool, "build", "--source-dir", str(ROOT), "--output-dir", str(out_dir)])
-    zips = sorted(out_dir.glob(f"{EXTENSION_ID}-{manifest_version()}*.zip"), key=os.path.getmtime)
-    if not zips:
-        raise SystemExit(f"the build wrote no zip into {out_dir}")
-    _run_tool([*tool, "validate", str(zips[-1])])
-    return zips[-1]
+    whole = out_dir / f"{EXTENSION_ID}-{manifest_version()}.zip"
+    if not whole.is_file():
+        raise SystemExit(f"the build wrote no {whole.name} into {out_dir}")
+    _run_tool([*tool, "validate", str(whole)])
+    if split_platforms:
+        _run_tool(
+            [*tool, "build", "--source-dir", str(ROOT), "--output-dir", str(out_dir), "--split-platforms"]
+        )
+        for part in platform_zips(out_dir):
+            _run_tool([*tool, "validate", str(part)])
+    return whole
+
+
+def platform_zips(out_dir: Path) -> list[Path]:
+    """The per-platform zips `build_zip(..., split_platforms=True)` wrote."""
+    return sorted(Path(out_dir).glob(f"{EXTENSION_ID}-{manifest_version()}-*.zip"))
 
 
 def _run_tool(command: list[str]) -> None:

@@ -148,3 +148,24 @@ def test_installed_zip_stylises_with_its_bundled_wheels(tmp_path):
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path
     )
     assert "BUNDLED-OK" in done.stdout, done.stdout[-3000:] + done.stderr[-3000:]
+
+
+def test_per_platform_zips_carry_only_their_own_wheels(tmp_path):
+    import tomllib
+
+    whole = blender_harness.build_zip(tmp_path, split_platforms=True)
+    tags = {"linux_x64": "manylinux", "windows_x64": "win_amd64", "macos_arm64": "macosx"}
+    parts = blender_harness.platform_zips(tmp_path)
+    assert sorted(p.name.rsplit("-", 1)[1][:-4] for p in parts) == sorted(tags)
+    for part in parts:
+        platform = part.name.rsplit("-", 1)[1][:-4]
+        with zipfile.ZipFile(part) as archive:
+            wheels = [n for n in archive.namelist() if n.startswith("wheels/") and "onnxruntime" in n]
+            manifest = tomllib.loads(archive.read("blender_manifest.toml").decode())
+        assert wheels and all(tags[platform] in name for name in wheels), (platform, wheels)
+        generated = manifest["build"]["generated"]  # what Blender's split build wrote for this platform
+        assert generated["platforms"] == [platform.replace("_", "-")]
+        assert {name.split("/")[-1] for name in wheels} == {w.split("/")[-1] for w in generated["wheels"]} - {
+            w.split("/")[-1] for w in generated["wheels"] if "onnxruntime" not in w
+        }
+        assert part.stat().st_size < 0.6 * whole.stat().st_size  # a Linux user no longer stores the rest
