@@ -24,7 +24,7 @@ def measure(width: int, height: int, repeats: int, samples: int) -> dict[str, fl
     bpy.ops.wm.read_homefile(use_empty=True)
     scene = build_demo_scene(width, height)
     out = Path(tempfile.mkdtemp(prefix="stylepass-bench-"))
-    options = scene_passes.PassOptions(str(out), samples=samples, show_images=False)
+    options = scene_passes.PassOptions(output_dir=str(out), pass_samples=samples, show_images=False)
     best: dict[str, float] = {}
     for _ in range(repeats):
         timings = scene_passes.render_passes(scene, bpy.context.view_layer, options).timings
