@@ -97,7 +97,8 @@ def extension_zip(tmp_path_factory) -> Path:
     )
     if build.returncode != 0:
         pytest.fail(f"building the extension zip failed:\n{build.stdout[-2000:]}\n{build.stderr[-3000:]}")
-    (zip_path,) = out.glob("stylepass-*.zip")
+    # The Linux zip, as a Linux artist downloads it (the build also writes the all-platform one).
+    (zip_path,) = out.glob("stylepass-*-linux_x64.zip")
     return zip_path
 
 
