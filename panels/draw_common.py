@@ -5,6 +5,7 @@ animation. Layout only."""
 import bpy
 
 from ..addon.settings import chosen_engine
+from .draw_engines import draw_engine
 
 
 def draw_buttons(layout: bpy.types.UILayout) -> None:
@@ -14,6 +15,15 @@ def draw_buttons(layout: bpy.types.UILayout) -> None:
     row = layout.row(align=True)
     row.operator("stylepass.stylise_animation", icon="RENDER_ANIMATION")
     row.operator("stylepass.render_passes", text="Passes", icon="RENDERLAYERS")
+
+
+def draw_main(layout: bpy.types.UILayout, scene: bpy.types.Scene) -> None:
+    """What both Stylepass panels open with: the buttons, the engine and its settings, the frame controls."""
+    layout.use_property_split = True
+    layout.use_property_decorate = False
+    draw_buttons(layout)
+    draw_engine(layout, scene)
+    draw_frame(layout, scene)
 
 
 def draw_frame(layout: bpy.types.UILayout, scene: bpy.types.Scene) -> None:

@@ -3,8 +3,7 @@
 
 import bpy
 
-from .draw_common import draw_animation, draw_buttons, draw_frame, draw_output, draw_passes
-from .draw_engines import draw_engine
+from .draw_common import draw_animation, draw_main, draw_output, draw_passes
 
 
 class _RenderProperties:
@@ -30,12 +29,7 @@ class STYLEPASS_PT_render(_RenderProperties, bpy.types.Panel):
     bl_options = {"DEFAULT_CLOSED"}
 
     def draw(self, context: bpy.types.Context) -> None:
-        layout = self.layout
-        layout.use_property_split = True
-        layout.use_property_decorate = False
-        draw_buttons(layout)
-        draw_engine(layout, context.scene)
-        draw_frame(layout, context.scene)
+        draw_main(self.layout, context.scene)
 
 
 class STYLEPASS_PT_render_output(_RenderSubPanel, bpy.types.Panel):

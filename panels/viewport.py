@@ -3,8 +3,7 @@
 
 import bpy
 
-from .draw_common import draw_buttons, draw_frame, draw_output, draw_passes
-from .draw_engines import draw_engine
+from .draw_common import draw_main, draw_output, draw_passes
 from .object_properties import draw_object
 
 
@@ -21,11 +20,7 @@ class VIEW3D_PT_stylepass(_SidebarTab, bpy.types.Panel):
 
     def draw(self, context: bpy.types.Context) -> None:
         layout = self.layout
-        layout.use_property_split = True
-        layout.use_property_decorate = False
-        draw_buttons(layout)
-        draw_engine(layout, context.scene)
-        draw_frame(layout, context.scene)
+        draw_main(layout, context.scene)
         draw_output(layout.column(), context.scene)
         obj = context.active_object
         if obj is not None and hasattr(obj, "stylepass"):
