@@ -209,6 +209,9 @@ def animation_steps(
     run_settings = with_frame(
         run_settings, seed_locked=True
     )  # one seed for the whole shot: coherence needs it
+    if anim.coherence.temporal_coherence:
+        # Cuts are found by comparing the beauty between frames: it needs its samples even when unused.
+        run_settings = replace(run_settings, passes=replace(run_settings.passes, beauty_used=True))
     root, _warning = resolve_output_root(run_settings.passes.output_dir, bpy.data.filepath)
     layout = SceneLayout(root, scene.name)
     summary.frames = frames

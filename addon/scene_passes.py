@@ -1,15 +1,18 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Scene -> exact control passes: render the data passes with Cycles and turn them into control images.
 
-Steps of `render_passes`:
-    1. Check the scene (camera, view layer, something to render, a size that fits in memory, a writable
-       folder) before touching anything.
-    2. Override render, Cycles, view-layer and object settings for a data-pass render (all restored in 3.).
-    3. Render the frame, save the Render Result as an uncompressed multilayer EXR (raw data) and as PNG
-       (the beauty, through the scene's own view transform), then restore every setting.
-    4. Read the EXR into numpy and compute the control maps in the bpy-free core; keep each map as its PNG
-       stores it, so a fresh render hands on exactly what a reload from disk gives.
-    5. Write the predictable file layout and the frame's JSON record, and show the images in Blender.
+The steps, split by where they may run:
+    1. `plan_passes` (main thread): check the scene (camera, view layer, something to render, a size that
+       fits in memory, a writable folder) and reuse the frame's passes when they are current, or describe the
+       render as a plain `RenderJob`.
+    2. Render (`pass_render`): Cycles with data-pass settings, the Render Result saved as an uncompressed
+       multilayer EXR (raw data) and a PNG (the beauty, through the scene's view transform), every setting
+       restored. Here (`render_here`, blocking) or in a separate Blender (`pass_process`) so the UI stays free.
+    3. `develop` (any thread, no bpy): read the EXR into numpy and compute the control maps in the bpy-free
+       core, each kept as its PNG stores it (a fresh render hands on exactly what a reload gives); write the
+       predictable file layout and the frame's JSON record.
+    4. `publish` (main thread): show the images in Blender and keep the passes for the next reuse.
+`render_passes` does all four in this Blender.
 """
 
 import json
@@ -39,11 +42,15 @@ from stylepass_core.output_layout import (
 from stylepass_core.settings import PassSettings, setting
 
 from . import images, runtime
-from .render_state import overridden
+from .pass_render import (
+    PassRenderCancelled,
+    PassRenderError,
+    RenderJob,
+    camera_problem,
+    render,
+    renderable_objects,
+)
 from .scene_fingerprint import scene_fingerprint
-
-# Object types that put pixels into a Cycles render.
-RENDERABLE_TYPES = {"MESH", "CURVE", "SURFACE", "META", "FONT", "CURVES", "POINTCLOUD", "VOLUME"}
 
 # Blender 4.x writes the object-index pass as "IndexOB"; 5.x calls it "Object Index".
 _INDEX_PASS_NAMES = ("IndexOB", "Object Index")
@@ -83,9 +90,24 @@ class PassOptions(PassSettings):
         ),
     )
 
+    beauty_used: bool = setting(
+        True,
+        "Beauty Used",
+        "Whether the engine or the finish reads the beauty pass; without it the render takes one sample, as "
+        "the data passes are exact at one",
+    )
+
     @classmethod
-    def from_settings(cls, settings: PassSettings, device: str = "CPU") -> "PassOptions":
-        return cls(**settings.values(), device=device)
+    def from_settings(
+        cls, settings: PassSettings, device: str = "CPU", beauty_used: bool = True
+    ) -> "PassOptions":
+        return cls(**settings.values(), device=device, beauty_used=beauty_used)
+
+    @property
+    def render_samples(self) -> int:
+        """Cycles samples of the pass render: every sample goes through the pixel centre, so depth, normals and
+        indices are exact at one; only a beauty that is used needs more."""
+        return self.pass_samples if self.beauty_used else 1
 
 
 @dataclass
@@ -114,20 +136,6 @@ class PassSet:
 
 
 # 1. Checks ------------------------------------------------------------------------------------------------
-
-
-def renderable_objects(view_layer: bpy.types.ViewLayer) -> list[bpy.types.Object]:
-    """Objects of the view layer that can appear in a render, sorted by name for stable indices."""
-    found = [
-        obj
-        for obj in view_layer.objects
-        if obj.type in RENDERABLE_TYPES and not obj.hide_render and _collections_render(obj)
-    ]
-    return sorted(found, key=lambda obj: obj.name)
-
-
-def _collections_render(obj: bpy.types.Object) -> bool:
-    return any(not collection.hide_render for collection in obj.users_collection) or not obj.users_collection
 
 
 def pass_size(scene: bpy.types.Scene, scale_percent: float) -> tuple[int, int]:
@@ -179,36 +187,6 @@ def _gigabytes(size: int) -> str:
     return f"{size / 2**30:.1f} GB"
 
 
-def _camera_problem(camera: bpy.types.Object) -> str | None:
-    """Why `camera` cannot be rendered from, or None. Its orientation must be a plain rotation: the normal
-    pass is turned into the camera's view with it."""
-    if camera.type != "CAMERA":
-        kind = camera.type.replace("_", " ").title()
-        return (
-            f"The scene camera '{camera.name}' is not a camera (its type is {kind}): make a camera the scene "
-            "camera (select it, View > Cameras > Set Active Object as Camera)."
-        )
-    rotation = np.array(camera.matrix_world.to_3x3(), dtype=np.float64)
-    lengths = np.linalg.norm(rotation, axis=0)
-    if not np.all(np.isfinite(rotation)) or lengths.min() < 1e-6:
-        return (
-            f"Camera '{camera.name}' is scaled to zero: give it (and its parents) a non-zero scale, e.g. "
-            "Object > Clear > Scale."
-        )
-    rotation /= lengths
-    if np.linalg.det(rotation) <= 0:
-        return (
-            f"Camera '{camera.name}' is mirrored by a negative scale: give it (and its parents) a positive "
-            "scale, e.g. Object > Clear > Scale."
-        )
-    if not np.allclose(rotation.T @ rotation, np.eye(3), atol=1e-3):
-        return (
-            f"Camera '{camera.name}' is sheared (a non-uniform scale on a rotated parent): clear its "
-            "parent's scale, or apply it."
-        )
-    return None
-
-
 def check_scene(
     scene: bpy.types.Scene,
     view_layer: bpy.types.ViewLayer,
@@ -229,7 +207,7 @@ def check_scene(
             f"Scene '{scene.name}' has no active camera: add a camera and make it the scene camera "
             "(View > Cameras > Set Active Object as Camera)."
         )
-    problem = _camera_problem(camera)
+    problem = camera_problem(camera)
     if problem:
         raise StylepassError(problem)
     if not view_layer.use:
@@ -270,159 +248,6 @@ def check_scene(
 
 
 # 2.-3. Render with temporary settings ----------------------------------------------------------------------
-
-
-def _set_image_format(override, settings, file_format: str, **values) -> None:
-    # 5.x chooses between single- and multi-layer files with media_type before the format can be set.
-    if hasattr(settings, "media_type"):
-        media = "MULTI_LAYER_IMAGE" if file_format == "OPEN_EXR_MULTILAYER" else "IMAGE"
-        override.set(settings, "media_type", media)
-    override.set(settings, "file_format", file_format)
-    for name, value in values.items():
-        override.set(settings, name, value)
-
-
-def _render_to_files(
-    scene: bpy.types.Scene,
-    view_layer: bpy.types.ViewLayer,
-    objects: list[bpy.types.Object],
-    size: tuple[int, int],
-    options: PassOptions,
-    exr_path: Path,
-    beauty_path: Path,
-    frame: int | None,
-    timings: dict[str, float],
-) -> tuple[np.ndarray, dict]:
-    """Render once with data-pass settings, write both files, restore everything.
-
-    Returns:
-        The (3, 3) world-to-camera rotation at that frame and the camera record for the frame's JSON.
-    """
-    original_frame = (scene.frame_current, scene.frame_subframe)
-    if frame is not None and frame != original_frame[0]:
-        scene.frame_set(frame)
-    try:
-        # The camera may be animated into a state no pass can be made from (checked at the current frame).
-        problem = _camera_problem(scene.camera)
-        if problem:
-            raise StylepassError(f"Frame {scene.frame_current}: {problem}")
-        with overridden() as override:
-            return _render_with_overrides(
-                override, scene, view_layer, objects, size, options, exr_path, beauty_path, timings
-            )
-    finally:
-        if (scene.frame_current, scene.frame_subframe) != original_frame:
-            scene.frame_set(original_frame[0], subframe=original_frame[1])
-
-
-def _render_with_overrides(
-    override,
-    scene,
-    view_layer,
-    objects,
-    size,
-    options: PassOptions,
-    exr_path: Path,
-    beauty_path: Path,
-    timings,
-) -> tuple[np.ndarray, dict]:
-    render = scene.render
-    override.set_many(
-        render,
-        engine="CYCLES",
-        resolution_x=size[0],
-        resolution_y=size[1],
-        resolution_percentage=100,
-        use_border=False,
-        use_compositing=False,
-        use_sequencer=False,
-        use_single_layer=True,
-        use_motion_blur=False,
-        # Burnt-in metadata would be drawn into the beauty, and a stereo render saves two views.
-        use_stamp=False,
-        use_multiview=False,
-    )
-    cycles = scene.cycles
-    override.set_many(
-        cycles,
-        device=options.device,
-        samples=options.pass_samples,
-        use_adaptive_sampling=False,
-        use_denoising=False,
-        time_limit=0.0,
-        # A view layer's own sample count would replace the pass samples.
-        use_layer_samples="IGNORE",
-        # Every sample through the pixel centre: depth, normals and indices stay exact per pixel
-        # instead of being averaged across silhouettes into values no surface has.
-        filter_width=0.01,
-    )
-    override.set_many(
-        view_layer,
-        use_pass_combined=True,
-        use_pass_z=True,
-        use_pass_normal=True,
-        use_pass_vector=True,
-        use_pass_object_index=True,
-    )
-    layer_cycles = getattr(view_layer, "cycles", None)
-    if layer_cycles is not None and hasattr(layer_cycles, "use_denoising"):
-        # Without this Cycles still writes a "Noisy Image" pass: four more float channels to save and read.
-        override.set(layer_cycles, "use_denoising", False)
-    for index, obj in enumerate(objects, start=1):
-        override.set(obj, "pass_index", index)
-
-    tick = time.perf_counter()
-    result = bpy.ops.render.render(write_still=False, layer=view_layer.name, scene=scene.name)
-    timings["render"] = time.perf_counter() - tick
-    if "CANCELLED" in result:
-        raise RenderCancelled("The pass render was cancelled; nothing was written.")
-    image = bpy.data.images.get("Render Result")
-    if image is None:
-        raise StylepassError("Blender produced no Render Result; see the console for the render error.")
-
-    # Image.save_render takes its file format from the scene: switch the artist's output format for the two
-    # saves. Record the format-dependent fields first and the format last, so that restoring (newest first)
-    # puts the format back before the depth and codec that are only valid for it.
-    settings = render.image_settings
-    override.remember(settings, "color_depth", "color_mode", "exr_codec", "compression", "file_format")
-    if hasattr(settings, "media_type"):
-        override.remember(settings, "media_type")
-    if hasattr(settings, "color_management"):
-        override.set(settings, "color_management", "FOLLOW_SCENE")
-    tick = time.perf_counter()
-    _set_image_format(override, settings, "OPEN_EXR_MULTILAYER", exr_codec="NONE", color_depth="32")
-    image.save_render(str(exr_path), scene=scene)
-    timings["save_exr"] = time.perf_counter() - tick
-    # PNG is display-referred: Blender applies the scene's view transform, look and exposure, so the beauty
-    # looks as it does on screen.
-    tick = time.perf_counter()
-    _set_image_format(override, settings, "PNG", color_mode="RGB", color_depth="8", compression=15)
-    image.save_render(str(beauty_path), scene=scene)
-    timings["save_beauty"] = time.perf_counter() - tick
-
-    camera_rotation = scene.camera.matrix_world.to_3x3().normalized()
-    world_to_camera = np.array(camera_rotation.transposed(), dtype=np.float32)
-    camera_record = _camera_record(scene, size)
-    return world_to_camera, camera_record
-
-
-def _camera_record(scene: bpy.types.Scene, size: tuple[int, int]) -> dict:
-    camera = scene.camera
-    data = camera.data
-    return {
-        "name": camera.name,
-        "type": data.type,
-        "lens_mm": data.lens,
-        "sensor_width_mm": data.sensor_width,
-        "sensor_height_mm": data.sensor_height,
-        "sensor_fit": data.sensor_fit,
-        "ortho_scale": data.ortho_scale,
-        "shift": [data.shift_x, data.shift_y],
-        "clip": [data.clip_start, data.clip_end],
-        "matrix_world": [list(row) for row in camera.matrix_world],
-        "resolution": list(size),
-        "pixel_aspect": [scene.render.pixel_aspect_x, scene.render.pixel_aspect_y],
-    }
 
 
 # 4. Arrays and control maps ---------------------------------------------------------------------------------
@@ -519,32 +344,48 @@ def _write_maps(
 
 def pass_fingerprint(scene, view_layer, options: PassOptions) -> str:
     """The scene state and pass options a frame's passes are made from (call with the scene at that frame)."""
-    settings = {k: v for k, v in asdict(options).items() if k not in ("show_images", "output_dir")}
+    settings = {
+        k: v for k, v in asdict(options).items() if k not in ("show_images", "output_dir", "beauty_used")
+    }
+    settings["pass_samples"] = options.render_samples
     return scene_fingerprint(scene, view_layer, settings)
 
 
-def render_passes(
+@dataclass
+class PassPlan:
+    """A frame's pass render as decided on the main thread, in plain data: `develop` needs no bpy.
+
+    `reused` holds the passes when the frame's files on disk are current; then nothing is rendered.
+    """
+
+    job: RenderJob | None
+    layout: SceneLayout
+    options: PassOptions
+    entries: list[ObjectEntry]
+    fingerprint: str | None
+    record: dict
+    work: Path | None
+    warnings: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    reused: PassSet | None = None
+    started: float = field(default_factory=time.perf_counter)
+
+
+def plan_passes(
     scene: bpy.types.Scene,
     view_layer: bpy.types.ViewLayer,
     options: PassOptions,
     frame: int | None = None,
     reuse: bool = False,
     fingerprint: str | None = None,
-) -> PassSet:
-    """Render the control passes of `frame` (default: the current frame) and write them to disk.
-
-    Args:
-        reuse: when the frame's passes on disk were made from the same scene state and options (same
-            fingerprint), load them instead of rendering again.
-        fingerprint: `pass_fingerprint` of the current frame when the caller already has it.
+) -> PassPlan:
+    """Check the scene and decide the render of `frame` (default: the current frame); main thread.
 
     Raises:
-        StylepassError: with a message for the artist; the scene is unchanged and nothing was written.
+        StylepassError: with a message for the artist; nothing was changed or written.
     """
-    timings: dict[str, float] = {}
-    start = time.perf_counter()
-
-    # 1. Check inputs (on an evaluated view layer: its object list and matrices are synced lazily)
+    started = time.perf_counter()
+    # Check inputs on an evaluated view layer: its object list and matrices are synced lazily.
     view_layer.update()
     width, height, layout, warnings = check_scene(scene, view_layer, options)
     frame = scene.frame_current if frame is None else frame
@@ -554,30 +395,87 @@ def render_passes(
         fingerprint = None
     elif fingerprint is None:
         fingerprint = pass_fingerprint(scene, view_layer, options)
+    record = {
+        "stylepass": {"format": 1},
+        "blender_version": bpy.app.version_string,
+        "scene": scene.name,
+        "view_layer": view_layer.name,
+        "frame": frame,
+    }
+    plan = PassPlan(None, layout, options, entries, fingerprint, record, None, warnings, started=started)
     if reuse and fingerprint is not None:
         reused = load_passes(layout, frame, fingerprint)
         if reused is not None:
             reused.warnings.extend(warnings)
-            reused.timings["total"] = time.perf_counter() - start
+            reused.timings["total"] = time.perf_counter() - started
             if options.show_images:
                 images.show_pass_files(reused.files)
-            return reused
+            plan.reused = reused
+            return plan
+    plan.work = Path(tempfile.mkdtemp(prefix=".tmp-", dir=layout.passes_dir))
+    plan.job = RenderJob(
+        scene=scene.name,
+        view_layer=view_layer.name,
+        frame=frame,
+        width=width,
+        height=height,
+        samples=options.render_samples,
+        device=options.device,
+        exr_path=str(plan.work / "passes.exr"),
+        beauty_path=str(plan.work / "beauty.png"),
+        objects=tuple(obj.name for obj in objects),
+    )
+    return plan
 
-    work = Path(tempfile.mkdtemp(prefix=".tmp-", dir=layout.passes_dir))
+
+def render_here(scene: bpy.types.Scene, view_layer: bpy.types.ViewLayer, plan: PassPlan) -> dict:
+    """Render `plan` in this Blender (blocks until done); see `pass_render.render`. Discards the plan on failure.
+
+    Raises:
+        StylepassError: RenderCancelled when the render was stopped.
+    """
     try:
-        # 2.-3. Render and save with temporary settings
-        exr_path, beauty_tmp = work / "passes.exr", work / "beauty.png"
-        world_to_camera, camera = _render_to_files(
-            scene, view_layer, objects, (width, height), options, exr_path, beauty_tmp, frame, timings
-        )
+        return render(scene, view_layer, plan.job, plan.timings)
+    except PassRenderCancelled as error:
+        discard(plan)
+        raise RenderCancelled(str(error)) from error
+    except PassRenderError as error:
+        discard(plan)
+        raise StylepassError(str(error)) from error
+    except OSError as error:
+        discard(plan)
+        raise StylepassError(f"Writing the pass render failed: {error}") from error
+    except BaseException:
+        discard(plan)
+        raise
 
-        # 4. Arrays and maps
+
+def discard(plan: PassPlan) -> None:
+    """Remove the plan's temporary files (after a failure or a cancel)."""
+    if plan.work is not None:
+        shutil.rmtree(plan.work, ignore_errors=True)
+
+
+def develop(plan: PassPlan, rendered: dict) -> PassSet:
+    """The rendered files -> control maps, the predictable file layout and the frame's JSON record (any thread,
+    no bpy). Always removes the render's temporary files.
+
+    Args:
+        rendered: what `pass_render.render` returned (camera record and rotation).
+
+    Raises:
+        StylepassError: a file could not be read or written; nothing of this frame is left half-written.
+    """
+    job, options, layout, timings = plan.job, plan.options, plan.layout, plan.timings
+    try:
+        # Arrays and maps
         tick = time.perf_counter()
-        passes = exr.group_passes(exr.read_exr(exr_path), view_layer.name)
-        beauty = png.read_png(beauty_tmp)
+        passes = exr.group_passes(exr.read_exr(Path(job.exr_path)), job.view_layer)
+        beauty = png.read_png(Path(job.beauty_path))
         timings["read"] = time.perf_counter() - tick
         tick = time.perf_counter()
-        colours = {entry.index: entry.colour for entry in entries}
+        colours = {entry.index: entry.colour for entry in plan.entries}
+        world_to_camera = np.array(rendered["world_to_camera"], dtype=np.float32)
         maps, raw = compute_maps(passes, world_to_camera, colours, options)
         del passes  # the EXR's channels; what is kept of them is in `raw`
         maps["beauty"] = beauty
@@ -590,54 +488,84 @@ def render_passes(
             maps[name] = decode_pass(name, samples[name])
         timings["conditioning"] = time.perf_counter() - tick
 
-        # 5. Files, record, images
+        # Files and record
         tick = time.perf_counter()
-        files = _write_maps(layout, frame, samples, raw)
-        json_path = layout.pass_json(frame)
-        record = _frame_record(scene, view_layer, frame, camera, options, entries, files, layout)
-        record["fingerprint"] = fingerprint
+        files = _write_maps(layout, job.frame, samples, raw)
+        json_path = layout.pass_json(job.frame)
+        record = _frame_record(plan, rendered["camera"], files)
         write_json(json_path, record)
         timings["write"] = time.perf_counter() - tick
     except (OSError, exr.ExrError, png.PngError) as error:
         raise StylepassError(f"Writing or reading the passes failed: {error}") from error
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        discard(plan)
+    timings["total"] = time.perf_counter() - plan.started
+    return PassSet(
+        job.frame, job.width, job.height, maps, raw, files, json_path, plan.entries, plan.warnings, timings
+    )
 
-    if options.show_images:
-        images.show_pass_files(files)
-    timings["total"] = time.perf_counter() - start
-    passes = PassSet(frame, width, height, maps, raw, files, json_path, entries, warnings, timings)
-    if fingerprint is not None:
-        _remember(passes, fingerprint)
+
+def publish(passes: PassSet, plan: PassPlan) -> None:
+    """Show the new passes in Blender and keep them for the next reuse (main thread)."""
+    if plan.options.show_images:
+        images.show_pass_files(passes.files)
+    if plan.fingerprint is not None:
+        _remember(passes, plan.fingerprint)
+
+
+def render_passes(
+    scene: bpy.types.Scene,
+    view_layer: bpy.types.ViewLayer,
+    options: PassOptions,
+    frame: int | None = None,
+    reuse: bool = False,
+    fingerprint: str | None = None,
+) -> PassSet:
+    """Render the control passes of `frame` (default: the current frame) in this Blender and write them to disk.
+
+    Args:
+        reuse: when the frame's passes on disk were made from the same scene state and options (same
+            fingerprint), load them instead of rendering again.
+        fingerprint: `pass_fingerprint` of the current frame when the caller already has it.
+
+    Raises:
+        StylepassError: with a message for the artist; the scene is unchanged and nothing was written.
+    """
+    plan = plan_passes(scene, view_layer, options, frame, reuse, fingerprint)
+    if plan.reused is not None:
+        return plan.reused
+    rendered = render_here(scene, view_layer, plan)
+    passes = develop(plan, rendered)
+    publish(passes, plan)
     return passes
 
 
-def _frame_record(scene, view_layer, frame, camera, options, entries, files, layout) -> dict:
+def _frame_record(plan: PassPlan, camera: dict, files: dict[str, list[Path]]) -> dict:
     return {
-        "stylepass": {"format": 1},
-        "blender_version": bpy.app.version_string,
-        "scene": scene.name,
-        "view_layer": view_layer.name,
-        "frame": frame,
+        **plan.record,
         "resolution": camera["resolution"],
         "camera": camera,
-        "settings": asdict(options),
-        "objects": [asdict(entry) for entry in entries],
+        "settings": asdict(plan.options),
+        "objects": [asdict(entry) for entry in plan.entries],
         "passes": {
-            name: [str(path.relative_to(layout.passes_dir)) for path in paths]
+            name: [str(path.relative_to(plan.layout.passes_dir)) for path in paths]
             for name, paths in files.items()
         },
-        "conventions": {
-            "depth": "PNG: normalised inverse depth (MiDaS-like): near bright, far dark, background 0; with "
-            "background in the frame 0 stands for infinity; EXR: planar camera depth in scene units, background inf",
-            "normal": "PNG: camera space, ControlNet 1.1 normalbae colours: R = (1 - x) / 2 (red is left), "
-            "G = (1 + y) / 2 (green is up), B = (1 + z) / 2 (blue faces the camera); background = facing "
-            "colour (0.5, 0.5, 1); EXR: camera-space unit vectors (+X right, +Y up, +Z towards the camera)",
-            "object_index": "16-bit PNG of object indices (see 'objects'); 0 is background",
-            "vector": "EXR: Blender's Vector pass in pixels, +y up: X,Y = position in the previous frame minus "
-            "the current one; Z,W = current minus next (forward motion is -Z,-W)",
-        },
+        "conventions": CONVENTIONS,
+        "fingerprint": plan.fingerprint,
     }
+
+
+CONVENTIONS = {
+    "depth": "PNG: normalised inverse depth (MiDaS-like): near bright, far dark, background 0; with "
+    "background in the frame 0 stands for infinity; EXR: planar camera depth in scene units, background inf",
+    "normal": "PNG: camera space, ControlNet 1.1 normalbae colours: R = (1 - x) / 2 (red is left), "
+    "G = (1 + y) / 2 (green is up), B = (1 + z) / 2 (blue faces the camera); background = facing "
+    "colour (0.5, 0.5, 1); EXR: camera-space unit vectors (+X right, +Y up, +Z towards the camera)",
+    "object_index": "16-bit PNG of object indices (see 'objects'); 0 is background",
+    "vector": "EXR: Blender's Vector pass in pixels, +y up: X,Y = position in the previous frame minus "
+    "the current one; Z,W = current minus next (forward motion is -Z,-W)",
+}
 
 
 class _OnDisk(dict):

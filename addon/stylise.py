@@ -21,15 +21,29 @@ import numpy as np
 from stylepass_core import exr
 from stylepass_core.engine_api import Aborted, Progress, StyleRequest, get_engine
 from stylepass_core.errors import StylepassError
-from stylepass_core.output_layout import SceneLayout, ensure_writable
+from stylepass_core.jobs import PartProgress
+from stylepass_core.output_layout import ensure_writable
 from stylepass_core.settings import EngineSettings, FrameSettings, PassSettings, SettingsError
 from stylepass_core.stylise_job import EngineRunner, Finish, StylisedFrame, run_in_process, stylise_frame
 
 from . import compositor, display_colour, images, properties, runtime
-from .scene_passes import PassOptions, PassSet, check_scene, render_passes, renderable_objects
+from .pass_process import PassProcess
+from .scene_passes import (
+    PassOptions,
+    PassPlan,
+    PassSet,
+    develop,
+    discard,
+    plan_passes,
+    publish,
+    render_here,
+    renderable_objects,
+)
 from .settings import chosen_engine, engine_group
 
 STYLISED_IMAGE = compositor.STYLISED_IMAGE
+# The pass render's share of a Stylise Frame's progress bar (the engine gets the rest).
+PASS_SHARE = 0.45
 
 
 @dataclass(frozen=True)
@@ -63,12 +77,14 @@ class RunSettings:
             for name, _, spec, _ in engine_cls.specs()
             if spec.image and getattr(group, name) is not None
         }
-        return cls(
-            engine=properties.read(group, engine_cls, **host_values(engine_cls, prefs)),
-            frame=properties.read(s, FrameSettings),
-            passes=PassOptions.from_settings(properties.read(s, PassSettings), runtime.render_device(prefs)),
-            images=images,
+        engine = properties.read(group, engine_cls, **host_values(engine_cls, prefs))
+        frame = properties.read(s, FrameSettings)
+        passes = PassOptions.from_settings(
+            properties.read(s, PassSettings),
+            runtime.render_device(prefs),
+            beauty_used=engine.uses_beauty() or frame.mixes_beauty(),
         )
+        return cls(engine=engine, frame=frame, passes=passes, images=images)
 
 
 def host_values(engine_cls: type[EngineSettings], prefs) -> dict:
@@ -207,15 +223,33 @@ def _selected_objects(scene: bpy.types.Scene) -> set[str]:
     return {obj.name for obj in scene.objects if obj.stylepass.in_selection}
 
 
-def prepare(
+@dataclass
+class CheckedFrame:
+    """A frame checked on the main thread and its pass render planned: plain data, so `build` runs anywhere."""
+
+    settings: EngineSettings  # model references resolved for where the engine runs
+    frame: FrameSettings
+    pictures: dict[str, np.ndarray]
+    image_names: dict[str, str]
+    plan: PassPlan
+    selected: frozenset[str]
+    size: tuple[int, int]
+    target: display_colour.CompositorTarget
+    runner: EngineRunner
+    new_seed: int | None
+    warnings: list[str]
+    started: float
+
+
+def check(
     scene: bpy.types.Scene,
     view_layer: bpy.types.ViewLayer,
     run: RunSettings,
     frame: int | None = None,
     prefs=None,
     fingerprint: str | None = None,
-) -> PreparedFrame:
-    """Check inputs, render or reuse the passes and build the request (main thread).
+) -> CheckedFrame:
+    """Check inputs and plan (or reuse) the passes (main thread; renders nothing).
 
     Raises:
         StylepassError: the message says what to change; nothing was changed in the scene.
@@ -224,7 +258,6 @@ def prepare(
     settings = run.engine
     # Objects linked since the last update are not in the view layer's list until it syncs (5.x defers it).
     view_layer.update()
-    # 1. Check what would make the engine or the render fail before doing anything
     problem = settings.not_ready()
     if problem:
         raise StylepassError(problem)
@@ -235,8 +268,8 @@ def prepare(
     if not remote:
         _check_model_files(settings)
     pictures = _pictures(run)
+    selected = frozenset(_selected_objects(scene))
     if run.frame.object_filter == "INCLUDE":
-        selected = _selected_objects(scene)
         if not selected:
             raise StylepassError(
                 "Objects is 'Only Selected' but no object is in the Stylepass selection: tick 'Stylepass "
@@ -251,59 +284,77 @@ def prepare(
         {os.path.dirname(path) for path in settings.model_references().values() if os.path.isabs(path)}
     )
     runner = runtime.RUNTIME.runner_for(settings, prefs, folders)
-    check_scene(scene, view_layer, run.passes)  # camera, memory, the output folder (created if missing)
     try:
         target = display_colour.compositor_target(scene)
     except display_colour.ViewProbeError as error:
         raise StylepassError(f"Cannot match the scene's colour management: {error}") from error
     # A new seed is chosen now but stored in the scene only once the frame succeeded (`finish`).
     new_seed = None if run.frame.seed_locked else secrets.randbelow(2**31)
-
     missing = missing_images(scene, view_layer)
+    # Camera, objects, memory, the output folder (created if missing); reuses current passes.
+    plan = plan_passes(scene, view_layer, run.passes, frame=frame, reuse=True, fingerprint=fingerprint)
+    return CheckedFrame(
+        settings=settings,
+        frame=run.frame,
+        pictures=pictures,
+        image_names={name: image.name_full for name, image in run.images.items() if name in pictures},
+        plan=plan,
+        selected=selected,
+        size=output_size(scene),
+        target=target,
+        runner=runner,
+        new_seed=new_seed,
+        warnings=missing,
+        started=start,
+    )
 
-    # 2. Passes (checks camera, objects, resolution and the output folder)
-    passes = render_passes(scene, view_layer, run.passes, frame=frame, reuse=True, fingerprint=fingerprint)
-    layout = SceneLayout(passes.json_path.parents[2], scene.name)
+
+def build(checked: CheckedFrame, passes: PassSet) -> PreparedFrame:
+    """The engine request and the mix with the render, from the frame's passes (any thread, no bpy).
+
+    Raises:
+        StylepassError: the stylised folder is not writable, or the request is invalid.
+    """
+    layout = checked.plan.layout
     try:
         ensure_writable(layout.stylised_dir)
     except OSError as error:
         raise StylepassError(str(error)) from error
-
-    # 3. The request, and the mix with the render the frame writer applies after the engine
-    selected = _selected_objects(scene)
-    selection = tuple(entry.index for entry in passes.objects if entry.name in selected)
-    if run.frame.object_filter == "INCLUDE" and not selection:
+    frame_settings = checked.frame
+    selection = tuple(entry.index for entry in passes.objects if entry.name in checked.selected)
+    if frame_settings.object_filter == "INCLUDE" and not selection:
         raise StylepassError(
             "Objects is 'Only Selected' but no rendered object is in the Stylepass selection: tick "
             "'Stylepass Selection' on objects the camera sees."
         )
-    width, height = output_size(scene)
+    width, height = checked.size
+    settings = checked.settings
     request = StyleRequest(
         beauty=passes.maps["beauty"],
         settings=settings,
         controls={name: passes.maps[name] for name in settings.control_maps()},
-        images=pictures,
-        seed=run.frame.seed if new_seed is None else new_seed,
+        images=checked.pictures,
+        seed=frame_settings.seed if checked.new_seed is None else checked.new_seed,
         width=width,
         height=height,
     )
     try:
         request.validate()
         finish_with = Finish(
-            run.frame,
+            frame_settings,
             passes.maps["beauty"],
-            passes.maps["object_index"] if run.frame.object_filter != "ALL" else None,
+            passes.maps["object_index"] if frame_settings.object_filter != "ALL" else None,
             selection,
         )
     except ValueError as error:
         raise StylepassError(f"Invalid style settings: {error}") from error
     context = {
-        "scene": scene.name,
+        "scene": checked.plan.record["scene"],
         "frame": passes.frame,
         "passes_record": str(passes.json_path),
         "passes_reused": passes.reused,
-        "images": {name: image.name_full for name, image in run.images.items() if name in pictures},
-        "blender_version": bpy.app.version_string,
+        "images": checked.image_names,
+        "blender_version": checked.plan.record["blender_version"],
         "pass_timings": passes.timings,
     }
     return PreparedFrame(
@@ -314,13 +365,57 @@ def prepare(
         json_path=layout.stylised_file(passes.frame, "json"),
         context=context,
         compositor_exr=layout.compositor_file(passes.frame),
-        compositor=target,
-        runner=runner,
-        png_level=round(run.frame.png_compression * 9 / 100),
-        new_seed=new_seed,
-        timings={"prepare": time.perf_counter() - start},
-        warnings=[*missing, *passes.warnings],
+        compositor=checked.target,
+        runner=checked.runner,
+        png_level=round(frame_settings.png_compression * 9 / 100),
+        new_seed=checked.new_seed,
+        timings={"prepare": time.perf_counter() - checked.started},
+        warnings=[*checked.warnings, *passes.warnings],
     )
+
+
+def prepare(
+    scene: bpy.types.Scene,
+    view_layer: bpy.types.ViewLayer,
+    run: RunSettings,
+    frame: int | None = None,
+    prefs=None,
+    fingerprint: str | None = None,
+) -> PreparedFrame:
+    """`check`, the pass render in this Blender (blocking) unless the passes are current, and `build`.
+
+    Raises:
+        StylepassError: the message says what to change; nothing was changed in the scene.
+    """
+    checked = check(scene, view_layer, run, frame=frame, prefs=prefs, fingerprint=fingerprint)
+    plan = checked.plan
+    if plan.reused is not None:
+        return build(checked, plan.reused)
+    passes = develop(plan, render_here(scene, view_layer, plan))
+    publish(passes, plan)
+    return build(checked, passes)
+
+
+def render_and_run(
+    checked: CheckedFrame, process: PassProcess, progress: Progress, abort: threading.Event
+) -> tuple[PreparedFrame, StylisedFrame]:
+    """The pass render in `process`, the maps, then the engine and the files (any thread, no bpy): the whole
+    frame off Blender's main thread. `finish` (and `scene_passes.publish`) follow on the main thread.
+
+    Raises:
+        Aborted when `abort` was set (the second Blender is killed, nothing is written); StylepassError.
+    """
+    plan = checked.plan
+    try:
+        rendered = process.render(plan.job, PartProgress(progress, 0.0, PASS_SHARE), abort)
+    except BaseException:
+        discard(plan)
+        raise
+    plan.timings.update(rendered.pop("timings", {}))
+    progress.update(round(PASS_SHARE * 1000), 1000, "computing control maps")
+    passes = develop(plan, rendered)
+    prepared = build(checked, passes)
+    return prepared, run(prepared, PartProgress(progress, PASS_SHARE + 0.05, 1.0), abort)
 
 
 def run(

@@ -6,7 +6,7 @@
 
 import bpy
 
-from . import animation, diffusion_lists, engine, passes, stylise
+from . import animation, diffusion_lists, engine, modal, passes, stylise
 
 classes = (*passes.classes, *stylise.classes, *animation.classes, *engine.classes, *diffusion_lists.classes)
 
@@ -16,8 +16,10 @@ _register_classes, _unregister_classes = bpy.utils.register_classes_factory(clas
 def register() -> None:
     _register_classes()
     bpy.types.TOPBAR_MT_render.append(animation.draw_render_menu)
+    modal.register()
 
 
 def unregister() -> None:
+    modal.unregister()
     bpy.types.TOPBAR_MT_render.remove(animation.draw_render_menu)
     _unregister_classes()

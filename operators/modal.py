@@ -16,6 +16,40 @@ from stylepass_core.errors import StylepassError
 Status = set[str]
 
 
+class StatusBar:
+    """The progress bar a running Stylepass job draws in the status bar, with its percentage.
+
+    Blender's own jobs (render, bake) get one from `template_running_jobs`, but Python cannot start a Blender
+    job; so the status bar header gets this draw function, which shows the bar while `fraction` is set.
+    """
+
+    fraction: float | None = None
+    text = ""
+
+
+def draw_status_progress(header, context: bpy.types.Context) -> None:
+    """`StatusBar`'s bar, drawn into the status bar header while a job runs."""
+    if StatusBar.fraction is None:
+        return
+    layout = header.layout
+    layout.separator()
+    row = layout.row()
+    row.ui_units_x = 14
+    text = " ".join(
+        part for part in ("Stylepass", StatusBar.text, f"{int(100 * StatusBar.fraction)}%") if part
+    )
+    row.progress(factor=StatusBar.fraction, type="BAR", text=text)
+
+
+def register() -> None:
+    bpy.types.STATUSBAR_HT_header.append(draw_status_progress)
+
+
+def unregister() -> None:
+    bpy.types.STATUSBAR_HT_header.remove(draw_status_progress)
+    StatusBar.fraction = None
+
+
 def report_error(operator: bpy.types.Operator, error: BaseException) -> Status:
     """Report `error` on `operator` and return {'CANCELLED'}."""
     if isinstance(error, StylepassError):
@@ -45,12 +79,14 @@ class ModalJob:
     """
 
     _timer = None
+    _status = ""
     timer_interval = 0.05
     escape_text = "Stylepass: cancelling..."
 
     def start_modal(self, context: bpy.types.Context, status: str) -> Status:
         wm = context.window_manager
         wm.progress_begin(0, 100)
+        StatusBar.fraction, StatusBar.text = 0.0, ""
         self._timer = wm.event_timer_add(self.timer_interval, window=context.window)
         wm.modal_handler_add(self)
         self.show_status(context, status)
@@ -83,15 +119,22 @@ class ModalJob:
             wm.event_timer_remove(self._timer)
             self._timer = None
         wm.progress_end()
+        StatusBar.fraction = None
         if context.workspace is not None:
             context.workspace.status_text_set(None)
 
-    @staticmethod
-    def show_progress(context: bpy.types.Context, fraction: float) -> None:
-        context.window_manager.progress_update(int(100 * min(1.0, max(0.0, fraction))))
+    def show_progress(self, context: bpy.types.Context, fraction: float, what: str = "") -> None:
+        """Move the status bar's progress bar (and the cursor's counter) to `fraction`; `what` names the step."""
+        fraction = min(1.0, max(0.0, fraction))
+        context.window_manager.progress_update(int(100 * fraction))
+        StatusBar.fraction = fraction
+        if what:
+            StatusBar.text = what
+        # Setting the text again is what asks Blender to redraw the status bar.
+        self.show_status(context, self._status)
 
-    @staticmethod
-    def show_status(context: bpy.types.Context, text: str) -> None:
+    def show_status(self, context: bpy.types.Context, text: str) -> None:
+        self._status = text
         if context.workspace is not None:
             context.workspace.status_text_set(text)
 

@@ -8,6 +8,8 @@ import bpy
 from stylepass_core.jobs import BackgroundJob
 
 from ..addon import images, settings, stylise
+from ..addon.pass_process import PassProcess
+from ..addon.scene_passes import PassPlan, discard, publish
 from .modal import ModalJob, Status, reported
 
 
@@ -31,7 +33,8 @@ class STYLEPASS_OT_stylise(ModalJob, bpy.types.Operator):
     bl_options = {"REGISTER", "UNDO"}
 
     _job: BackgroundJob | None = None
-    _prepared: "stylise.PreparedFrame | None" = None
+    _process: PassProcess | None = None
+    _plan: "PassPlan | None" = None
     _started = 0.0
 
     @classmethod
@@ -59,41 +62,67 @@ class STYLEPASS_OT_stylise(ModalJob, bpy.types.Operator):
 
     def _start(self, context: bpy.types.Context) -> Status:
         self._started = time.perf_counter()
+        scene = context.scene
         prefs = settings.preferences(context)
-        run_settings = stylise.RunSettings.from_scene(context.scene, prefs)
-        # The pass render blocks briefly (it is a Blender render); the engine then runs on a thread.
-        prepared = self._prepared = stylise.prepare(
-            context.scene, context.view_layer, run_settings, prefs=prefs
-        )
-        self._job = BackgroundJob(lambda progress, abort: stylise.run(prepared, progress, abort)).start()
-        return self.start_modal(context, "Stylepass: stylising... (Esc to cancel)")
+        run_settings = stylise.RunSettings.from_scene(scene, prefs)
+        checked = stylise.check(scene, context.view_layer, run_settings, prefs=prefs)
+        plan = checked.plan
+        if plan.reused is not None:
+            prepared = stylise.build(checked, plan.reused)
+            self._job = BackgroundJob(
+                lambda progress, abort: (prepared, stylise.run(prepared, progress, abort))
+            )
+        else:
+            # A second Blender renders the passes: this one only writes the scene's copy (milliseconds).
+            try:
+                process = self._process = PassProcess.start(scene, run_settings.passes.device)
+            except BaseException:
+                discard(plan)
+                raise
+            self._plan = plan
+            self._job = BackgroundJob(
+                lambda progress, abort: stylise.render_and_run(checked, process, progress, abort)
+            )
+        self._job.start()
+        return self.start_modal(context, "Stylepass: rendering passes... (Esc to cancel)")
 
     def step(self, context: bpy.types.Context) -> Status | None:
         job = self._job
-        for progress in job.poll():
-            self.show_progress(context, progress.fraction)
-            if progress.message:
-                self.show_status(context, f"Stylepass: {progress.message} (Esc to cancel)")
+        events = job.poll()
+        if events:  # only the latest counts; several arrive between two timer ticks
+            latest = events[-1]
+            if latest.message:
+                self._status = f"Stylepass: {latest.message} (Esc to cancel)"
+            self.show_progress(context, latest.fraction, latest.message)
         if not job.done:
             return None
+        self._close_process()
         if job.cancelled:
             self.report({"WARNING"}, "Stylepass: cancelled; the scene and earlier results are unchanged.")
             return {"CANCELLED"}
         if job.error is not None:
             raise job.error
-        image, warnings = stylise.finish(context.scene, self._prepared, job.result)
+        prepared, frame = job.result
+        if self._plan is not None:
+            publish(prepared.passes, self._plan)
+        image, warnings = stylise.finish(context.scene, prepared, frame)
         # Opening Blender's render view from inside this modal handler keeps the operator modal after it
         # returns (seen in the real UI on 4.3 and 5.2): show the result once the handler has finished.
         images.show_result_soon(image)
         _report_done(
             self,
-            self._prepared.warnings + warnings,
-            self._prepared.passes.frame,
-            job.result.png_path,
+            prepared.warnings + warnings,
+            prepared.passes.frame,
+            frame.png_path,
             time.perf_counter() - self._started,
-            job.result.record["timings"]["engine"],
+            frame.record["timings"]["engine"],
         )
         return {"FINISHED"}
+
+    def _close_process(self) -> None:
+        if self._process is not None:
+            self._process.close()
+            self._process = None
 
     def escape(self, context: bpy.types.Context) -> None:
         self._job.cancel()
@@ -102,6 +131,9 @@ class STYLEPASS_OT_stylise(ModalJob, bpy.types.Operator):
         # Blender is closing the operator (file load, quit): stop the thread before its data goes away.
         if self._job is not None:
             self._job.cancel(wait=5.0)
+        if self._process is not None:
+            self._process.kill()
+            self._process = None
 
 
 classes = (STYLEPASS_OT_stylise,)

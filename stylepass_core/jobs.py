@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .engine_api import Aborted, check_abort
+from .engine_api import Aborted, Progress, check_abort
 
 
 @dataclass(frozen=True)
@@ -90,3 +90,22 @@ class BackgroundJob:
     def wait(self, timeout: float | None = None) -> bool:
         self._thread.join(timeout)
         return self.done
+
+
+class PartProgress:
+    """A `Progress` for one part of a longer job: its own done/total lands in [start, end] of the whole.
+
+    A Stylise Frame is a pass render and then an engine run; each reports against its own total, and the
+    artist sees one bar that moves forward through both.
+    """
+
+    STEPS = 1000
+
+    def __init__(self, progress: Progress, start: float, end: float) -> None:
+        self._progress = progress
+        self._start = start
+        self._span = end - start
+
+    def update(self, done: int, total: int, message: str = "") -> None:
+        fraction = 0.0 if total <= 0 else min(1.0, max(0.0, done / total))
+        self._progress.update(round((self._start + self._span * fraction) * self.STEPS), self.STEPS, message)

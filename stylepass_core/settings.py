@@ -200,6 +200,10 @@ class EngineSettings(Settings):
         """Image fields that must be set for these settings, with why (for the message when one is missing)."""
         return {}
 
+    def uses_beauty(self) -> bool:
+        """Whether the engine reads the beauty pass. Without it the pass render needs one sample, not many."""
+        return True
+
     def continuation(self, denoise: float) -> "EngineSettings | None":
         """Settings that continue from a given start picture (the warped previous frame) and repaint
         `denoise` of it, or None when the engine cannot (then animation blends whole frames instead)."""
@@ -318,6 +322,10 @@ class FrameSettings(Settings):
         subtype="PERCENTAGE",
     )
 
+    def mixes_beauty(self) -> bool:
+        """Whether the finish mixes the render back in (Strength below 1, Keep Scene Colours, a selection)."""
+        return self.strength < 1.0 or self.keep_colours or self.object_filter != "ALL"
+
 
 @dataclass(frozen=True)
 class PassSettings(Settings):
@@ -341,8 +349,9 @@ class PassSettings(Settings):
     )
     pass_samples: int = setting(
         16,
-        "Pass Samples",
-        "Cycles samples for the data-pass render; data passes need few, the beauty pass gets noisier",
+        "Beauty Samples",
+        "Cycles samples of the pass render when the beauty is used (by the engine, Strength, Keep Scene Colours "
+        "or the object selection). The data passes are exact at one sample, so otherwise it renders one",
         min=1,
         max=4096,
         soft_max=256,

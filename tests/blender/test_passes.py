@@ -151,7 +151,7 @@ def test_settings_restored_when_the_render_fails(empty_file, out_dir, monkeypatc
     def broken(*args, **kwargs):
         raise OSError("disk full (simulated)")
 
-    monkeypatch.setattr(scene_passes, "_set_image_format", broken)
+    monkeypatch.setattr(addon_module("addon.pass_render"), "set_image_format", broken)
     with pytest.raises(scene_passes.StylepassError, match="simulated"):
         scene_passes.render_passes(
             scene, bpy.context.view_layer, scene_passes.PassOptions(output_dir=str(out_dir))

@@ -13,7 +13,7 @@ from contact_sheet import contact_sheet, text_mask  # demo/ is on the tests' pyt
 
 from stylepass_core import engine_api, imageops, png, settings
 from stylepass_core.engine_api import Aborted, Engine, StyleRequest, StyleResult
-from stylepass_core.jobs import BackgroundJob
+from stylepass_core.jobs import BackgroundJob, PartProgress
 from stylepass_core.settings import EngineSettings, FrameSettings, setting
 from stylepass_core.stylise_job import RECORD_FORMAT, Finish, array_digest, stylise_frame
 
@@ -412,3 +412,19 @@ def test_contact_sheet_layout_and_labels():
     assert mask.shape == (7, 6) and mask[:, 2].all()
     with pytest.raises(ValueError, match="at least one tile"):
         contact_sheet([])
+
+
+def test_part_progress_maps_each_part_into_its_share_of_one_bar():
+    seen = []
+
+    class Whole:
+        def update(self, done, total, message=""):
+            seen.append((done / total, message))
+
+    passes, engine = PartProgress(Whole(), 0.0, 0.4), PartProgress(Whole(), 0.5, 1.0)
+    passes.update(1, 4, "sample 1")
+    passes.update(4, 4, "sample 4")
+    engine.update(0, 10, "loading")
+    engine.update(5, 10, "tile 5")
+    engine.update(12, 10, "past the end")  # clamped: a part never reports beyond its share
+    assert seen == [(0.1, "sample 1"), (0.4, "sample 4"), (0.5, "loading"), (0.75, "tile 5"), (1.0, "past the end")]

@@ -167,3 +167,13 @@ def test_model_references_and_their_mapping():
     mapped = settings.map_models(lambda value: "/abs/" + value)
     assert mapped.model == "/abs/rel/model" and mapped.controls[0].model == "/abs/cn" and mapped.vae == ""
     assert mapped.ip_adapter_subfolder == "models"  # parts of a model path are never resolved on their own
+
+
+def test_the_beauty_is_needed_only_when_something_reads_it():
+    assert NeuralStyleSettings().uses_beauty()
+    assert not DiffusionSettings(model="m", denoise=1.0).uses_beauty()  # text to image
+    assert DiffusionSettings(model="m", denoise=0.5).uses_beauty()  # image to image
+    assert not FrameSettings().mixes_beauty()
+    assert FrameSettings(strength=0.5).mixes_beauty()
+    assert FrameSettings(keep_colours=True).mixes_beauty()
+    assert FrameSettings(object_filter="EXCLUDE").mixes_beauty()

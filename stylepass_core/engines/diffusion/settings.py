@@ -279,6 +279,9 @@ class DiffusionSettings(EngineSettings):
             return {"ip_adapter_image": "an IP-Adapter is set"}
         return {}
 
+    def uses_beauty(self) -> bool:
+        return self.img2img
+
     def continuation(self, denoise: float) -> "DiffusionSettings":
         # Repaint at most `denoise` of the warped previous frame, but keep at least one step.
         amount = max(min(self.denoise, denoise), min(1.0, 1.0 / self.steps + 1e-6))

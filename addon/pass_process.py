@@ -1,0 +1,220 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The pass render in a separate Blender, so the artist's Blender never waits on Cycles.
+
+A Cycles render inside Blender's own process holds the main thread (the UI froze ~10 s at 480x270). Instead,
+on the main thread, `PassProcess.start` writes the scene and everything it uses to a temporary .blend (a few
+milliseconds for a blocked-out scene) and starts a second Blender on it (`pass_child.py`, at a lower
+priority). After that no bpy is needed: `render(job, progress, abort)` may wait on any thread, reports
+Cycles' samples as progress, and kills the process at once when `abort` is set (ESC). The second Blender
+renders with the same code (`pass_render`) as an in-process render, so the passes are the same.
+
+The scene the copy is made from is never touched: nothing is overridden or restored in the artist's file.
+"""
+
+import json
+import os
+import queue
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from collections import deque
+from pathlib import Path
+
+import bpy
+
+from stylepass_core.engine_api import Aborted, NullProgress, Progress
+from stylepass_core.errors import StylepassError
+
+from .pass_render import RenderJob
+
+CHILD_SCRIPT = Path(__file__).with_name("pass_child.py")
+MARKER = (
+    "STYLEPASS-PASS "  # pass_child.MARKER (that module runs Blender when imported, so it is not imported)
+)
+POLL_SECONDS = 0.02  # how often a waiting thread looks at `abort`
+QUIT_SECONDS = 5.0  # a second Blender asked to quit gets this long before it is killed
+OUTPUT_LINES_KEPT = 40  # the second Blender's last lines of output, quoted when it fails
+PROGRESS_STEPS = 1000
+
+
+class PassProcessError(StylepassError):
+    """The second Blender failed or ended; the message quotes what it said."""
+
+
+def child_command(blend: Path, gpu_type: str = "") -> list[str]:
+    """The command that starts the second Blender: Blender's own executable, or where Blender is the `bpy`
+    module (`binary_path` empty) this Python, which imports it."""
+    extra = [gpu_type] if gpu_type else []
+    binary = bpy.app.binary_path
+    if binary and not os.path.basename(binary).lower().startswith("python"):
+        return [
+            binary,
+            "--background",
+            "--factory-startup",
+            "-noaudio",
+            "--python-exit-code",
+            "1",
+            "--python",
+            str(CHILD_SCRIPT),
+            "--",
+            str(blend),
+            *extra,
+        ]
+    return [sys.executable, str(CHILD_SCRIPT), str(blend), *extra]
+
+
+def write_scene_copy(scene: bpy.types.Scene, folder: Path) -> Path:
+    """The scene and every datablock it uses, as a .blend in `folder` (main thread). Paths become absolute so
+    textures and libraries resolve from the temporary folder; packed data stays packed."""
+    for obj in scene.objects:
+        if obj.mode == "EDIT":
+            # Edit-mode changes live outside the mesh until flushed, as Blender flushes them for a render.
+            obj.update_from_editmode()
+    path = folder / "scene.blend"
+    bpy.data.libraries.write(str(path), {scene}, path_remap="ABSOLUTE", fake_user=False, compress=False)
+    return path
+
+
+def _gpu_type(device: str) -> str:
+    if device != "GPU":
+        return ""
+    cycles = bpy.context.preferences.addons.get("cycles")
+    return cycles.preferences.compute_device_type if cycles is not None else ""
+
+
+class PassProcess:
+    """A second Blender with a copy of one scene, rendering `RenderJob`s one at a time."""
+
+    def __init__(self, process: subprocess.Popen, folder: Path) -> None:
+        self._process = process
+        self._folder = folder
+        self._messages: queue.Queue = queue.Queue()
+        self._output: deque[str] = deque(maxlen=OUTPUT_LINES_KEPT)
+        self._lock = threading.Lock()
+        self.ready_seconds: float | None = None
+        self._reader = threading.Thread(target=self._read, name="stylepass-pass-output", daemon=True)
+        self._reader.start()
+
+    @classmethod
+    def start(cls, scene: bpy.types.Scene, device: str = "CPU") -> "PassProcess":
+        """Copy `scene` and start the second Blender on it (main thread; returns without waiting for it).
+
+        Raises:
+            StylepassError: the copy could not be written or Blender could not be started.
+        """
+        folder = Path(tempfile.mkdtemp(prefix="stylepass-scene-"))
+        try:
+            blend = write_scene_copy(scene, folder)
+            flags = getattr(
+                subprocess, "BELOW_NORMAL_PRIORITY_CLASS", 0
+            )  # Windows; elsewhere the child nices
+            process = subprocess.Popen(
+                child_command(blend, _gpu_type(device)),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                encoding="utf-8",
+                errors="replace",
+                bufsize=1,
+                creationflags=flags,
+            )
+        except (OSError, RuntimeError) as error:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise StylepassError(f"Could not start Blender for the pass render: {error}") from error
+        return cls(process, folder)
+
+    def _read(self) -> None:
+        for line in self._process.stdout:
+            if line.startswith(MARKER):
+                try:
+                    self._messages.put(json.loads(line[len(MARKER) :]))
+                    continue
+                except ValueError:
+                    pass
+            self._output.append(line.rstrip())
+        self._messages.put(None)  # the process ended
+
+    @property
+    def alive(self) -> bool:
+        return self._process.poll() is None
+
+    def render(
+        self, job: RenderJob, progress: Progress | None = None, abort: threading.Event | None = None
+    ) -> dict:
+        """Render `job` and wait for it (any thread); see `pass_render.render` for what it returns.
+
+        Progress goes to `progress` as fractions of `PROGRESS_STEPS`. When `abort` is set the process is
+        killed (the scene copy and its temporary files with it) and `Aborted` is raised.
+
+        Raises:
+            Aborted, PassProcessError (the message says what the second Blender reported).
+        """
+        progress = progress or NullProgress()
+        abort = abort or threading.Event()
+        with self._lock:
+            try:
+                self._process.stdin.write(json.dumps(job.to_plain()) + "\n")
+                self._process.stdin.flush()
+            except (OSError, ValueError) as error:
+                raise self._failure(f"it did not take the job ({error})") from error
+            while True:
+                if abort.is_set():
+                    self.kill()
+                    raise Aborted("pass render cancelled")
+                try:
+                    message = self._messages.get(timeout=POLL_SECONDS)
+                except queue.Empty:
+                    continue
+                if message is None:
+                    raise self._failure("it ended unexpectedly")
+                if "ready" in message:
+                    self.ready_seconds = message["ready"]
+                    progress.update(int(0.1 * PROGRESS_STEPS), PROGRESS_STEPS, "rendering passes")
+                elif "progress" in message:
+                    fraction = min(1.0, max(0.0, float(message["progress"])))
+                    progress.update(
+                        int(fraction * PROGRESS_STEPS), PROGRESS_STEPS, message.get("message", "")
+                    )
+                elif "done" in message:
+                    return message["done"]
+                elif "error" in message:
+                    if message.get("cancelled"):
+                        raise Aborted("pass render cancelled in Blender")
+                    raise PassProcessError(message["error"])
+
+    def _failure(self, what: str) -> PassProcessError:
+        self.kill()
+        code = self._process.poll()
+        said = "\n".join(self._output) or "(nothing)"
+        return PassProcessError(
+            f"The Blender rendering the passes failed: {what} (exit code {code}). Its last output:\n{said}"
+        )
+
+    def kill(self) -> None:
+        """Stop the process now and remove the scene copy."""
+        if self.alive:
+            self._process.kill()
+        self._process.wait()
+        self._cleanup()
+
+    def close(self) -> None:
+        """Let the process end after its current job (or kill it after `QUIT_SECONDS`); remove the copy."""
+        if self.alive:
+            try:
+                self._process.stdin.write("\n")
+                self._process.stdin.close()
+                self._process.wait(QUIT_SECONDS)
+            except (OSError, ValueError, subprocess.TimeoutExpired):
+                self._process.kill()
+                self._process.wait()
+        self._cleanup()
+
+    def _cleanup(self) -> None:
+        try:
+            self._process.stdin.close()  # stdout is the reader thread's: it ends there at the end of output
+        except (OSError, ValueError):
+            pass
+        shutil.rmtree(self._folder, ignore_errors=True)
