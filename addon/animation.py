@@ -3,7 +3,8 @@
 
 For each frame (in order):
     1. main thread: set the frame, decide whether its result on disk is still current (skip) or not;
-    2. main thread: render its control passes -- while the engine thread still works on the frame before;
+    2. its control passes, rendered while the engine thread still works on the frame before: in a second
+       Blender from the UI (`pass_process`), so the main thread never waits on Cycles; here in background mode;
     3. engine thread: stylise; with temporal coherence, warp the previous result into this frame with
        Blender's exact Vector pass, mask occlusions (forward/backward check, depth test) and blend, unless
        the keyframe policy restarts from a fresh stylisation (first frame, every N frames, cuts);
@@ -29,13 +30,14 @@ from stylepass_core import exr, png, temporal
 from stylepass_core.errors import StylepassError
 from stylepass_core.frame_steps import FrameStep, FrameTally, frame_steps, run_to_end
 from stylepass_core.imageops import resize
-from stylepass_core.jobs import BackgroundJob
+from stylepass_core.jobs import BackgroundJob, PartProgress
 from stylepass_core.output_layout import SceneLayout, resolve_output_root
 from stylepass_core.settings import CoherenceSettings
 
 from . import compositor, display_colour, images
-from .scene_passes import pass_fingerprint
-from .stylise import STYLISED_IMAGE, PreparedFrame, RunSettings, prepare, run, with_frame
+from .pass_process import PassProcess
+from .scene_passes import PassSet, develop, discard, pass_fingerprint, publish, render_here
+from .stylise import STYLISED_IMAGE, CheckedFrame, PreparedFrame, RunSettings, build, check, run, with_frame
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,17 @@ class AnimationSummary:
     @property
     def stopped_early(self) -> bool:
         return self.tally.stopped_early
+
+
+@dataclass
+class _FramePlan:
+    """A frame checked on the main thread: its passes, when current or rendered here, or the ticket of its
+    render in the second Blender; and what its record adds to the context."""
+
+    checked: CheckedFrame
+    context: dict
+    passes: PassSet | None = None
+    ticket: int | None = None
 
 
 @dataclass
@@ -193,9 +206,11 @@ def animation_steps(
     prefs=None,
     stop: threading.Event | None = None,
     summary: AnimationSummary | None = None,
+    separate_process: bool = False,
 ) -> Iterator[FrameStep]:
     """Stylise `anim.frames`; yields after each main-thread step and while an engine job runs (never waits).
-    See the module docstring.
+    See the module docstring. With `separate_process` a second Blender renders the passes (`pass_process`),
+    so no step holds the main thread for a render; without, each frame's render is one blocking step.
 
     Raises:
         StylepassError: bad input (checked before the first frame) or a frame that failed; frames finished
@@ -220,8 +235,10 @@ def animation_steps(
     coherent = anim.coherence.temporal_coherence
     # The temporal chain: the frame before (its result and passes), and whether a redone frame forces the rest.
     chain = {"previous": None, "redo": False, "records": {}}
+    # The second Blender (started with the first frame it has to render) and every pass plan handed to it.
+    renderer = {"process": None, "plans": []}
 
-    def plan(frame: int) -> PreparedFrame | None:
+    def plan(frame: int) -> _FramePlan | None:
         scene.frame_set(frame)
         fingerprint = pass_fingerprint(scene, view_layer, run_settings.passes)
         key = state_key(fingerprint, run_settings, anim)
@@ -237,28 +254,55 @@ def animation_steps(
             return None
         # A redone frame changes every later frame that was blended from it.
         chain["redo"] = coherent
-        prepared = prepare(scene, view_layer, run_settings, prefs=prefs, fingerprint=fingerprint)
-        summary.warnings.extend(w for w in prepared.warnings if w not in summary.warnings)
-        prepared.context["state_key"] = key
-        prepared.context["animation"] = {
-            "range": [frames[0], frames[-1]],
-            "coherence": anim.coherence.values(),
+        checked = check(scene, view_layer, run_settings, prefs=prefs, fingerprint=fingerprint)
+        context = {
+            "state_key": key,
+            "animation": {"range": [frames[0], frames[-1]], "coherence": anim.coherence.values()},
         }
-        return prepared
+        planned = _FramePlan(checked, context)
+        passes_plan = checked.plan
+        if passes_plan.reused is not None:
+            planned.passes = passes_plan.reused
+        elif separate_process:
+            # The second Blender starts on this frame's passes at once, while the engine still works on the
+            # frame before: render and engine overlap without holding Blender's main thread.
+            if renderer["process"] is None:
+                renderer["process"] = PassProcess.start(scene, run_settings.passes.device)
+            planned.ticket = renderer["process"].submit(passes_plan.job)
+            renderer["plans"].append(passes_plan)
+        else:
+            planned.passes = develop(passes_plan, render_here(scene, view_layer, passes_plan))
+        return planned
 
-    def launch(frame: int, prepared: PreparedFrame) -> BackgroundJob:
+    def launch(frame: int, planned: _FramePlan) -> BackgroundJob:
         # Launched once the frame before has been collected, so `previous` is that frame.
         previous = chain["previous"] if coherent else None
-        return BackgroundJob(_temporal_work(prepared, previous, anim)).start()
+        process = renderer["process"]
+
+        def work(progress, abort):
+            passes = planned.passes
+            if passes is None:
+                rendered = process.wait(planned.ticket, PartProgress(progress, 0.0, 0.4), abort)
+                passes = develop(planned.checked.plan, rendered)
+            prepared = build(planned.checked, passes)
+            prepared.context.update(planned.context)
+            result = _temporal_work(prepared, previous, anim)(PartProgress(progress, 0.4, 1.0), abort)
+            return planned, prepared, result
+
+        return BackgroundJob(work).start()
 
     def skipped(frame: int) -> None:
         record = chain["records"].pop(frame)
         chain["previous"] = _load_previous(layout, frame, record) if coherent else None
 
     def collect(frame: int, job: BackgroundJob) -> None:
-        stylised_frame, chain["previous"], keyframe, colour_space = job.result
+        planned, prepared, (stylised_frame, chain["previous"], keyframe, colour_space) = job.result
+        if not prepared.passes.reused:
+            publish(prepared.passes, planned.checked.plan)
         summary.colour_space = colour_space
-        summary.warnings.extend(w for w in stylised_frame.alongside or () if w not in summary.warnings)
+        for warning in [*prepared.warnings, *(stylised_frame.alongside or ())]:
+            if warning not in summary.warnings:
+                summary.warnings.append(warning)
         if keyframe:
             summary.keyframes[frame] = keyframe
 
@@ -267,6 +311,14 @@ def animation_steps(
             frames, plan, launch, collect, stop, summary.tally, overlap=anim.overlap, skipped=skipped
         )
     finally:
+        process = renderer["process"]
+        if process is not None:
+            if process.idle:
+                process.close()
+            else:  # stopped or failed with frames still queued: nothing more of it is wanted
+                process.kill()
+        for passes_plan in renderer["plans"]:
+            discard(passes_plan)  # temporary render files of frames that never finished
         if (scene.frame_current, scene.frame_subframe) != original:
             scene.frame_set(original[0], subframe=original[1])
 

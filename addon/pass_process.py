@@ -94,6 +94,8 @@ class PassProcess:
         self._output: deque[str] = deque(maxlen=OUTPUT_LINES_KEPT)
         self._lock = threading.Lock()
         self.ready_seconds: float | None = None
+        self._submitted = 0  # jobs handed over
+        self._answered = 0  # jobs answered (done or failed)
         self._reader = threading.Thread(target=self._read, name="stylepass-pass-output", daemon=True)
         self._reader.start()
 
@@ -138,6 +140,11 @@ class PassProcess:
         self._messages.put(None)  # the process ended
 
     @property
+    def idle(self) -> bool:
+        """Every job handed over has been answered."""
+        return self._answered == self._submitted
+
+    @property
     def alive(self) -> bool:
         return self._process.poll() is None
 
@@ -152,38 +159,58 @@ class PassProcess:
         Raises:
             Aborted, PassProcessError (the message says what the second Blender reported).
         """
-        progress = progress or NullProgress()
-        abort = abort or threading.Event()
+        return self.wait(self.submit(job), progress, abort)
+
+    def submit(self, job: RenderJob) -> int:
+        """Queue `job` without waiting (the second Blender renders jobs in order); returns its ticket for `wait`.
+
+        Raises:
+            PassProcessError: the process does not take jobs any more.
+        """
         with self._lock:
             try:
                 self._process.stdin.write(json.dumps(job.to_plain()) + "\n")
                 self._process.stdin.flush()
             except (OSError, ValueError) as error:
                 raise self._failure(f"it did not take the job ({error})") from error
-            while True:
-                if abort.is_set():
-                    self.kill()
-                    raise Aborted("pass render cancelled")
-                try:
-                    message = self._messages.get(timeout=POLL_SECONDS)
-                except queue.Empty:
-                    continue
-                if message is None:
-                    raise self._failure("it ended unexpectedly")
-                if "ready" in message:
-                    self.ready_seconds = message["ready"]
-                    progress.update(int(0.1 * PROGRESS_STEPS), PROGRESS_STEPS, "rendering passes")
-                elif "progress" in message:
-                    fraction = min(1.0, max(0.0, float(message["progress"])))
-                    progress.update(
-                        int(fraction * PROGRESS_STEPS), PROGRESS_STEPS, message.get("message", "")
-                    )
-                elif "done" in message:
+            self._submitted += 1
+            return self._submitted
+
+    def wait(
+        self, ticket: int, progress: Progress | None = None, abort: threading.Event | None = None
+    ) -> dict:
+        """The result of the job `submit` gave `ticket`; tickets are waited for in order (any thread).
+
+        Raises:
+            Aborted (the process is killed), PassProcessError.
+        """
+        progress = progress or NullProgress()
+        abort = abort or threading.Event()
+        if ticket != self._answered + 1:
+            raise ValueError(f"job {ticket} waited for before job {self._answered + 1}")
+        while True:
+            if abort.is_set():
+                self.kill()
+                raise Aborted("pass render cancelled")
+            try:
+                message = self._messages.get(timeout=POLL_SECONDS)
+            except queue.Empty:
+                continue
+            if message is None:
+                raise self._failure("it ended unexpectedly")
+            if "ready" in message:
+                self.ready_seconds = message["ready"]
+                progress.update(int(0.1 * PROGRESS_STEPS), PROGRESS_STEPS, "rendering passes")
+            elif "progress" in message:
+                fraction = min(1.0, max(0.0, float(message["progress"])))
+                progress.update(int(fraction * PROGRESS_STEPS), PROGRESS_STEPS, message.get("message", ""))
+            elif "done" in message or "error" in message:
+                self._answered += 1
+                if "done" in message:
                     return message["done"]
-                elif "error" in message:
-                    if message.get("cancelled"):
-                        raise Aborted("pass render cancelled in Blender")
-                    raise PassProcessError(message["error"])
+                if message.get("cancelled"):
+                    raise Aborted("pass render cancelled in Blender")
+                raise PassProcessError(message["error"])
 
     def _failure(self, what: str) -> PassProcessError:
         self.kill()

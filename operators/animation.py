@@ -73,7 +73,7 @@ class STYLEPASS_OT_stylise_animation(_AnimationRange, ModalJob, bpy.types.Operat
     _stop: threading.Event | None = None
     _summary: animation.AnimationSummary | None = None
 
-    def _begin(self, context: bpy.types.Context):
+    def _begin(self, context: bpy.types.Context, interactive: bool = False):
         self._stop = threading.Event()
         self._summary = animation.AnimationSummary()
         return animation.animation_steps(
@@ -84,6 +84,7 @@ class STYLEPASS_OT_stylise_animation(_AnimationRange, ModalJob, bpy.types.Operat
             settings.preferences(context),
             self._stop,
             self._summary,
+            separate_process=interactive,  # the UI never waits on a pass render
         )
 
     _interactive = False  # set by invoke: after its confirmation Blender calls execute on this instance
@@ -117,7 +118,7 @@ class STYLEPASS_OT_stylise_animation(_AnimationRange, ModalJob, bpy.types.Operat
 
     def _start(self, context: bpy.types.Context) -> Status:
         def start() -> Status:
-            self._steps = self._begin(context)
+            self._steps = self._begin(context, interactive=True)
             return self.start_modal(context, "Stylepass: stylising the animation... (Esc to stop)")
 
         return reported(self, start)

@@ -32,7 +32,7 @@ def _setup(scene, out_dir, frames=4):
     return objects
 
 
-def _run(scene, overwrite=False, temporal_on=True, stop_after=None):
+def _run(scene, overwrite=False, temporal_on=True, stop_after=None, separate_process=False):
     run_settings = stylise.RunSettings.from_scene(scene)
     run_settings = replace(run_settings, passes=run_settings.passes.replace(show_images=False))
     anim = animation.AnimationOptions(
@@ -44,7 +44,13 @@ def _run(scene, overwrite=False, temporal_on=True, stop_after=None):
     stop = threading.Event()
     summary = animation.AnimationSummary()
     for step in animation.animation_steps(
-        scene, bpy.context.view_layer, run_settings, anim, stop=stop, summary=summary
+        scene,
+        bpy.context.view_layer,
+        run_settings,
+        anim,
+        stop=stop,
+        summary=summary,
+        separate_process=separate_process,
     ):
         if step.waiting and not stop.is_set():
             step.job.wait()
@@ -87,6 +93,26 @@ def test_cancel_keeps_finished_frames_and_resume_continues(empty_file, out_dir):
         assert (folder / "compositor" / f"{frame:04d}.exr").is_file()
     resumed = _run(scene)
     assert resumed.skipped == finished and resumed.stylised == [f for f in (1, 2, 3, 4) if f not in finished]
+
+
+def test_passes_from_the_second_blender_give_the_same_frames(empty_file, out_dir, tmp_path):
+    """The UI renders an animation's passes in a second Blender; the frames are the very same."""
+    scene = empty_file
+    _setup(scene, out_dir)
+    here = _run(scene)
+    expected = {frame: _stylised(out_dir, scene, frame) for frame in here.stylised}
+    scene.stylepass.output_dir = str(tmp_path / "second")
+    there = _run(scene, separate_process=True)
+    assert there.stylised == here.stylised == [1, 2, 3, 4]
+    assert there.keyframes == here.keyframes
+    for frame, pixels in expected.items():
+        assert np.array_equal(_stylised(tmp_path / "second", scene, frame), pixels), frame
+    assert not list((tmp_path / "second" / scene.name / "passes").glob(".tmp-*"))
+    # Stopped after two frames: the queued renders are dropped, nothing half-made is left.
+    scene.stylepass.output_dir = str(tmp_path / "stopped")
+    stopped = _run(scene, stop_after=2, separate_process=True)
+    assert stopped.stopped_early and 2 <= len(stopped.stylised) < 4
+    assert not list((tmp_path / "stopped" / scene.name / "passes").glob(".tmp-*"))
 
 
 def test_compositor_shows_frame_k_at_frame_k(empty_file, out_dir, tmp_path):
