@@ -21,10 +21,11 @@ import numpy as np
 from stylepass_core import exr
 from stylepass_core.engine_api import Aborted, Progress, StyleRequest, get_engine
 from stylepass_core.errors import StylepassError
-from stylepass_core.jobs import PartProgress
+from stylepass_core.jobs import BackgroundJob, PartProgress, ProgressEvent
 from stylepass_core.output_layout import ensure_writable
 from stylepass_core.settings import EngineSettings, FrameSettings, PassSettings, SettingsError
 from stylepass_core.stylise_job import EngineRunner, Finish, StylisedFrame, run_in_process, stylise_frame
+from stylepass_core.takes import FrameTakes
 
 from . import compositor, display_colour, images, properties, runtime
 from .pass_process import PassProcess
@@ -115,6 +116,7 @@ class PreparedFrame:
     new_seed: int | None = None  # stored in the scene by `finish` when the seed is not locked
     timings: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    takes: FrameTakes | None = None  # where `run` keeps the frame's numbered take; None keeps none
 
     @property
     def engine(self) -> str:
@@ -365,6 +367,7 @@ def build(checked: CheckedFrame, passes: PassSet) -> PreparedFrame:
         json_path=layout.stylised_file(passes.frame, "json"),
         context=context,
         compositor_exr=layout.compositor_file(passes.frame),
+        takes=FrameTakes(layout, passes.frame),
         compositor=checked.target,
         runner=checked.runner,
         png_level=round(frame_settings.png_compression * 9 / 100),
@@ -428,7 +431,8 @@ def run(
 
     Besides the PNG and its record it writes the compositor's copy: the scene-linear pixels that the scene's
     view transform turns back into the PNG, as an EXR (half float unless the view needs more range).
-    `frame.alongside` holds its warnings.
+    `frame.alongside` holds its warnings. Without `postprocess` the three files are also kept as the frame's
+    next numbered take (`stylepass_core.takes`; `frame.take` names it), so no earlier result is lost.
 
     Raises:
         StylepassError: the engine or a file write failed (the message says which); Aborted when `abort` was set.
@@ -446,13 +450,16 @@ def run(
             prepared.png_path,
             prepared.json_path,
             finish=prepared.finish,
-            context=prepared.context,
+            # The take's colour space travels with its record, for when it is chosen again.
+            context=dict(prepared.context, compositor_colour_space=prepared.compositor.colour_space),
             progress=progress,
             abort=abort,
             runner=prepared.runner,
             postprocess=postprocess,
             alongside=compositor_copy,
             png_level=prepared.png_level,
+            # A temporally blended frame belongs to its shot (Stylise Animation): it keeps no take of its own.
+            takes=prepared.takes if postprocess is None else None,
         )
     except (Aborted, StylepassError):
         raise
@@ -477,7 +484,8 @@ def finish(
         prepared.compositor.colour_space,
         warnings,
     )
-    compositor.install(scene, image, notes=warnings)
+    label = frame.take.name if frame.take is not None else None  # the group's image node names the take
+    compositor.install(scene, image, notes=warnings, label=label)
     if prepared.new_seed is not None:
         scene.stylepass.seed = prepared.new_seed
     if not scene.render.use_compositing:
@@ -485,6 +493,91 @@ def finish(
             "Compositing is off in Output > Post Processing, so F12 will not show the stylised image."
         )
     return image, warnings
+
+
+class FrameJob:
+    """Stylise Frame without holding Blender's main thread: what the UI's operator runs.
+
+    `FrameJob(...)` checks and starts (main thread: the checks, a copy of the scene, a second Blender for the
+    passes); `poll()` reads progress (main thread, never waits); once `done`, `complete(scene)` shows the
+    passes and installs the result (main thread). The pass render, the maps and the engine run on a thread and
+    in the second Blender. `cancel()` stops both; `close()` (Blender closing the operator) also waits a moment.
+    `main_thread` records how long each main-thread call took, for the benchmark.
+    """
+
+    def __init__(
+        self, scene: bpy.types.Scene, view_layer: bpy.types.ViewLayer, run_settings: RunSettings, prefs=None
+    ):
+        tick = self.started = time.perf_counter()
+        self.main_thread: list[tuple[str, float]] = []
+        self._process: PassProcess | None = None
+        checked = check(scene, view_layer, run_settings, prefs=prefs)
+        self._plan = checked.plan
+        if self._plan.reused is not None:
+            prepared = build(checked, self._plan.reused)
+            self._job = BackgroundJob(lambda progress, abort: (prepared, run(prepared, progress, abort)))
+        else:
+            # A second Blender renders the passes: this one only writes the scene's copy (milliseconds).
+            try:
+                process = self._process = PassProcess.start(scene, run_settings.passes.device)
+            except BaseException:
+                discard(self._plan)
+                raise
+            self._job = BackgroundJob(
+                lambda progress, abort: render_and_run(checked, process, progress, abort)
+            )
+        self._job.start()
+        self.main_thread.append(("start", time.perf_counter() - tick))
+
+    @property
+    def done(self) -> bool:
+        return self._job.done
+
+    @property
+    def cancelled(self) -> bool:
+        return self._job.cancelled
+
+    def poll(self) -> list[ProgressEvent]:
+        """Progress since the last poll (never waits)."""
+        tick = time.perf_counter()
+        events = self._job.poll()
+        self.main_thread.append(("poll", time.perf_counter() - tick))
+        return events
+
+    def complete(
+        self, scene: bpy.types.Scene
+    ) -> tuple[PreparedFrame, StylisedFrame, bpy.types.Image, list[str]]:
+        """The finished frame into Blender (main thread, once `done` and not cancelled).
+
+        Raises:
+            The job's error (StylepassError for the artist); StylepassError from `finish`.
+        """
+        tick = time.perf_counter()
+        self._close_process()
+        if self._job.error is not None:
+            raise self._job.error
+        prepared, frame = self._job.result
+        if self._plan.reused is None:
+            publish(prepared.passes, self._plan)
+        image, warnings = finish(scene, prepared, frame)
+        self.main_thread.append(("complete", time.perf_counter() - tick))
+        return prepared, frame, image, prepared.warnings + warnings
+
+    def cancel(self) -> None:
+        """Stop the engine and kill the pass render (returns at once; `done` follows)."""
+        self._job.cancel()
+
+    def close(self) -> None:
+        """Stop everything now (Blender is closing the operator: file load, quit)."""
+        self._job.cancel(wait=5.0)
+        if self._process is not None:
+            self._process.kill()
+            self._process = None
+
+    def _close_process(self) -> None:
+        if self._process is not None:
+            self._process.close()
+            self._process = None
 
 
 def stylise(

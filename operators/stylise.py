@@ -5,11 +5,7 @@ import time
 
 import bpy
 
-from stylepass_core.jobs import BackgroundJob
-
 from ..addon import images, settings, stylise
-from ..addon.pass_process import PassProcess
-from ..addon.scene_passes import PassPlan, discard, publish
 from .modal import ModalJob, Status, reported
 
 
@@ -32,10 +28,7 @@ class STYLEPASS_OT_stylise(ModalJob, bpy.types.Operator):
     bl_label = "Stylise Frame"
     bl_options = {"REGISTER", "UNDO"}
 
-    _job: BackgroundJob | None = None
-    _process: PassProcess | None = None
-    _plan: "PassPlan | None" = None
-    _started = 0.0
+    _job: "stylise.FrameJob | None" = None
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
@@ -61,29 +54,9 @@ class STYLEPASS_OT_stylise(ModalJob, bpy.types.Operator):
         return reported(self, lambda: self._start(context))
 
     def _start(self, context: bpy.types.Context) -> Status:
-        self._started = time.perf_counter()
-        scene = context.scene
         prefs = settings.preferences(context)
-        run_settings = stylise.RunSettings.from_scene(scene, prefs)
-        checked = stylise.check(scene, context.view_layer, run_settings, prefs=prefs)
-        plan = checked.plan
-        if plan.reused is not None:
-            prepared = stylise.build(checked, plan.reused)
-            self._job = BackgroundJob(
-                lambda progress, abort: (prepared, stylise.run(prepared, progress, abort))
-            )
-        else:
-            # A second Blender renders the passes: this one only writes the scene's copy (milliseconds).
-            try:
-                process = self._process = PassProcess.start(scene, run_settings.passes.device)
-            except BaseException:
-                discard(plan)
-                raise
-            self._plan = plan
-            self._job = BackgroundJob(
-                lambda progress, abort: stylise.render_and_run(checked, process, progress, abort)
-            )
-        self._job.start()
+        run_settings = stylise.RunSettings.from_scene(context.scene, prefs)
+        self._job = stylise.FrameJob(context.scene, context.view_layer, run_settings, prefs)
         return self.start_modal(context, "Stylepass: rendering passes... (Esc to cancel)")
 
     def step(self, context: bpy.types.Context) -> Status | None:
@@ -96,44 +69,31 @@ class STYLEPASS_OT_stylise(ModalJob, bpy.types.Operator):
             self.show_progress(context, latest.fraction, latest.message)
         if not job.done:
             return None
-        self._close_process()
         if job.cancelled:
+            job.close()
             self.report({"WARNING"}, "Stylepass: cancelled; the scene and earlier results are unchanged.")
             return {"CANCELLED"}
-        if job.error is not None:
-            raise job.error
-        prepared, frame = job.result
-        if self._plan is not None:
-            publish(prepared.passes, self._plan)
-        image, warnings = stylise.finish(context.scene, prepared, frame)
+        prepared, frame, image, warnings = job.complete(context.scene)
         # Opening Blender's render view from inside this modal handler keeps the operator modal after it
         # returns (seen in the real UI on 4.3 and 5.2): show the result once the handler has finished.
         images.show_result_soon(image)
         _report_done(
             self,
-            prepared.warnings + warnings,
+            warnings,
             prepared.passes.frame,
             frame.png_path,
-            time.perf_counter() - self._started,
+            time.perf_counter() - job.started,
             frame.record["timings"]["engine"],
         )
         return {"FINISHED"}
-
-    def _close_process(self) -> None:
-        if self._process is not None:
-            self._process.close()
-            self._process = None
 
     def escape(self, context: bpy.types.Context) -> None:
         self._job.cancel()
 
     def close(self, context: bpy.types.Context) -> None:
-        # Blender is closing the operator (file load, quit): stop the thread before its data goes away.
+        # Blender is closing the operator (file load, quit): stop the thread and the second Blender.
         if self._job is not None:
-            self._job.cancel(wait=5.0)
-        if self._process is not None:
-            self._process.kill()
-            self._process = None
+            self._job.close()
 
 
 classes = (STYLEPASS_OT_stylise,)

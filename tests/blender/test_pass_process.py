@@ -147,7 +147,8 @@ def test_unsaved_edit_mode_changes_reach_the_copy(empty_file, out_dir):
 
 @pytest.mark.parametrize("strength", [1.0, 0.5])
 def test_stylise_frame_through_the_second_blender(empty_file, out_dir, strength):
-    """What the UI's Stylise Frame runs off the main thread gives the same PNG as the synchronous run."""
+    """What the UI's Stylise Frame runs (`FrameJob`: off the main thread, passes from the second Blender) gives
+    the same PNG as the synchronous run, with progress moving forward and the scene untouched."""
     scene = _scene(empty_file, out_dir)
     scene.stylepass.neural_style.style_preset = "style_03"
     scene.stylepass.strength = strength
@@ -156,25 +157,49 @@ def test_stylise_frame_through_the_second_blender(empty_file, out_dir, strength)
     assert run_settings.passes.render_samples == run_settings.passes.pass_samples  # neural style reads the beauty
     synchronous = stylise.stylise(scene, view_layer, run_settings)
     expected = png.read_png(synchronous.frame.png_path)
-    synchronous.frame.png_path.unlink()
     for path in (out_dir / scene.name / "passes").rglob("*.json"):
         path.unlink()
     addon_module("addon.runtime").RUNTIME.kept_passes.clear()
 
-    checked = stylise.check(scene, view_layer, run_settings)
-    assert checked.plan.reused is None
-    process = pass_process.PassProcess.start(scene)
-    progress = Recorder()
-    try:
-        prepared, frame = stylise.render_and_run(checked, process, progress, threading.Event())
-    finally:
-        process.close()
-    scene_passes.publish(prepared.passes, checked.plan)
-    stylise.finish(scene, prepared, frame)
+    before = scene_snapshot(scene)
+    job = stylise.FrameJob(scene, view_layer, run_settings)
+    assert job._plan.reused is None
+    fractions = []
+    while not job.done:
+        fractions += [event.fraction for event in job.poll()]
+        time.sleep(0.01)
+    fractions += [event.fraction for event in job.poll()]
+    prepared, frame, image, warnings = job.complete(scene)
     assert np.array_equal(png.read_png(frame.png_path), expected)
-    fractions = [fraction for fraction, _ in progress.events]
-    assert fractions == sorted(fractions), progress.events
+    assert fractions == sorted(fractions), fractions
     assert fractions[0] < stylise.PASS_SHARE < fractions[-1]
+    assert image.name == stylise.STYLISED_IMAGE
+    assert diff_snapshots(before, scene_snapshot(scene)) == []
+    assert [name for name, _ in job.main_thread][0] == "start" and job.main_thread[-1][0] == "complete"
+
+
+def test_a_cancelled_frame_job_stops_the_second_blender(empty_file, out_dir):
+    scene = _scene(empty_file, out_dir)
+    scene.stylepass.pass_samples = 4096
+    scene.render.resolution_x, scene.render.resolution_y = 640, 480
+    before = scene_snapshot(scene)
+    job = stylise.FrameJob(scene, bpy.context.view_layer, stylise.RunSettings.from_scene(scene))
+    deadline = time.monotonic() + 60
+    while not any("sample" in event.message for event in job.poll()):
+        assert time.monotonic() < deadline, "the pass render never reported a sample"
+        time.sleep(0.01)
+    process = job._process
+    job.cancel()
+    cancelled_at = time.monotonic()
+    while not job.done:
+        time.sleep(0.01)
+    assert time.monotonic() - cancelled_at < 1.0
+    assert job.cancelled
+    job.close()
+    assert not process.alive
+    assert diff_snapshots(before, scene_snapshot(scene)) == []
+    assert not (out_dir / scene.name / "stylised").exists()
+    assert _leftovers(out_dir, scene) == []
 
 
 def test_one_sample_when_nothing_reads_the_beauty(empty_file, out_dir):
