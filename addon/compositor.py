@@ -50,7 +50,10 @@ def find_group() -> bpy.types.NodeTree | None:
 
 
 def ensure_group(
-    image: bpy.types.Image | None, sequence: tuple[int, int] | None = None, notes: list[str] | None = None
+    image: bpy.types.Image | None,
+    sequence: tuple[int, int] | None = None,
+    notes: list[str] | None = None,
+    label: str | None = None,
 ) -> bpy.types.NodeTree:
     """Create, update or rebuild Stylepass's group around `image` (the stylised result). Returns the group.
 
@@ -58,13 +61,15 @@ def ensure_group(
         sequence: (first frame, frame count) when `image` is an image sequence with one file per scene frame
             (file 0012 for frame 12): the node then shows the file of the frame being rendered or scrubbed.
         notes: receives a sentence for the artist when a name was taken or their edits were kept.
+        label: what the group's image node is labelled: the take it shows ("Take 3 · Style 7"), or
+            "Stylised" when None.
     """
     group = find_group()
     if group is not None and not _is_current(group) and _edited_by_artist(group):
         stylised = group.nodes.get("Stylised")
         if stylised is not None and stylised.bl_idname == "CompositorNodeImage":
             # Their nodes inside stay; only the image the group shows follows the new result.
-            _show(stylised, image, sequence)
+            _show(stylised, image, sequence, label)
             return group
         # The result has no place left in it: the group is theirs now, and Stylepass makes a new one.
         del group[ownership.ROLE_KEY]
@@ -79,7 +84,7 @@ def ensure_group(
         ownership.claim(group, GROUP_ROLE, GROUP_NAME, notes)
     elif _is_current(group):
         # Re-running only points the group at the new result: rebuilding it costs ~10 ms.
-        _show(group.nodes["Stylised"], image, sequence)
+        _show(group.nodes["Stylised"], image, sequence, label)
         return group
     _ensure_socket(group, "Image", "INPUT", "NodeSocketColor")
     _ensure_socket(
@@ -100,9 +105,9 @@ def ensure_group(
     group_out = nodes.new("NodeGroupOutput")
     group_out.location = (400, 0)
     stylised = nodes.new("CompositorNodeImage")
-    stylised.name = stylised.label = "Stylised"
+    stylised.name = "Stylised"
     stylised.location = (-500, -250)
-    _show(stylised, image, sequence)
+    _show(stylised, image, sequence, label)
     by_factor = versions.new_colour_mix(nodes, "Mix by Factor", (-150, 0))
     by_mask = versions.new_colour_mix(nodes, "Mix by Mask", (150, 0))
     links.new(group_in.outputs["Image"], by_factor.a)
@@ -153,7 +158,10 @@ def _is_current(group) -> bool:
     return sockets == _SOCKETS
 
 
-def _show(node, image: bpy.types.Image | None, sequence: tuple[int, int] | None) -> None:
+def _show(node, image: bpy.types.Image | None, sequence: tuple[int, int] | None, label: str | None) -> None:
+    # The label says which take the group shows; found by its name, so the label is free to change.
+    if node.label != (label or "Stylised"):
+        node.label = label or "Stylised"
     if node.image != image:
         node.image = image
     if sequence is not None:
@@ -240,12 +248,26 @@ def find_group_node(tree):
     return None
 
 
+def is_group_in_editor(edit_tree, active_node) -> bool:
+    """Whether a node editor shows Stylepass's group: its group node is active, or the group itself is open."""
+    if edit_tree is None:
+        return False
+    if ownership.is_ours(edit_tree, GROUP_ROLE):
+        return True
+    return (
+        active_node is not None
+        and active_node.bl_idname == "CompositorNodeGroup"
+        and ownership.is_ours(active_node.node_tree, GROUP_ROLE)
+    )
+
+
 def install(
     scene: bpy.types.Scene,
     image: bpy.types.Image,
     factor: float | None = None,
     sequence: tuple[int, int] | None = None,
     notes: list[str] | None = None,
+    label: str | None = None,
 ) -> bpy.types.Node:
     """Build or update the Stylepass group and its node in the scene's compositor. Returns the group node.
 
@@ -256,8 +278,9 @@ def install(
             keeps the artist's value.
         sequence: (first frame, frame count) for a per-frame image sequence (see `ensure_group`).
         notes: receives sentences for the artist (a name that was taken, edits that were kept).
+        label: the take the group shows, for its image node's label (see `ensure_group`).
     """
-    group = ensure_group(image, sequence, notes)
+    group = ensure_group(image, sequence, notes, label)
     tree = scene_tree(scene)
     node = find_group_node(tree)
     if node is not None:

@@ -78,11 +78,16 @@ def show_file(
             image.source = "FILE"
         if bpy.path.abspath(image.filepath) != str(path):
             image.filepath = str(path)
-        image.buffers_free()
-        image.update_tag()  # the compositor and viewers re-evaluate with the new pixels
+        reread(image)
     if image.colorspace_settings.name != colour_space:
         image.colorspace_settings.name = colour_space
     return image
+
+
+def reread(image: bpy.types.Image) -> None:
+    """Have Blender read the image's file (or files) again when it is next used, after they changed on disk."""
+    image.buffers_free()
+    image.update_tag()  # the compositor and viewers re-evaluate with the new pixels
 
 
 def show_sequence(

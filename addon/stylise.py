@@ -414,6 +414,7 @@ def render_and_run(
     except BaseException:
         discard(plan)
         raise
+    process.close()  # its one job is done: it quits here, while the engine works, not on the main thread
     plan.timings.update(rendered.pop("timings", {}))
     progress.update(round(PASS_SHARE * 1000), 1000, "computing control maps")
     passes = develop(plan, rendered)

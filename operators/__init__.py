@@ -6,9 +6,16 @@
 
 import bpy
 
-from . import animation, diffusion_lists, engine, modal, passes, stylise
+from . import animation, diffusion_lists, engine, modal, passes, stylise, takes
 
-classes = (*passes.classes, *stylise.classes, *animation.classes, *engine.classes, *diffusion_lists.classes)
+classes = (
+    *passes.classes,
+    *stylise.classes,
+    *animation.classes,
+    *engine.classes,
+    *diffusion_lists.classes,
+    *takes.classes,
+)
 
 _register_classes, _unregister_classes = bpy.utils.register_classes_factory(classes)
 

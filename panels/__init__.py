@@ -8,8 +8,8 @@ settings).
 
 import bpy
 
-from . import object_properties, render_properties, viewport
+from . import object_properties, render_properties, takes, viewport
 
-classes = (*render_properties.classes, *viewport.classes, *object_properties.classes)
+classes = (*render_properties.classes, *viewport.classes, *object_properties.classes, *takes.classes)
 
 register, unregister = bpy.utils.register_classes_factory(classes)

@@ -4,6 +4,7 @@ animation. Layout only."""
 
 import bpy
 
+from ..addon import takes
 from ..addon.settings import chosen_engine
 from .draw_engines import draw_engine
 
@@ -67,3 +68,33 @@ def draw_animation(layout: bpy.types.UILayout, scene: bpy.types.Scene) -> None:
     col.prop(settings, "keyframe_interval")
     col.prop(settings, "temporal_denoise")
     layout.operator("stylepass.render_animation", icon="RENDER_ANIMATION")
+
+
+TAKES_MENU = "STYLEPASS_MT_takes"
+TAKE_ROWS = 8  # the newest takes as buttons; every take is in the menu below them
+
+
+def draw_takes(layout: bpy.types.UILayout, scene: bpy.types.Scene) -> None:
+    """The current frame's takes, newest first, the current one marked; pressing one makes it current."""
+    shown = takes.listing(scene)
+    if not shown.takes:
+        layout.label(text=f"Frame {shown.frame}: no takes yet", icon="INFO")
+        layout.label(text="Each Stylise Frame keeps one here")
+        return
+    col = layout.column(align=True)
+    for entry in shown.takes[:TAKE_ROWS]:
+        draw_take(col, entry, entry.number == shown.current)
+    row = layout.row(align=True)
+    if len(shown.takes) > TAKE_ROWS:
+        menu = row.operator("wm.call_menu", text=f"All {len(shown.takes)} Takes", icon="COLLAPSEMENU")
+        menu.name = TAKES_MENU
+    row.operator("wm.path_open", text="Open Folder", icon="FILEBROWSER").filepath = str(shown.folder)
+    if shown.current is None and shown.has_result:
+        # Stylise Animation writes no take; choosing one first keeps that result as a new take.
+        layout.label(text="The current result is no take (animation)", icon="INFO")
+
+
+def draw_take(layout: bpy.types.UILayout, entry, current: bool) -> None:
+    """One take as a button that makes it current; the current one is pressed."""
+    icon = "RADIOBUT_ON" if current else "RADIOBUT_OFF"
+    layout.operator("stylepass.choose_take", text=entry.name, icon=icon, depress=current).take = entry.number

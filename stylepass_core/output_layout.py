@@ -4,6 +4,8 @@
 <output>/<scene>/passes/<pass>/<frame:04d>.png   (+ .exr for raw depth, normal and vector data)
 <output>/<scene>/passes/<frame:04d>.json         camera, resolution and settings of that frame
 <output>/<scene>/stylised/<frame:04d>.png        (+ .json with everything needed to reproduce it)
+<output>/<scene>/stylised/compositor/<frame:04d>.exr   the same frame as the compositor shows it
+<output>/<scene>/stylised/takes/<frame:04d>/     every take of the frame, numbered, and takes.json (`takes.py`)
 
 A pass PNG is also the one source of what an engine sees: `encode_pass` gives the samples a pass's PNG stores
 and `decode_pass` the array every reader gets from them, so a fresh render hands on exactly what a reload
@@ -112,6 +114,10 @@ class SceneLayout:
     def compositor_file(self, frame: int) -> Path:
         """The stylised frame as the compositor shows it: scene-linear pixels in an EXR."""
         return self.stylised_dir / "compositor" / f"{frame:04d}.exr"
+
+    def takes_dir(self, frame: int) -> Path:
+        """Every take of the frame (numbered copies of its files) and their index (see `takes.py`)."""
+        return self.stylised_dir / "takes" / f"{frame:04d}"
 
 
 def write_json(path: Path, data: dict) -> None:

@@ -20,6 +20,7 @@ from .engine_api import NullProgress, Progress, StyleRequest, StyleResult, get_e
 from .output_layout import write_json
 from .settings import FrameSettings
 from .take import Take
+from .takes import TAKE_LOCK_NAME, FrameTakes, TakeEntry
 
 # Runs an engine somewhere (in this process, in a worker): (engine id, request, progress, abort) -> result.
 EngineRunner = Callable[[str, StyleRequest, Progress, "threading.Event | None"], StyleResult]
@@ -85,6 +86,7 @@ class StylisedFrame:
     json_path: Path
     record: dict
     alongside: object = None  # what `stylise_frame`'s `alongside` returned
+    take: TakeEntry | None = None  # the numbered take kept beside the files (`stylise_frame`'s `takes`)
 
 
 def array_digest(array: np.ndarray | None) -> str | None:
@@ -108,6 +110,7 @@ def stylise_frame(
     postprocess: Callable[[np.ndarray], tuple[np.ndarray, dict]] | None = None,
     alongside: Callable[[np.ndarray, Callable[[Path], Path]], object] | None = None,
     png_level: int = 1,
+    takes: FrameTakes | None = None,
 ) -> StylisedFrame:
     """Run the request's engine and write the image and its record.
 
@@ -128,9 +131,11 @@ def stylise_frame(
             `place(path)` gives the temporary path to write a file of the take to (see `take.Take`). Its return
             value is `StylisedFrame.alongside`. If it raises, nothing of the take is written.
         png_level: zlib level of the PNG (0 stores it uncompressed).
+        takes: the frame's takes: the files are also kept there as a new numbered take, and the record says
+            which (`record["take"]`). None keeps no take (the frames of an animation).
 
-    The PNG, the record and what `alongside` places are one take (`take.Take`): all land or none does, and two
-    runs on one frame at once never mix their files.
+    The PNG, the record, what `alongside` places and the kept take with its index are one commit
+    (`take.Take`): all land or none does, and two runs on one frame at once never mix their files.
 
     Raises:
         EngineUnavailable: the engine cannot run here (the message says what to install).
@@ -171,13 +176,22 @@ def stylise_frame(
         "timings": {"engine": engine_seconds},
     }
 
-    with Take(json_path.parent / ".stylepass-take.lock") as take:  # one lock per folder: commits take ms
+    number = None
+    if takes is not None:
+        number = record["take"] = takes.reserve()
+
+    with Take(json_path.parent / TAKE_LOCK_NAME) as take:  # one lock per folder: commits take ms
+        placed: dict[Path, Path] = {}  # each file of the commit -> its temporary file, for the kept take
+
+        def place(path: Path) -> Path:
+            placed[Path(path)] = temp = take.place(path)
+            return temp
 
         def write_files() -> None:
             record["image_digests"] = {name: array_digest(image) for name, image in request.images.items()}
-            png.write_png(take.place(png_path), levels, compress_level=png_level)
+            png.write_png(place(png_path), levels, compress_level=png_level)
             record["timings"]["write"] = time.perf_counter() - tick
-            write_json(take.place(json_path), record)
+            write_json(place(json_path), record)
 
         side = None
         if alongside is None:
@@ -185,11 +199,15 @@ def stylise_frame(
         else:
             writer = _Writer(write_files)
             try:
-                side = alongside(levels, take.place)
+                side = alongside(levels, place)
             finally:
                 writer.join()
-        take.commit()
-    return StylisedFrame(image, png_path, json_path, record, side)
+        kept = None
+        if takes is None:
+            take.commit()
+        else:
+            kept = takes.commit(take, number, record, placed)
+    return StylisedFrame(image, png_path, json_path, record, side, kept)
 
 
 class _Writer(threading.Thread):
