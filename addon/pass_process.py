@@ -96,6 +96,7 @@ class PassProcess:
         self.ready_seconds: float | None = None
         self._submitted = 0  # jobs handed over
         self._answered = 0  # jobs answered (done or failed)
+        self._closing: threading.Thread | None = None
         self._reader = threading.Thread(target=self._read, name="stylepass-pass-output", daemon=True)
         self._reader.start()
 
@@ -227,16 +228,26 @@ class PassProcess:
         self._process.wait()
         self._cleanup()
 
-    def close(self) -> None:
-        """Let the process end after its current job (or kill it after `QUIT_SECONDS`); remove the copy."""
-        if self.alive:
+    def close(self, wait: bool = False) -> None:
+        """Ask the process to end after its current job and remove the scene copy once it has; never blocks
+        unless `wait` (a process that has not ended after `QUIT_SECONDS` is killed)."""
+        if self._closing is None:
             try:
                 self._process.stdin.write("\n")
-                self._process.stdin.close()
-                self._process.wait(QUIT_SECONDS)
-            except (OSError, ValueError, subprocess.TimeoutExpired):
-                self._process.kill()
-                self._process.wait()
+                self._process.stdin.flush()
+            except (OSError, ValueError):
+                pass  # it has ended already
+            self._closing = threading.Thread(target=self._finish, name="stylepass-pass-quit", daemon=True)
+            self._closing.start()
+        if wait:
+            self._closing.join()
+
+    def _finish(self) -> None:
+        try:
+            self._process.wait(QUIT_SECONDS)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
         self._cleanup()
 
     def _cleanup(self) -> None:

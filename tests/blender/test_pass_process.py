@@ -57,7 +57,7 @@ def test_same_passes_as_a_render_in_this_blender(empty_file, out_dir):
     try:
         rendered = process.render(plan.job, progress, threading.Event())
     finally:
-        process.close()
+        process.close(wait=True)
     there = scene_passes.develop(plan, rendered)
 
     assert diff_snapshots(before, scene_snapshot(scene)) == []
