@@ -5,18 +5,27 @@ import time
 
 import bpy
 
+from stylepass_core.stylise_job import StylisedFrame
+
 from ..addon import images, settings, stylise
 from .modal import ModalJob, Status, reported
 
 
 def _report_done(
-    operator: bpy.types.Operator, warnings: list[str], frame: int, png_path, seconds: float, engine: float
+    operator: bpy.types.Operator,
+    warnings: list[str],
+    frame: int,
+    stylised: StylisedFrame,
+    seconds: float,
+    engine: float,
 ) -> None:
     for warning in warnings:
         operator.report({"WARNING"}, warning)
+    kept = f"kept as {stylised.take.name}; " if stylised.take is not None else ""
     operator.report(
         {"INFO"},
-        f"Stylepass: frame {frame} stylised in {seconds:.1f} s (engine {engine:.2f} s); files in {png_path.parent}",
+        f"Stylepass: frame {frame} stylised in {seconds:.1f} s (engine {engine:.2f} s); {kept}files in "
+        f"{stylised.png_path.parent}",
     )
 
 
@@ -44,8 +53,9 @@ class STYLEPASS_OT_stylise(ModalJob, bpy.types.Operator):
         run_settings = stylise.RunSettings.from_scene(context.scene, prefs)
         result = stylise.stylise(context.scene, context.view_layer, run_settings, prefs=prefs)
         seconds = time.perf_counter() - started
-        frame, png_path = result.passes.frame, result.frame.png_path
-        _report_done(self, result.warnings, frame, png_path, seconds, result.timings["engine"])
+        _report_done(
+            self, result.warnings, result.passes.frame, result.frame, seconds, result.timings["engine"]
+        )
         return {"FINISHED"}
 
     def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> Status:
@@ -81,7 +91,7 @@ class STYLEPASS_OT_stylise(ModalJob, bpy.types.Operator):
             self,
             warnings,
             prepared.passes.frame,
-            frame.png_path,
+            frame,
             time.perf_counter() - job.started,
             frame.record["timings"]["engine"],
         )
