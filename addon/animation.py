@@ -37,7 +37,17 @@ from stylepass_core.settings import CoherenceSettings
 from . import compositor, display_colour, images
 from .pass_process import PassProcess
 from .scene_passes import PassSet, develop, discard, pass_fingerprint, publish, render_here
-from .stylise import STYLISED_IMAGE, CheckedFrame, PreparedFrame, RunSettings, build, check, run, with_frame
+from .stylise import (
+    STYLISED_IMAGE,
+    CheckedFrame,
+    PreparedFrame,
+    RunSettings,
+    build,
+    build_inverse_here,
+    check,
+    run,
+    with_frame,
+)
 
 
 @dataclass(frozen=True)
@@ -87,6 +97,7 @@ class _FramePlan:
     context: dict
     passes: PassSet | None = None
     ticket: int | None = None
+    inverse_ticket: int | None = None  # a new colour view's inverse, built by the second Blender first
 
 
 @dataclass
@@ -236,7 +247,7 @@ def animation_steps(
     # The temporal chain: the frame before (its result and passes), and whether a redone frame forces the rest.
     chain = {"previous": None, "redo": False, "records": {}}
     # The second Blender (started with the first frame it has to render) and every pass plan handed to it.
-    renderer = {"process": None, "plans": []}
+    renderer = {"process": None, "plans": [], "inverses": set()}
 
     def plan(frame: int) -> _FramePlan | None:
         scene.frame_set(frame)
@@ -261,18 +272,27 @@ def animation_steps(
         }
         planned = _FramePlan(checked, context)
         passes_plan = checked.plan
+        target = checked.target
+        if not separate_process:
+            build_inverse_here(target)
+        elif target.needs_inverse and target.key not in renderer["inverses"]:
+            planned.inverse_ticket = second_blender().submit_inverse(target)
+            renderer["inverses"].add(target.key)
         if passes_plan.reused is not None:
             planned.passes = passes_plan.reused
         elif separate_process:
             # The second Blender starts on this frame's passes at once, while the engine still works on the
             # frame before: render and engine overlap without holding Blender's main thread.
-            if renderer["process"] is None:
-                renderer["process"] = PassProcess.start(scene, run_settings.passes.device)
-            planned.ticket = renderer["process"].submit(passes_plan.job)
+            planned.ticket = second_blender().submit(passes_plan.job)
             renderer["plans"].append(passes_plan)
         else:
             planned.passes = develop(passes_plan, render_here(scene, view_layer, passes_plan))
         return planned
+
+    def second_blender() -> PassProcess:
+        if renderer["process"] is None:
+            renderer["process"] = PassProcess.start(scene, run_settings.passes.device)
+        return renderer["process"]
 
     def launch(frame: int, planned: _FramePlan) -> BackgroundJob:
         # Launched once the frame before has been collected, so `previous` is that frame.
@@ -280,6 +300,8 @@ def animation_steps(
         process = renderer["process"]
 
         def work(progress, abort):
+            if planned.inverse_ticket is not None:
+                process.wait(planned.inverse_ticket, None, abort)
             passes = planned.passes
             if passes is None:
                 rendered = process.wait(planned.ticket, PartProgress(progress, 0.0, 0.4), abort)

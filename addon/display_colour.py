@@ -287,10 +287,27 @@ def inverse_view(scene: bpy.types.Scene, *, rebuild: bool = False) -> view_inver
 def _inverse(settings: dict, key: str, rebuild: bool) -> view_inverse.InverseView:
     folder = cache_folder()
     if not rebuild:
-        found = runtime.RUNTIME.inverse_views.get(key) or view_inverse.InverseView.load(folder, key)
+        found = _known_inverse(key, folder)
         if found is not None:
-            _remember(key, found)
             return found
+    return build_inverse(settings, key, folder)
+
+
+def _known_inverse(key: str, folder: Path) -> view_inverse.InverseView | None:
+    """The inverse from memory or the disk cache (any thread: no bpy), or None."""
+    found = runtime.RUNTIME.inverse_views.get(key) or view_inverse.InverseView.load(folder, key)
+    if found is not None:
+        _remember(key, found)
+    return found
+
+
+def build_inverse(settings: dict, key: str, folder: Path) -> view_inverse.InverseView:
+    """Run the view through Blender and invert it, then keep it in `folder` (1-4 s; main thread). The second
+    Blender (`pass_child`) runs this too, so that the artist's Blender never waits on it.
+
+    Raises:
+        ViewProbeError: Blender could not run the probe.
+    """
     with BlenderViewTransform(settings) as forward:
         built = view_inverse.build(
             forward,
@@ -386,12 +403,43 @@ class CompositorTarget:
         return pixels, warnings
 
 
-def compositor_target(scene: bpy.types.Scene) -> CompositorTarget:
-    """The `CompositorTarget` for the scene's output colour settings (main thread; the scene is not changed).
+@dataclass
+class TargetPlan:
+    """What `CompositorTarget` needs from the scene (read on the main thread), so that the target itself can be
+    made on any thread once its inverse exists (`resolve`). `settings` is None when no inverse is needed."""
 
-    Raises:
-        ViewProbeError: Blender could not run the view transform to build its inverse.
-    """
+    colour_space: str
+    view: str
+    warnings: list[str]
+    settings: dict | None
+    key: str
+    folder: Path
+
+    @property
+    def needs_inverse(self) -> bool:
+        """Whether the inverse must still be built (by `build_inverse`, here or in the second Blender)."""
+        if self.settings is None or self.key in runtime.RUNTIME.inverse_views:
+            return False
+        return not view_inverse.InverseView.exists(self.folder, self.key)
+
+    def resolve(self) -> CompositorTarget:
+        """The target (any thread; no bpy).
+
+        Raises:
+            ViewProbeError: the inverse is neither in memory nor in the cache.
+        """
+        if self.settings is None:
+            return CompositorTarget(self.colour_space, self.view, self.warnings, None, None)
+        inverse = _known_inverse(self.key, self.folder)
+        if inverse is None:
+            raise ViewProbeError(f"the inverse of the '{self.view}' view was not built")
+        return CompositorTarget(
+            self.colour_space, self.view, self.warnings, inverse, _byte_inverse(self.key, inverse)
+        )
+
+
+def plan_target(scene: bpy.types.Scene) -> TargetPlan:
+    """The scene's output colour settings and what the stylised image needs for them (main thread; fast)."""
     display, view = _output_colour_settings(scene)
     warnings = []
     if scene.render.image_settings.color_management == "OVERRIDE":
@@ -404,15 +452,30 @@ def compositor_target(scene: bpy.types.Scene) -> CompositorTarget:
             "The False Color view shows exposure bands, not colours: the stylised image cannot appear as made. "
             "Use Standard, Filmic or AgX."
         )
-        return CompositorTarget(
-            _display_colour_space(display.display_device), view.view_transform, warnings, None, None
-        )
+        space = _display_colour_space(display.display_device)
+        return TargetPlan(space, view.view_transform, warnings, None, "", cache_folder())
     settings = colour_settings(scene)
-    key = inverse_key(settings)
-    inverse = _inverse(settings, key, rebuild=False)
-    return CompositorTarget(
-        scene_linear_colour_space(), view.view_transform, warnings, inverse, _byte_inverse(key, inverse)
+    return TargetPlan(
+        scene_linear_colour_space(),
+        view.view_transform,
+        warnings,
+        settings,
+        inverse_key(settings),
+        cache_folder(),
     )
+
+
+def compositor_target(scene: bpy.types.Scene) -> CompositorTarget:
+    """The `CompositorTarget` for the scene's output colour settings, building the inverse here when it is new
+    (main thread; the scene is not changed).
+
+    Raises:
+        ViewProbeError: Blender could not run the view transform to build its inverse.
+    """
+    plan = plan_target(scene)
+    if plan.needs_inverse:
+        build_inverse(plan.settings, plan.key, plan.folder)
+    return plan.resolve()
 
 
 def _byte_inverse(key: str, inverse: view_inverse.InverseView) -> view_inverse.ByteInverse | None:

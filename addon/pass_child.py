@@ -4,19 +4,21 @@
 `pass_process` starts it on a copy of the scene:
     blender --background --factory-startup --python pass_child.py -- SCENE.blend [GPU_TYPE]
     python pass_child.py SCENE.blend [GPU_TYPE]          (where Blender is the `bpy` module)
-It reads one `pass_render.RenderJob` per line of JSON on stdin and answers on stdout with lines that start
-with `MARKER`, then JSON: {"ready": ...} once the scene is loaded, {"progress": f, "message": m} while a job
+It reads one job per line of JSON on stdin (a `pass_render.RenderJob`, or {"inverse": ...}: a colour view's
+inverse for `display_colour`) and answers on stdout with lines that start
+with `MARKER`, then JSON: {"ready": ...} once the scene is loaded, {"rendering": true} and {"samples": [done, total]} while a job
 renders, then {"done": result} or {"error": message, "cancelled": bool}. An empty line or the end of input
 ends it. Blender's own output goes to stdout too, so only marked lines count.
 
 This Blender has no Stylepass installed: it imports `pass_render` from the extension's folder as a private
-package name, and needs nothing beyond bpy and numpy.
+package name, needing nothing beyond bpy and numpy; only an inverse job also imports the core.
 """
 
 import importlib
 import json
 import os
 import re
+import site
 import sys
 import time
 import traceback
@@ -44,6 +46,14 @@ def _pass_render():
     return importlib.import_module(f"{_PACKAGE}.addon.pass_render")
 
 
+def _build_inverse(settings: dict, key: str, folder: str) -> None:
+    """The colour view's inverse into the artist's cache (`display_colour.build_inverse`). That needs the core,
+    which the artist's Blender names in STYLEPASS_CORE_SITE (its site folder)."""
+    site.addsitedir(os.environ["STYLEPASS_CORE_SITE"])
+    display_colour = importlib.import_module(f"{_PACKAGE}.addon.display_colour")
+    display_colour.build_inverse(settings, key, Path(folder))
+
+
 def _arguments() -> list[str]:
     argv = sys.argv
     return argv[argv.index("--") + 1 :] if "--" in argv else argv[1:]
@@ -64,7 +74,7 @@ def _on_stats(stats, *_args) -> None:
     found = _SAMPLE.search(text)
     if found:
         done, total = int(found.group(1)), max(1, int(found.group(2)))
-        _send(progress=0.2 + 0.7 * done / total, message=f"rendering sample {done} of {total}")
+        _send(samples=[done, total])
 
 
 def main() -> None:
@@ -84,10 +94,15 @@ def main() -> None:
         if not line.strip():
             break
         try:
-            job = pass_render.RenderJob.from_plain(json.loads(line))
+            payload = json.loads(line)
+            if "inverse" in payload:
+                _build_inverse(**payload["inverse"])
+                _send(done={})
+                continue
+            job = pass_render.RenderJob.from_plain(payload)
             scene = bpy.data.scenes[job.scene]
             view_layer = scene.view_layers[job.view_layer]
-            _send(progress=0.1, message="rendering passes")
+            _send(rendering=True)
             timings: dict = {}
             result = pass_render.render(scene, view_layer, job, timings)
             _send(done={**result, "timings": timings})

@@ -19,13 +19,16 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections import deque
 from pathlib import Path
 
 import bpy
 
+import stylepass_core
 from stylepass_core.engine_api import Aborted, NullProgress, Progress
 from stylepass_core.errors import StylepassError
+from stylepass_core.jobs import SampleClock
 
 from .pass_render import RenderJob
 
@@ -37,6 +40,14 @@ POLL_SECONDS = 0.02  # how often a waiting thread looks at `abort`
 QUIT_SECONDS = 5.0  # a second Blender asked to quit gets this long before it is killed
 OUTPUT_LINES_KEPT = 40  # the second Blender's last lines of output, quoted when it fails
 PROGRESS_STEPS = 1000
+ESTIMATE_SECONDS = 0.25  # between Cycles' rare sample reports, how often the bar moves on by estimate
+
+
+def _show_samples(progress: Progress, samples: float, total: int) -> None:
+    fraction = 0.2 + 0.7 * min(1.0, samples / max(1, total))
+    progress.update(
+        int(fraction * PROGRESS_STEPS), PROGRESS_STEPS, f"rendering sample {int(samples)} of {total}"
+    )
 
 
 class PassProcessError(StylepassError):
@@ -113,8 +124,11 @@ class PassProcess:
             flags = getattr(
                 subprocess, "BELOW_NORMAL_PRIORITY_CLASS", 0
             )  # Windows; elsewhere the child nices
+            # Where `stylepass_core` is installed, for the jobs that need it (the colour view's inverse).
+            env = dict(os.environ, STYLEPASS_CORE_SITE=str(Path(stylepass_core.__file__).parents[1]))
             process = subprocess.Popen(
                 child_command(blend, _gpu_type(device)),
+                env=env,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
@@ -168,14 +182,23 @@ class PassProcess:
         Raises:
             PassProcessError: the process does not take jobs any more.
         """
+        return self._send_job(job.to_plain())
+
+    def _send_job(self, payload: dict) -> int:
         with self._lock:
             try:
-                self._process.stdin.write(json.dumps(job.to_plain()) + "\n")
+                self._process.stdin.write(json.dumps(payload) + "\n")
                 self._process.stdin.flush()
             except (OSError, ValueError) as error:
                 raise self._failure(f"it did not take the job ({error})") from error
             self._submitted += 1
             return self._submitted
+
+    def submit_inverse(self, target) -> int:
+        """Queue the build of a colour view's inverse (`display_colour.TargetPlan`) into its cache folder: the
+        probe runs Blender's view transform for 1-4 s, which the artist's Blender would wait on."""
+        payload = {"inverse": {"settings": target.settings, "key": target.key, "folder": str(target.folder)}}
+        return self._send_job(payload)
 
     def wait(
         self, ticket: int, progress: Progress | None = None, abort: threading.Event | None = None
@@ -189,6 +212,8 @@ class PassProcess:
         abort = abort or threading.Event()
         if ticket != self._answered + 1:
             raise ValueError(f"job {ticket} waited for before job {self._answered + 1}")
+        clock = SampleClock()
+        shown = time.monotonic()
         while True:
             if abort.is_set():
                 self.kill()
@@ -196,15 +221,24 @@ class PassProcess:
             try:
                 message = self._messages.get(timeout=POLL_SECONDS)
             except queue.Empty:
+                now = time.monotonic()
+                samples = clock.estimate(now)
+                if samples is not None and now - shown >= ESTIMATE_SECONDS:
+                    shown = now
+                    _show_samples(progress, samples, clock.total)
                 continue
             if message is None:
                 raise self._failure("it ended unexpectedly")
             if "ready" in message:
                 self.ready_seconds = message["ready"]
+            elif "rendering" in message:
+                clock.started(time.monotonic())
                 progress.update(int(0.1 * PROGRESS_STEPS), PROGRESS_STEPS, "rendering passes")
-            elif "progress" in message:
-                fraction = min(1.0, max(0.0, float(message["progress"])))
-                progress.update(int(fraction * PROGRESS_STEPS), PROGRESS_STEPS, message.get("message", ""))
+            elif "samples" in message:
+                done, total = message["samples"]
+                shown = time.monotonic()
+                clock.reported(done, total, shown)
+                _show_samples(progress, done, total)
             elif "done" in message or "error" in message:
                 self._answered += 1
                 if "done" in message:

@@ -236,7 +236,7 @@ class CheckedFrame:
     plan: PassPlan
     selected: frozenset[str]
     size: tuple[int, int]
-    target: display_colour.CompositorTarget
+    target: display_colour.TargetPlan  # resolved in `build`, once its inverse exists
     runner: EngineRunner
     new_seed: int | None
     warnings: list[str]
@@ -286,10 +286,7 @@ def check(
         {os.path.dirname(path) for path in settings.model_references().values() if os.path.isabs(path)}
     )
     runner = runtime.RUNTIME.runner_for(settings, prefs, folders)
-    try:
-        target = display_colour.compositor_target(scene)
-    except display_colour.ViewProbeError as error:
-        raise StylepassError(f"Cannot match the scene's colour management: {error}") from error
+    target = display_colour.plan_target(scene)  # a new colour view's inverse is built later, off the UI
     # A new seed is chosen now but stored in the scene only once the frame succeeded (`finish`).
     new_seed = None if run.frame.seed_locked else secrets.randbelow(2**31)
     missing = missing_images(scene, view_layer)
@@ -368,13 +365,29 @@ def build(checked: CheckedFrame, passes: PassSet) -> PreparedFrame:
         context=context,
         compositor_exr=layout.compositor_file(passes.frame),
         takes=FrameTakes(layout, passes.frame),
-        compositor=checked.target,
+        compositor=_resolve_target(checked.target),
         runner=checked.runner,
         png_level=round(frame_settings.png_compression * 9 / 100),
         new_seed=checked.new_seed,
         timings={"prepare": time.perf_counter() - checked.started},
         warnings=[*checked.warnings, *passes.warnings],
     )
+
+
+def _resolve_target(plan: display_colour.TargetPlan) -> display_colour.CompositorTarget:
+    try:
+        return plan.resolve()
+    except display_colour.ViewProbeError as error:
+        raise StylepassError(f"Cannot match the scene's colour management: {error}") from error
+
+
+def build_inverse_here(plan: display_colour.TargetPlan) -> None:
+    """The colour view's inverse, built in this Blender (main thread) when it is new."""
+    if plan.needs_inverse:
+        try:
+            display_colour.build_inverse(plan.settings, plan.key, plan.folder)
+        except display_colour.ViewProbeError as error:
+            raise StylepassError(f"Cannot match the scene's colour management: {error}") from error
 
 
 def prepare(
@@ -392,6 +405,12 @@ def prepare(
     """
     checked = check(scene, view_layer, run, frame=frame, prefs=prefs, fingerprint=fingerprint)
     plan = checked.plan
+    try:
+        build_inverse_here(checked.target)
+    except BaseException:
+        if plan.reused is None:
+            discard(plan)
+        raise
     if plan.reused is not None:
         return build(checked, plan.reused)
     passes = develop(plan, render_here(scene, view_layer, plan))
@@ -400,26 +419,45 @@ def prepare(
 
 
 def render_and_run(
-    checked: CheckedFrame, process: PassProcess, progress: Progress, abort: threading.Event
+    checked: CheckedFrame,
+    process: PassProcess | None,
+    progress: Progress,
+    abort: threading.Event,
+    inverse_ticket: int | None = None,
+    passes_ticket: int | None = None,
 ) -> tuple[PreparedFrame, StylisedFrame]:
-    """The pass render in `process`, the maps, then the engine and the files (any thread, no bpy): the whole
-    frame off Blender's main thread. `finish` (and `scene_passes.publish`) follow on the main thread.
+    """What the second Blender has to do (a new colour view's inverse, the pass render unless the passes are
+    reused), the maps, then the engine and the files: the whole frame off Blender's main thread (any thread,
+    no bpy). `finish` (and `scene_passes.publish`) follow on the main thread.
 
     Raises:
         Aborted when `abort` was set (the second Blender is killed, nothing is written); StylepassError.
     """
     plan = checked.plan
     try:
-        rendered = process.render(plan.job, PartProgress(progress, 0.0, PASS_SHARE), abort)
+        if inverse_ticket is not None:
+            progress.update(0, 1000, "matching the colour view (once per colour setting)")
+            process.wait(inverse_ticket, None, abort)
+        if plan.reused is None:
+            progress.update(0, 1000, "starting Blender for the passes")
+            ticket = passes_ticket if passes_ticket is not None else process.submit(plan.job)
+            rendered = process.wait(ticket, PartProgress(progress, 0.0, PASS_SHARE), abort)
     except BaseException:
-        discard(plan)
+        if plan.reused is None:
+            discard(plan)
         raise
-    process.close()  # its one job is done: it quits here, while the engine works, not on the main thread
-    plan.timings.update(rendered.pop("timings", {}))
-    progress.update(round(PASS_SHARE * 1000), 1000, "computing control maps")
-    passes = develop(plan, rendered)
+    finally:
+        if process is not None and process.idle:
+            process.close()  # its jobs are done: it quits here, while the engine works, not on the main thread
+    if plan.reused is not None:
+        passes = plan.reused
+    else:
+        plan.timings.update(rendered.pop("timings", {}))
+        progress.update(round(PASS_SHARE * 1000), 1000, "computing control maps")
+        passes = develop(plan, rendered)
     prepared = build(checked, passes)
-    return prepared, run(prepared, PartProgress(progress, PASS_SHARE + 0.05, 1.0), abort)
+    start = PASS_SHARE + 0.05 if plan.reused is None else 0.0
+    return prepared, run(prepared, PartProgress(progress, start, 1.0), abort)
 
 
 def run(
@@ -513,19 +551,28 @@ class FrameJob:
         self.main_thread: list[tuple[str, float]] = []
         self._process: PassProcess | None = None
         checked = check(scene, view_layer, run_settings, prefs=prefs)
-        self._plan = checked.plan
-        if self._plan.reused is not None:
-            prepared = build(checked, self._plan.reused)
+        self._plan = plan = checked.plan
+        inverse = checked.target.needs_inverse
+        if plan.reused is not None and not inverse:
+            prepared = build(checked, plan.reused)
             self._job = BackgroundJob(lambda progress, abort: (prepared, run(prepared, progress, abort)))
         else:
-            # A second Blender renders the passes: this one only writes the scene's copy (milliseconds).
+            # A second Blender renders the passes (and a new colour view's inverse): this one only writes the
+            # scene's copy (milliseconds).
             try:
                 process = self._process = PassProcess.start(scene, run_settings.passes.device)
+                inverse_ticket = process.submit_inverse(checked.target) if inverse else None
+                passes_ticket = process.submit(plan.job) if plan.reused is None else None
             except BaseException:
-                discard(self._plan)
+                if plan.reused is None:
+                    discard(plan)
+                if self._process is not None:
+                    self._process.kill()
                 raise
             self._job = BackgroundJob(
-                lambda progress, abort: render_and_run(checked, process, progress, abort)
+                lambda progress, abort: render_and_run(
+                    checked, process, progress, abort, inverse_ticket, passes_ticket
+                )
             )
         self._job.start()
         self.main_thread.append(("start", time.perf_counter() - tick))

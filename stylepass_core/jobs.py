@@ -109,3 +109,37 @@ class PartProgress:
     def update(self, done: int, total: int, message: str = "") -> None:
         fraction = 0.0 if total <= 0 else min(1.0, max(0.0, done / total))
         self._progress.update(round((self._start + self._span * fraction) * self.STEPS), self.STEPS, message)
+
+
+class SampleClock:
+    """How far a render is between the sample counts it reports.
+
+    Cycles in a background Blender reports its samples rarely (after the first one only every 30 s), so a
+    2000-sample pass render would sit at "sample 1" for half a minute. Between two reports the estimate moves
+    on at the pace seen so far, counted from the render's start (which includes the scene sync, so the pace is
+    if anything too slow), and never reaches the next count before Cycles reports it.
+    """
+
+    def __init__(self) -> None:
+        self.start: float | None = None
+        self.done = 0
+        self.total = 0
+        self.at = 0.0
+
+    def started(self, now: float) -> None:
+        self.start, self.done, self.total, self.at = now, 0, 0, now
+
+    def reported(self, done: int, total: int, now: float) -> None:
+        if self.start is None:
+            self.start = now
+        self.done, self.total, self.at = done, max(1, total), now
+
+    def estimate(self, now: float) -> float | None:
+        """Samples done by `now` (fractional), or None before the first report."""
+        if self.start is None or self.total == 0:
+            return None
+        if self.done <= 0 or self.at <= self.start:
+            return float(self.done)
+        pace = (self.at - self.start) / self.done  # seconds per sample so far
+        ahead = (now - self.at) / pace
+        return min(self.done + ahead, max(float(self.done), self.total - 0.5))

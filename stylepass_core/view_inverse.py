@@ -331,6 +331,18 @@ class InverseView:
         replace_file(folder / f"{key}.json", lambda handle: handle.write(json.dumps(meta).encode()))
         return npy
 
+    @staticmethod
+    def exists(folder: str | os.PathLike, key: str) -> bool:
+        """Whether `load` would find a table of this format under `key` (reads only its small record)."""
+        _check_key(key)
+        folder = Path(folder)
+        try:
+            meta = json.loads((folder / f"{key}.json").read_text())
+        except (OSError, ValueError):
+            return False
+        found = (folder / f"{key}.npy").is_file() and (folder / f"{key}.shaper.npy").is_file()
+        return found and meta.get("format_version") == FORMAT_VERSION
+
     @classmethod
     def load(cls, folder: str | os.PathLike, key: str) -> InverseView | None:
         """The inverse saved under `key`, or None when there is none, it is from another format version or it

@@ -338,24 +338,53 @@ class UISession:
             parts[-1] = FUNCTION_KEYCODES.get(parts[-1], parts[-1])
             self.xdotool("key", "+".join(parts))
 
-    def screenshot(self, out: Path, method: str = "fbdir") -> Path:
-        """Save the whole screen as a PNG on the host.
+    def screenshot(
+        self, out: Path, method: str = "fbdir", crop: tuple[int, int, int, int] | None = None, zoom: int = 1
+    ) -> Path:
+        """Save the whole screen (or `crop`: x, y, width, height from the top left, enlarged `zoom` times) as
+        a PNG on the host.
 
         `fbdir` copies Xvfb's frame buffer file (Blender is not touched); `import` asks the X server through
         ImageMagick's `import -window root`, which freezes Blender 100-200 ms per shot.
         """
+        if method == "fbdir":
+            return self.save_frame(self.copy_frame(), out, crop=crop, zoom=zoom)
+        if method != "import":
+            raise ValueError(f"screenshot method must be 'fbdir' or 'import', not {method!r}")
         self._shots += 1
         inner_png = f"{self.inner_dir}/shot-{self._shots}.png"
-        if method == "fbdir":
-            frame = self.host_path(f"{self.inner_dir}/fb/Xvfb_screen0")
-            snapshot = f"{self.inner_dir}/shot-{self._shots}.xwd"
-            shutil.copyfile(frame, self.host_path(snapshot))
-            self.run(["convert", f"xwd:{snapshot}", f"png:{inner_png}"], timeout=60, check=True)
-            self.host_path(snapshot).unlink()
-        elif method == "import":
-            self.run(["import", "-window", "root", f"png:{inner_png}"], timeout=60, check=True)
-        else:
-            raise ValueError(f"screenshot method must be 'fbdir' or 'import', not {method!r}")
+        self.run(["import", "-window", "root", f"png:{inner_png}"], timeout=60, check=True)
+        return self._convert(inner_png, inner_png, out, crop, zoom)
+
+    def copy_frame(self) -> str:
+        """Copy Xvfb's frame buffer as it is now (one file copy on the host: neither Blender nor the X server
+        is involved, so it may be taken inside a measured window); returns the copy's path inside the chroot
+        for `save_frame`."""
+        self._shots += 1
+        snapshot = f"{self.inner_dir}/shot-{self._shots}.xwd"
+        shutil.copyfile(self.host_path(f"{self.inner_dir}/fb/Xvfb_screen0"), self.host_path(snapshot))
+        return snapshot
+
+    def save_frame(
+        self, snapshot: str, out: Path, crop: tuple[int, int, int, int] | None = None, zoom: int = 1
+    ) -> Path:
+        """A `copy_frame` copy as a PNG on the host (ImageMagick inside the chroot; takes CPU, so outside a
+        measured window), optionally cropped and enlarged; the copy is removed."""
+        try:
+            return self._convert(f"xwd:{snapshot}", snapshot.removesuffix(".xwd") + ".png", out, crop, zoom)
+        finally:
+            self.host_path(snapshot).unlink(missing_ok=True)
+
+    def _convert(
+        self, source: str, inner_png: str, out: Path, crop: tuple[int, int, int, int] | None, zoom: int
+    ) -> Path:
+        argv = ["convert", source]
+        if crop is not None:
+            x, y, width, height = crop
+            argv += ["-crop", f"{width}x{height}+{x}+{y}", "+repage"]
+        if zoom != 1:
+            argv += ["-filter", "point", "-resize", f"{100 * zoom}%"]
+        self.run([*argv, f"png:{inner_png}"], timeout=60, check=True)
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(self.host_path(inner_png), out)

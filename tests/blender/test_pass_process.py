@@ -215,3 +215,28 @@ def test_one_sample_when_nothing_reads_the_beauty(empty_file, out_dir):
     scene.stylepass.strength = 1.0
     diffusion.denoise = 0.6  # image to image
     assert stylise.RunSettings.from_scene(scene).passes.render_samples == scene.stylepass.pass_samples
+
+
+def test_a_new_colour_view_is_inverted_in_the_second_blender(empty_file, out_dir, monkeypatch):
+    """The first Stylise Frame under a colour view never met before builds its inverse (1-4 s of Blender's
+    view transform) in the second Blender, not in the artist's."""
+    scene = _scene(empty_file, out_dir)
+    scene.view_settings.view_transform = "Standard"
+    scene.view_settings.exposure = 0.123456  # a view no earlier test has inverted
+    display_colour = addon_module("addon.display_colour")
+    plan = display_colour.plan_target(scene)
+    assert plan.needs_inverse
+
+    def not_here(*args, **kwargs):
+        raise AssertionError("the inverse was built in the artist's Blender")
+
+    monkeypatch.setattr(display_colour, "build_inverse", not_here)
+    job = stylise.FrameJob(scene, bpy.context.view_layer, stylise.RunSettings.from_scene(scene))
+    messages = []
+    while not job.done:
+        messages += [event.message for event in job.poll()]
+        time.sleep(0.01)
+    prepared, frame, _image, _warnings = job.complete(scene)
+    assert not plan.needs_inverse
+    assert any("colour view" in message for message in messages), messages
+    assert prepared.compositor.inverse is not None and frame.png_path.is_file()

@@ -12,23 +12,32 @@ never drives the UI itself: the host does that with xdotool, as a person would. 
 3. Hooks that only watch: the workspace status text, the invoke/modal/escape calls of Stylepass's modal
    operators, Stylepass's per-frame `prepare` in the animation, every render, and every engine run. The
    engine hook can also slow the embedded engine down (sleeps in 50 ms steps, honours `abort` by raising
-   `stylepass_core.engine_api.Aborted`), so ESC can be tested against a long engine job.
+   `stylepass_core.engine_api.Aborted`), so ESC can be tested against a long engine job. Main-thread steps
+   of Stylise Frame (scene copy, second Blender started and closed, passes published, finish, result
+   shown) are timed, so a long heartbeat gap can be pinned on one of them; the heartbeat also samples the
+   status bar's progress bar (`operators.modal.StatusBar`: fraction and text, on every change).
 4. Every ~100 ms it writes `state.json`; the host writes `cmd-<n>.json` and gets `reply-<n>.json`.
 
 Files (all in $STYLEPASS_UI_DIR, written atomically): state.json, cmd-<n>.json, reply-<n>.json.
-Commands: gaps {t0, t1, overlap}, compositor, engine {seconds}, scene {frame_start, frame_end, cursor}, redraw
-{what: all|status, seconds}, prefs {developer_ui}, shutdown.
+Commands: gaps {t0, t1, overlap, inside}, compositor, engine {seconds}, scene {frame_start, frame_end, cursor,
+pass_samples, resolution}, settings (a snapshot of render settings), show_image {width, height} (a
+reference: an EXR in the render view, without Stylepass), progress {t0, t1}, calls {t0, t1}, redraw {what:
+all|status, seconds}, prefs {developer_ui}, shutdown.
 """
 
 import bisect
+import functools
 import glob
 import itertools
 import json
 import os
 import sys
+import tempfile
+import threading
 import time
 import traceback
 from array import array
+from collections import deque
 
 import bmesh
 import bpy
@@ -49,11 +58,15 @@ RENDERS: list[dict] = []  # every render on the main thread: start, end, how it 
 MODAL_RUNS: list[dict] = []  # every modal operator seen by the heartbeat: op, seen (first tick), gone
 _modal_now: dict[str, dict] = {}
 WINDOWS: list[list] = []  # [time, number of windows] at every change
+PROGRESS: list[list] = []  # [time, StatusBar.fraction, StatusBar.text] at every change the heartbeat sees
+CALLS: list[dict] = []  # timed steps of Stylepass: {"what", "start", "seconds", "main", "error"}
+COMPOSITES: list[list] = []  # [start, end, "post"|"cancel"] of every compositor run
+DRAWS: deque = deque(maxlen=4000)  # (time, what) of draws: the 3D viewport, Image Editors, the status bar
 ERRORS: list[str] = []
 HOOKS: dict[str, bool] = {}
 SLOW = {"seconds": 0.0}
 REDRAW = {"what": None, "until": 0.0, "next": 0.0, "count": 0}  # a reference load of redraws
-_run = {"scene_ready": False, "last_state": 0.0, "stopped": False}
+_run = {"scene_ready": False, "last_state": 0.0, "stopped": False, "status_bar": None}
 _undo: list = []  # how to take every hook away again (shutdown)
 
 
@@ -272,6 +285,30 @@ def _watch_renders() -> None:
         handlers.append(handler)
         _undo.append(lambda handlers=handlers, handler=handler: handlers.remove(handler))
     HOOKS["renders"] = True
+    # The compositor's own runs (a job on another thread, started when its node tree or an image it uses
+    # changes): they compete with the UI for the CPU.
+    for kind in ("pre", "post", "cancel"):
+        handlers = getattr(bpy.app.handlers, f"composite_{kind}", None)
+        if handlers is None:
+            HOOKS["composites"] = False
+            continue
+
+        @bpy.app.handlers.persistent
+        def handler(*_args, kind=kind):
+            if kind == "pre":
+                COMPOSITES.append([time.monotonic(), None])
+            else:
+                _end_composite(kind)
+
+        handlers.append(handler)
+        _undo.append(lambda handlers=handlers, handler=handler: handlers.remove(handler))
+        HOOKS["composites"] = True
+
+
+def _end_composite(kind: str) -> None:
+    if COMPOSITES and COMPOSITES[-1][1] is None:
+        COMPOSITES[-1][1] = time.monotonic()
+        COMPOSITES[-1].append(kind)
 
 
 def _watch_engine() -> None:
@@ -303,8 +340,152 @@ def _watch_engine() -> None:
     HOOKS["engine"] = True
 
 
+def _time_calls(owner, name: str, what: str, drawing: bool = False) -> None:
+    """Record every call of `owner.<name>` (a module's function, or a class's method or classmethod) in
+    CALLS: start, seconds, thread, error. Only watches: the call's arguments and result pass through.
+    `drawing`: a `draw(self, context)` that Blender calls (it passes as many arguments as the signature
+    names, so the wrapper names them)."""
+    raw = vars(owner).get(name)
+    inherited = raw is None and isinstance(owner, type) and callable(getattr(owner, name, None))
+    if inherited:  # a method from a mixin: wrapped on this class, removed again on undo
+        raw = getattr(owner, name)
+    if raw is None:
+        HOOKS[what] = False
+        return
+    function = raw.__func__ if isinstance(raw, (classmethod, staticmethod)) else raw
+
+    def timed(*args, **kwargs):
+        record = {
+            "what": what,
+            "start": time.monotonic(),
+            "seconds": None,
+            "main": threading.current_thread() is threading.main_thread(),
+            "error": None,
+        }
+        CALLS.append(record)
+        del CALLS[:-3000]
+        try:
+            return function(*args, **kwargs)
+        except BaseException as error:
+            record["error"] = f"{type(error).__name__}: {error}"[:300]
+            raise
+        finally:
+            record["seconds"] = time.monotonic() - record["start"]
+
+    if drawing:
+        timed_any = timed
+
+        def timed(self, context):
+            return timed_any(self, context)
+
+    functools.update_wrapper(timed, function)
+    setattr(owner, name, type(raw)(timed) if isinstance(raw, (classmethod, staticmethod)) else timed)
+    _undo.append(lambda: delattr(owner, name) if inherited else setattr(owner, name, raw))
+    HOOKS[what] = True
+
+
+def _watch_steps() -> None:
+    """Time the main-thread steps of Stylise Frame (and the pass render on its thread), by the names the
+    operator calls them through."""
+    pass_process = _stylepass_module("addon.pass_process")
+    stylise = _stylepass_module("addon.stylise")
+    images = _stylepass_module("addon.images")
+    operator = _stylepass_module("operators.stylise")
+    if pass_process is not None:
+        _time_calls(pass_process, "write_scene_copy", "write_scene_copy")
+        for method in ("start", "render", "close", "kill"):
+            _time_calls(pass_process.PassProcess, method, f"PassProcess.{method}")
+    if stylise is not None:
+        # Stylise Frame's steps, and the parts of its main-thread check
+        for function in (
+            "check", "render_and_run", "finish", "publish", "plan_passes", "missing_images", "_pictures",
+            "_check_model_files",
+        ):  # fmt: skip
+            if function in vars(stylise):
+                _time_calls(stylise, function, f"stylise.{function}")
+    display_colour = _stylepass_module("addon.display_colour")
+    if display_colour is not None:
+        for function in ("compositor_target", "_inverse"):
+            if function in vars(display_colour):
+                _time_calls(display_colour, function, f"display_colour.{function}")
+    runtime = _stylepass_module("addon.runtime")
+    if runtime is not None and hasattr(runtime, "RUNTIME"):
+        _time_calls(type(runtime.RUNTIME), "runner_for", "RUNTIME.runner_for")
+        frame_job = getattr(stylise, "FrameJob", None)  # the operator's main-thread steps, where it has them
+        if frame_job is not None:
+            for method in ("__init__", "complete", "_close_process", "cancel", "close"):
+                if method in vars(frame_job):
+                    _time_calls(frame_job, method, f"FrameJob.{method}")
+    if images is not None:
+        for function in ("show_result_soon", "show_result"):
+            _time_calls(images, function, f"images.{function}")
+    if operator is not None and "publish" in vars(operator):
+        _time_calls(operator, "publish", "operators.stylise.publish")
+    for class_name in ("STYLEPASS_OT_stylise", "STYLEPASS_OT_stylise_animation"):
+        cls = getattr(bpy.types, class_name, None)
+        if cls is not None:
+            for method in ("_start", "step"):
+                if method in vars(cls):
+                    _time_calls(cls, method, f"{class_name}.{method}")
+
+
+def _watch_ui_code() -> None:
+    """Time Stylepass's own drawing code (panels, menus, the status bar's progress: Python that runs inside
+    Blender's redraws)."""
+    for base, methods in ((bpy.types.Panel, ("draw", "draw_header")), (bpy.types.Menu, ("draw",))):
+        for cls in base.__subclasses__():
+            if not (cls.__module__.startswith("bl_ext.") and ".stylepass." in cls.__module__ + "."):
+                continue
+            for method in methods:
+                if callable(getattr(cls, method, None)):
+                    _time_calls(cls, method, f"{cls.__name__}.{method}", drawing=True)
+    modal = _stylepass_module("operators.modal")
+    if modal is not None and hasattr(modal, "draw_status_progress"):
+        # Appended to the status bar header by reference: wrap it there, not on the module.
+        header = bpy.types.STATUSBAR_HT_header
+        functions = getattr(header.draw, "_draw_funcs", None)
+        original = modal.draw_status_progress
+        if functions is not None and original in functions:
+            _time_calls(modal, "draw_status_progress", "draw_status_progress")
+            timed = modal.draw_status_progress
+            functions[functions.index(original)] = timed
+            _undo.append(lambda: functions.__setitem__(functions.index(timed), original))
+
+
+def _draw_marker(what: str):
+    def mark(*_args):
+        DRAWS.append((time.monotonic(), what))
+
+    return mark
+
+
+def _watch_draws() -> None:
+    """Time stamps of the draws of the 3D viewport (and its sidebar), Image Editors, the Properties editor,
+    the Outliner, the timeline and the status bar (a gap that holds them was, at least partly, spent
+    drawing them)."""
+    for space, region, what in (
+        (bpy.types.SpaceView3D, "WINDOW", "view3d"),
+        (bpy.types.SpaceView3D, "UI", "view3d_sidebar"),
+        (bpy.types.SpaceImageEditor, "WINDOW", "image"),
+        (bpy.types.SpaceProperties, "WINDOW", "properties"),
+        (bpy.types.SpaceOutliner, "WINDOW", "outliner"),
+        (bpy.types.SpaceDopeSheetEditor, "WINDOW", "timeline"),
+    ):
+        handle = space.draw_handler_add(_draw_marker(what), (), region, "POST_PIXEL")
+        _undo.append(
+            lambda space=space, handle=handle, region=region: space.draw_handler_remove(handle, region)
+        )
+    header = bpy.types.STATUSBAR_HT_header
+    mark = _draw_marker("statusbar")
+    header.append(mark)
+    _undo.append(lambda: header.remove(mark))
+    HOOKS["draws"] = True
+
+
 def install_hooks() -> None:
-    for install in (_watch_status, _watch_prepare, _watch_renders, _watch_engine):
+    for install in (
+        _watch_status, _watch_prepare, _watch_renders, _watch_engine, _watch_steps, _watch_ui_code, _watch_draws,
+    ):  # fmt: skip
         try:
             install()
         except Exception:
@@ -320,13 +501,14 @@ def install_hooks() -> None:
 # -- 2. and 4. Heartbeat, state, commands ----------------------------------------------------------------
 
 
-def gaps(t0: float, t1: float, overlap: bool = False) -> dict:
+def gaps(t0: float, t1: float, overlap: bool = False, inside: bool = False) -> dict:
     """The longest gap between two heartbeat ticks among the gaps that begin in [t0, t1) (time the main
-    thread was away from the event loop, counted from something that happened in the window), or with
-    `overlap` among all gaps that overlap the window."""
+    thread was away from the event loop, counted from something that happened in the window), with
+    `inside` only those that also end by t1, or with `overlap` among all gaps that overlap the window."""
     first = bisect.bisect_right(TICKS, t0) if overlap else bisect.bisect_left(TICKS, t0) + 1
     first = max(1, first)
-    last = min(len(TICKS) - 1, bisect.bisect_left(TICKS, t1))
+    last = bisect.bisect_right(TICKS, t1) - 1 if inside else bisect.bisect_left(TICKS, t1)
+    last = min(len(TICKS) - 1, last)
     found = sorted(((TICKS[i] - TICKS[i - 1], TICKS[i - 1]) for i in range(first, last + 1)), reverse=True)
     found = found[:5]
     return {
@@ -336,7 +518,104 @@ def gaps(t0: float, t1: float, overlap: bool = False) -> dict:
         "max_gap": found[0][0] if found else None,
         "max_gap_at": found[0][1] if found else None,
         "top": [[round(gap, 4), at] for gap, at in found],
+        "blame": [_blame(at, gap) for gap, at in found],
     }
+
+
+def _blame(at: float, gap: float) -> dict:
+    """What the main thread did in the gap that began at `at`: Stylepass's timed main-thread steps and
+    operator calls that overlap it, draws seen in it, window and status text changes. Times are seconds
+    after the gap's start."""
+    end = at + gap
+
+    def overlaps(start, seconds):
+        return seconds is not None and start < end and start + seconds > at
+
+    calls = [
+        [c["what"], round(c["start"] - at, 3), round(c["seconds"], 3)]
+        for c in CALLS
+        if c["main"] and overlaps(c["start"], c["seconds"])
+    ]
+    calls += [
+        [f"{e['op']}.{e['call']}", round(e["t"] - at, 3), round(e["seconds"], 3)]
+        for e in EVENTS
+        if overlaps(e["t"], e["seconds"])
+    ]
+    draws: dict[str, int] = {}
+    for t, what in DRAWS:
+        if at <= t <= end:
+            draws[what] = draws.get(what, 0) + 1
+    calls += [
+        ["compositor (job)", round(start - at, 3), round(finish - start, 3) if finish else None]
+        for start, finish, *_kind in COMPOSITES
+        if start < end and (finish is None or finish > at)
+    ]
+    return {
+        "gap": round(gap, 4),
+        "at": at,
+        "calls": sorted(calls, key=lambda c: c[1]),
+        "draws": draws,
+        "windows": [[round(t - at, 3), n] for t, n in WINDOWS if at <= t <= end + 0.02],
+        "status": [[round(t - at, 3), text] for t, text in STATUS if at <= t <= end],
+    }
+
+
+def render_settings() -> dict:
+    """A snapshot of the scene's render settings a pass render could touch (to compare before and after)."""
+    scene = bpy.data.scenes[SCENE_NAME]
+    render, view_layer = scene.render, scene.view_layers[0]
+    return {
+        "engine": render.engine,
+        "cycles_samples": scene.cycles.samples,
+        "cycles_device": scene.cycles.device,
+        "resolution": [render.resolution_x, render.resolution_y, render.resolution_percentage],
+        "file_format": render.image_settings.file_format,
+        "color_depth": render.image_settings.color_depth,
+        "film_transparent": render.film_transparent,
+        "use_compositing": render.use_compositing,
+        "filepath": render.filepath,
+        "frame_current": scene.frame_current,
+        "camera": scene.camera.name if scene.camera else None,
+        "view_transform": scene.view_settings.view_transform,
+        "passes": {
+            name: getattr(view_layer, name)
+            for name in ("use_pass_z", "use_pass_normal", "use_pass_object_index", "use_pass_vector")
+        },
+        "pass_samples": scene.stylepass.pass_samples if hasattr(scene, "stylepass") else None,
+    }
+
+
+def show_image(width: int, height: int) -> dict:
+    """Blender's own cost of showing a picture the way Stylepass shows its result, without Stylepass: an EXR
+    of that size written here, loaded from its file and shown in the render view (`render.view_show`, a new
+    window as F11 opens it). The window is opened from a timer, as Stylepass's result is."""
+    import numpy as np
+
+    path = os.path.join(UI_DIR, f"reference-{width}x{height}.exr")
+    if not os.path.exists(path):
+        made = bpy.data.images.new("UI test reference", width, height, float_buffer=True)
+        rows, columns = np.mgrid[0:height, 0:width].astype(np.float32)
+        pixels = np.stack([columns / width, rows / height, np.full_like(rows, 0.3), np.ones_like(rows)], -1)
+        made.pixels.foreach_set(pixels.ravel())
+        made.filepath_raw, made.file_format = path, "OPEN_EXR"
+        made.save()
+        bpy.data.images.remove(made)
+    image = bpy.data.images.load(path, check_existing=False)
+
+    def show():
+        window = bpy.context.window_manager.windows[0]
+        with bpy.context.temp_override(window=window, screen=window.screen):
+            bpy.ops.render.view_show("INVOKE_DEFAULT")
+        for shown in bpy.context.window_manager.windows:
+            for area in shown.screen.areas:
+                if area.type == "IMAGE_EDITOR":
+                    area.spaces.active.image = image
+                    area.tag_redraw()
+                    return None
+        return None
+
+    bpy.app.timers.register(show, first_interval=0.0)
+    return {"path": path, "t": time.monotonic()}
 
 
 def _socket(socket) -> str:
@@ -405,7 +684,7 @@ def _view3d():
 def _handle(command: dict) -> dict:
     op = command["op"]
     if op == "gaps":
-        return gaps(command["t0"], command["t1"], command.get("overlap", False))
+        return gaps(command["t0"], command["t1"], command.get("overlap", False), command.get("inside", False))
     if op == "compositor":
         return compositor()
     if op == "engine":
@@ -417,7 +696,19 @@ def _handle(command: dict) -> dict:
             scene.frame_start, scene.frame_end = command["frame_start"], command["frame_end"]
         if "cursor" in command:
             scene.cursor.location = command["cursor"]
-        return {"frame_start": scene.frame_start, "frame_end": scene.frame_end}
+        if "pass_samples" in command:
+            scene.stylepass.pass_samples = command["pass_samples"]
+        if "resolution" in command:
+            scene.render.resolution_x, scene.render.resolution_y = command["resolution"]
+        return {"frame_start": scene.frame_start, "frame_end": scene.frame_end, **render_settings()}
+    if op == "settings":
+        return render_settings()
+    if op == "show_image":
+        return show_image(command["width"], command["height"])
+    if op == "progress":
+        return [entry for entry in PROGRESS if command["t0"] <= entry[0] <= command["t1"]]
+    if op == "calls":
+        return [c for c in CALLS if command["t0"] <= c["start"] <= command["t1"]]
     if op == "redraw":
         REDRAW.update(what=command["what"], until=time.monotonic() + command["seconds"], next=0.0, count=0)
         return {"what": REDRAW["what"]}
@@ -474,6 +765,20 @@ def _redraw(now: float) -> None:
         window.workspace.status_text_set(f"UI test reference {REDRAW['count']}")
 
 
+def _sample_progress(now: float) -> None:
+    """Note the status bar's progress (`operators.modal.StatusBar`) whenever it changed since the last tick."""
+    bar = _run["status_bar"]
+    if bar is None:
+        modal = _stylepass_module("operators.modal")
+        if modal is None:
+            return
+        bar = _run["status_bar"] = modal.StatusBar
+    fraction, text = bar.fraction, bar.text
+    if not PROGRESS or PROGRESS[-1][1] != fraction or PROGRESS[-1][2] != text:
+        PROGRESS.append([now, fraction, text])
+        del PROGRESS[:-3000]
+
+
 def _track_modal(now: float) -> None:
     count = len(bpy.context.window_manager.windows)
     if not WINDOWS or WINDOWS[-1][1] != count:
@@ -511,8 +816,12 @@ def _state(now: float) -> dict:
         "status_history": STATUS[-60:],
         "engine_runs": ENGINE_RUNS[-10:],
         "slow_engine_seconds": SLOW["seconds"],
+        "progress": PROGRESS[-20:],
+        "calls": CALLS[-20:],
+        "tempdir": tempfile.gettempdir(),
         "prepares": PREPARES[-10:],
         "renders": RENDERS[-10:],
+        "composites": COMPOSITES[-10:],
         "stylised": [
             {"path": path, "mtime": os.path.getmtime(path), "size": os.path.getsize(path)}
             for path in stylised
@@ -548,6 +857,7 @@ def heartbeat():
     TICKS.append(now)
     try:
         _track_modal(now)
+        _sample_progress(now)
         _redraw(now)
         if not _run["scene_ready"]:
             _run["scene_ready"] = True  # once: a scene that fails is reported in `errors`, not rebuilt

@@ -62,9 +62,22 @@ def _summary(figures: dict) -> str:
     frame = figures.get("stylise_frame")
     if frame:
         lines.append(
-            f"Stylise Frame: longest gap {frame['max_gap']} s (invoke {frame['invoke_seconds']} s), "
-            f"operator {frame['operator_seconds']} s, still modal 5 s after it ended: "
+            f"Stylise Frame: longest gap from Enter to the drawn result {frame['max_gap']} s (no-op operator "
+            f"{frame['reference_noop_operator_max_gap']} s); until the result is handed to the render view "
+            f"{frame['max_gap_until_handed_over']} s ({frame['max_gap_until_handed_over_beyond_noop']} s beyond "
+            f"the no-op operator); while the render view shows it {frame['max_gap_showing']} s "
+            f"({frame['max_gap_showing_beyond_reference']} s beyond the same EXR shown without Stylepass); "
+            f"Enter to result {frame['enter_to_result_drawn_seconds']} s (operator {frame['operator_seconds']} "
+            f"s, pass render {frame['pass_render_seconds']} s); still modal 5 s after it ended: "
             f"{frame['still_modal_5s_after_end']}"
+        )
+    passes = figures.get("escape_pass_render")
+    if passes:
+        lines.append(
+            f"ESC during a {passes['pass_samples']}-sample pass render: operator ended {passes['esc_latency']} s "
+            f"after the key (second Blender killed after {passes['pass_child_killed_after']} s, left running: "
+            f"{passes['pass_children_after']}); longest gap Enter to key {passes['max_gap_enter_to_key']} s "
+            f"({passes['max_gap_beyond_noop']} s beyond the no-op operator)"
         )
     escape = figures.get("escape")
     if escape:

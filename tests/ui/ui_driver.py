@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import shutil
 import struct
 import time
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from pathlib import Path
 from ui_session import UISession, UISessionError
 
 BLENDER_SIDE = Path(__file__).resolve().parent / "blender_side.py"
+STATUS_BAR_STRIP = 24  # pixels at the bottom of Blender's main window that hold the status bar
 
 
 class FrameBuffer:
@@ -158,11 +160,11 @@ class BlenderUI:
             raise UISessionError(f"the Blender side failed on {op}:\n{reply['error']}")
         return reply["result"]
 
-    def gaps(self, t0: float, t1: float, overlap: bool = False) -> dict:
-        """The heartbeat's longest gap beginning in [t0, t1) (or, with `overlap`, overlapping it); waits
-        until the Blender side has ticked past t1."""
+    def gaps(self, t0: float, t1: float, overlap: bool = False, inside: bool = False) -> dict:
+        """The heartbeat's longest gap beginning in [t0, t1) (with `inside` also ending by t1; with
+        `overlap`, any overlapping it); waits until the Blender side has ticked past t1."""
         self.wait_until(t1)
-        return self.command("gaps", t0=t0, t1=t1, overlap=overlap)
+        return self.command("gaps", t0=t0, t1=t1, overlap=overlap, inside=inside)
 
     # -- a person's hands --------------------------------------------------------------------------------
 
@@ -207,10 +209,86 @@ class BlenderUI:
         """A screenshot from Xvfb's frame buffer (Blender is not paused for it)."""
         return self.session.screenshot(self.shots / f"{name}.png")
 
+    def copy_frame(self) -> str:
+        """The screen as it is now, kept for `save_frame` (a file copy: fine inside a measured window)."""
+        return self.session.copy_frame()
+
+    def save_frame(self, frame: str, name: str, status_bar: bool = False) -> list[Path]:
+        """Save a `copy_frame` copy as `<name>.png`; with `status_bar` also the right half of the main
+        window's bottom strip, where the status bar draws Stylepass's progress bar, enlarged twice
+        (`<name>-status-bar.png`)."""
+        saved = []
+        if status_bar:
+            width = self.state()["window"][0]
+            strip = STATUS_BAR_STRIP
+            saved.append(
+                self.session.save_frame(
+                    self._keep(frame),
+                    self.shots / f"{name}-status-bar.png",
+                    crop=(width // 2, self.screen_height - strip, width - width // 2, strip),
+                    zoom=2,
+                )
+            )
+        saved.insert(0, self.session.save_frame(frame, self.shots / f"{name}.png"))
+        return saved
+
+    def _keep(self, frame: str) -> str:
+        """A second copy of a `copy_frame` copy (each `save_frame` removes the one it is given)."""
+        other = self.session.copy_frame()
+        shutil.copyfile(self.host_path(frame), self.host_path(other))
+        return other
+
+    # -- processes and files in the chroot ---------------------------------------------------------------
+
+    def pass_children(self) -> list[dict]:
+        """Running second Blenders of this session's pass render (`pass_child.py` on their command line, the
+        session's folder in their environment), read from the host's /proc (the chroot's /proc is the same;
+        other tests on this machine may run their own): pid, state, command line."""
+        mine = f"STYLEPASS_UI_DIR={self.session.inner_dir}".encode()
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+                if not any(arg.endswith(b"pass_child.py") for arg in argv):
+                    continue
+                environment = (entry / "environ").read_bytes().split(b"\0")
+                stat = (entry / "stat").read_text()
+            except OSError:  # ended while read
+                continue
+            if mine in environment:
+                state = stat.rsplit(")", 1)[1].split()[0]  # R, S, Z (a zombie: ended, not reaped)
+                found.append(
+                    {
+                        "pid": int(entry.name),
+                        "state": state,
+                        "argv": [a.decode(errors="replace") for a in argv],
+                    }
+                )
+        return found
+
+    def files(self, inner_dir: str) -> dict[str, list]:
+        """Every file below a folder inside the chroot: {path relative to it: [size, mtime]}."""
+        root = self.host_path(inner_dir)
+        return {
+            str(path.relative_to(root)): [path.stat().st_size, path.stat().st_mtime]
+            for path in sorted(root.rglob("*"))
+            if path.is_file()
+        }
+
+    def glob(self, inner_dir: str, pattern: str) -> list[str]:
+        """Entries of a folder inside the chroot that match `pattern`, as paths inside the chroot."""
+        root = self.host_path(inner_dir)
+        return sorted(f"{inner_dir.rstrip('/')}/{path.name}" for path in root.glob(pattern))
+
 
 def _brief(state: dict) -> dict:
     """The state without its long lists, for error messages."""
-    keep = ("t", "scene_ready", "errors", "hooks", "modal_operators", "modal_runs", "last_operator", "status")
+    keep = (
+        "t", "scene_ready", "errors", "hooks", "modal_operators", "modal_runs", "last_operator", "status",
+        "progress",
+    )  # fmt: skip
     brief = {key: state.get(key) for key in keep}
     brief["events"] = state.get("events", [])[-6:]
     brief["engine_runs"] = state.get("engine_runs", [])[-3:]

@@ -13,7 +13,7 @@ from contact_sheet import contact_sheet, text_mask  # demo/ is on the tests' pyt
 
 from stylepass_core import engine_api, imageops, png, settings
 from stylepass_core.engine_api import Aborted, Engine, StyleRequest, StyleResult
-from stylepass_core.jobs import BackgroundJob, PartProgress
+from stylepass_core.jobs import BackgroundJob, PartProgress, SampleClock
 from stylepass_core.settings import EngineSettings, FrameSettings, setting
 from stylepass_core.stylise_job import RECORD_FORMAT, Finish, array_digest, stylise_frame
 
@@ -427,4 +427,24 @@ def test_part_progress_maps_each_part_into_its_share_of_one_bar():
     engine.update(0, 10, "loading")
     engine.update(5, 10, "tile 5")
     engine.update(12, 10, "past the end")  # clamped: a part never reports beyond its share
-    assert seen == [(0.1, "sample 1"), (0.4, "sample 4"), (0.5, "loading"), (0.75, "tile 5"), (1.0, "past the end")]
+    assert seen == [
+        (0.1, "sample 1"),
+        (0.4, "sample 4"),
+        (0.5, "loading"),
+        (0.75, "tile 5"),
+        (1.0, "past the end"),
+    ]
+
+
+def test_sample_clock_moves_on_between_rare_reports_but_never_past_the_next():
+    clock = SampleClock()
+    assert clock.estimate(0.0) is None
+    clock.started(10.0)
+    assert clock.estimate(10.5) is None  # nothing reported yet: no pace to go by
+    clock.reported(1, 2000, 11.0)  # the first sample took 1 s (scene sync included)
+    assert clock.estimate(11.0) == 1.0
+    assert clock.estimate(21.0) == 11.0  # ten seconds on at that pace
+    assert clock.estimate(10_000.0) == 1999.5  # never the last sample before Cycles says so
+    clock.reported(500, 2000, 30.0)  # Cycles' next report corrects the pace
+    assert clock.estimate(30.0) == 500.0
+    assert abs(clock.estimate(31.0) - (500 + 1 / (20 / 500))) < 1e-9
