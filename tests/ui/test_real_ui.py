@@ -24,6 +24,11 @@ ESC_LATENCY_LIMIT = 1.0
 GAP_MARGIN = 0.5  # beyond the idle-redraw reference, while the engine job runs and the operator only polls it
 # Issue 12: during Stylise Frame the heartbeat's longest gap stays within this of the no-op operator's.
 FRAME_GAP_MARGIN = 0.1
+# Opening the render view is Blender drawing a new window together with the redraw after the operator: on
+# llvmpipe that varies by -0.07..+0.21 s against the same EXR shown without Stylepass (16 runs, sid and
+# trixie). This bound still catches Stylepass work in that frame (building a colour inverse there cost 2-4 s)
+# without failing on the window's own draw; Stylepass's own calls there are timed in `blame_showing`.
+SHOW_GAP_MARGIN = 0.5
 SIDEBAR_COLLAPSED = 60  # pixels: a sidebar this narrow shows only its tab strip
 SLOW_PASS_SAMPLES = 2000  # a pass render that takes minutes, so ESC meets it mid-render
 PASS_TEXT = re.compile(r"pass|sample", re.IGNORECASE)
@@ -364,7 +369,7 @@ def test_stylise_frame_from_search(ui):
             f"(no-op reference operator {noop} s); until the result is handed to the render view "
             f"{figures['max_gap_until_handed_over']} s ({beyond_working:.3f} s beyond the no-op operator, limit "
             f"{FRAME_GAP_MARGIN} s); while the render view shows it {figures['max_gap_showing']} s "
-            f"({beyond_showing:.3f} s beyond the same EXR shown without Stylepass, limit {FRAME_GAP_MARGIN} s); "
+            f"({beyond_showing:.3f} s beyond the same EXR shown without Stylepass, limit {SHOW_GAP_MARGIN} s); "
             f"Enter to result {figures['enter_to_result_drawn_seconds']} s\n[{ui.suite}] Stylise Frame figures: "
             f"{figures}"
         )
@@ -412,10 +417,10 @@ def test_stylise_frame_from_search(ui):
             f"{beyond_working:.3f} s beyond the no-op operator's {noop:.3f} s (limit {FRAME_GAP_MARGIN} s); what "
             f"the main thread did then (seconds after the gap's start): {working['blame'][:2]}"
         )
-        assert beyond_showing < FRAME_GAP_MARGIN, (
+        assert beyond_showing < SHOW_GAP_MARGIN, (
             f"the UI stalled {showing['max_gap']:.3f} s while the render view opened with the result, "
             f"{beyond_showing:.3f} s beyond the same EXR shown there without Stylepass ({show_reference:.3f} s, "
-            f"limit {FRAME_GAP_MARGIN} s); what the main thread did then: {showing['blame'][:2]}"
+            f"limit {SHOW_GAP_MARGIN} s); what the main thread did then: {showing['blame'][:2]}"
         )
     finally:
         _tidy(ui, FRAME_OP, enter)
