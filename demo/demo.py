@@ -20,6 +20,7 @@ from gif import write_gif
 
 from stylepass_core import output_layout as layout_module
 from stylepass_core import png
+from stylepass_core.engines.neural_style import PRESETS
 
 
 def painted_style(size: int = 384) -> np.ndarray:
@@ -87,7 +88,7 @@ def main() -> None:
         for name in ("beauty", "depth", "normal", "lineart", "segmentation")
     ]
     tiles += [
-        ("style preset 7", png.read_png(out / "stylised_preset.png")),
+        (f"style: {dict(PRESETS)['style_07'].lower()}", png.read_png(out / "stylised_preset.png")),
         ("style reference", png.read_png(out / "style_reference.png")),
         ("style image result", png.read_png(out / "stylised_image.png")),
         ("F12 composite", png.read_png(out / "composite.png")),
