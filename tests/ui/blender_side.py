@@ -236,7 +236,7 @@ def _watch_operator(class_name: str) -> None:
 
         return make
 
-    for call in ("invoke", "modal", "escape", "cancel"):
+    for call in ("invoke", "execute", "modal", "escape", "cancel"):
         if hasattr(cls, call):
             _wrap(cls, call, timed(call), f"{class_name}.{call}")
 

@@ -548,6 +548,45 @@ def test_escape_during_the_pass_render(ui):
         ui.command("scene", pass_samples=original["pass_samples"])
 
 
+def test_a_long_animation_asks_first_and_escape_starts_nothing(ui):
+    """Stylise Animation over more than 50 frames asks before it starts (the default 250-frame range used to
+    start at once); ESC on the question leaves everything as it was."""
+    _require_extension(ui)
+    ui.command("scene", frame_start=1, frame_end=120)
+    ui.command("prefs", developer_ui=True)
+    before = {entry["path"]: entry["mtime"] for entry in ui.state()["stylised"]}
+    try:
+        enter = ui.search("Stylise Animation")
+        state = ui.wait_state(
+            lambda s: any(
+                e["op"] == ANIMATION_OP and e["call"] == "invoke" and e["t"] > enter for e in s["events"]
+            ),
+            30,
+            "Stylise Animation's invoke",
+        )
+        ui.screen.wait_settled(quiet=0.5)
+        ui.shot("07a-animation-asks-first")
+        state = ui.wait_until(time.monotonic() + 1.5)
+        started = [r for r in state["engine_runs"] if r["start"] > enter]
+        modal = [op for op in state["modal_operators"] if _same_op(op, ANIMATION_OP)]
+        assert not started and not modal, f"it started without asking: runs {started}, modal {modal}"
+        ui.key("Escape")
+        ui.screen.wait_settled(quiet=0.5)
+        state = ui.wait_until(time.monotonic() + 1.5)
+        started = [r for r in state["engine_runs"] if r["start"] > enter]
+        executed = [
+            e
+            for e in state["events"]
+            if e["op"] == ANIMATION_OP and e["call"] == "execute" and e["t"] > enter
+        ]
+        assert not started and not executed, f"ESC on the question still ran it: runs {started}, {executed}"
+        assert {entry["path"]: entry["mtime"] for entry in state["stylised"]} == before
+        ui.figures["confirmation"] = {"frames": 120, "asked": True, "escape_started_nothing": True}
+    finally:
+        ui.command("prefs", developer_ui=False)
+        ui.command("scene", frame_start=1, frame_end=3)
+
+
 def test_escape_answers_during_a_long_engine_job(ui):
     """Stylise Animation with a 10 s-per-frame engine: ESC ends the operator (cancelled) within a second, and
     while the operator only polls the running job the UI's longest stall stays within half a second of an
