@@ -89,27 +89,32 @@ def main() -> None:
     if gpu_type:
         _use_gpu(gpu_type)
     bpy.app.handlers.render_stats.append(_on_stats)
-    _send(ready=round(time.perf_counter() - started, 3))
-    for line in sys.stdin:
-        if not line.strip():
-            break
-        try:
-            payload = json.loads(line)
-            if "inverse" in payload:
-                _build_inverse(**payload["inverse"])
-                _send(done={})
-                continue
-            job = pass_render.RenderJob.from_plain(payload)
-            scene = bpy.data.scenes[job.scene]
-            view_layer = scene.view_layers[job.view_layer]
-            _send(rendering=True)
-            timings: dict = {}
-            result = pass_render.render(scene, view_layer, job, timings)
-            _send(done={**result, "timings": timings})
-        except pass_render.PassRenderError as error:
-            _send(error=str(error), cancelled=isinstance(error, pass_render.PassRenderCancelled))
-        except Exception as error:  # reported to the artist's Blender, which turns it into a message
-            _send(error=f"{type(error).__name__}: {error}\n{traceback.format_exc()}", cancelled=False)
+    try:
+        _send(ready=round(time.perf_counter() - started, 3))
+        for line in sys.stdin:
+            if not line.strip():
+                break
+            try:
+                payload = json.loads(line)
+                if "inverse" in payload:
+                    _build_inverse(**payload["inverse"])
+                    _send(done={})
+                    continue
+                job = pass_render.RenderJob.from_plain(payload)
+                scene = bpy.data.scenes[job.scene]
+                view_layer = scene.view_layers[job.view_layer]
+                _send(rendering=True)
+                timings: dict = {}
+                result = pass_render.render(scene, view_layer, job, timings)
+                _send(done={**result, "timings": timings})
+            except pass_render.PassRenderError as error:
+                _send(error=str(error), cancelled=isinstance(error, pass_render.PassRenderCancelled))
+            except Exception as error:  # reported to the artist's Blender, which turns it into a message
+                _send(error=f"{type(error).__name__}: {error}\n{traceback.format_exc()}", cancelled=False)
+
+    finally:
+        # A handler left registered makes Blender 4.5 (as a module) hang at exit.
+        bpy.app.handlers.render_stats.remove(_on_stats)
 
 
 if __name__ == "__main__":

@@ -60,10 +60,13 @@ def child_command(blend: Path, gpu_type: str = "") -> list[str]:
     extra = [gpu_type] if gpu_type else []
     binary = bpy.app.binary_path
     if binary and not os.path.basename(binary).lower().startswith("python"):
+        # Python drivers evaluate there as they do here: the artist's choice to auto-run scripts carries over.
+        trusted = bpy.context.preferences.filepaths.use_scripts_auto_execute
         return [
             binary,
             "--background",
             "--factory-startup",
+            "--enable-autoexec" if trusted else "--disable-autoexec",
             "-noaudio",
             "--python-exit-code",
             "1",
