@@ -38,6 +38,7 @@ from . import compositor, display_colour, images
 from .pass_process import PassProcess
 from .scene_passes import PassSet, develop, discard, pass_fingerprint, publish, render_here
 from .stylise import (
+    PASS_SHARE,
     STYLISED_IMAGE,
     CheckedFrame,
     PreparedFrame,
@@ -45,6 +46,7 @@ from .stylise import (
     build,
     build_inverse_here,
     check,
+    passes_from_second_blender,
     run,
     with_frame,
 )
@@ -300,15 +302,12 @@ def animation_steps(
         process = renderer["process"]
 
         def work(progress, abort):
-            if planned.inverse_ticket is not None:
-                process.wait(planned.inverse_ticket, None, abort)
-            passes = planned.passes
-            if passes is None:
-                rendered = process.wait(planned.ticket, PartProgress(progress, 0.0, 0.4), abort)
-                passes = develop(planned.checked.plan, rendered)
+            passes = planned.passes or passes_from_second_blender(
+                planned.checked, process, progress, abort, planned.inverse_ticket, planned.ticket
+            )
             prepared = build(planned.checked, passes)
             prepared.context.update(planned.context)
-            result = _temporal_work(prepared, previous, anim)(PartProgress(progress, 0.4, 1.0), abort)
+            result = _temporal_work(prepared, previous, anim)(PartProgress(progress, PASS_SHARE, 1.0), abort)
             return planned, prepared, result
 
         return BackgroundJob(work).start()

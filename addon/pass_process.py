@@ -107,7 +107,6 @@ class PassProcess:
         self._messages: queue.Queue = queue.Queue()
         self._output: deque[str] = deque(maxlen=OUTPUT_LINES_KEPT)
         self._lock = threading.Lock()
-        self.ready_seconds: float | None = None
         self._submitted = 0  # jobs handed over
         self._answered = 0  # jobs answered (done or failed)
         self._closing: threading.Thread | None = None
@@ -233,8 +232,8 @@ class PassProcess:
             if message is None:
                 raise self._failure("it ended unexpectedly")
             if "ready" in message:
-                self.ready_seconds = message["ready"]
-            elif "rendering" in message:
+                continue  # the scene copy is loaded; the job's own messages follow
+            if "rendering" in message:
                 clock.started(time.monotonic())
                 progress.update(int(0.1 * PROGRESS_STEPS), PROGRESS_STEPS, "rendering passes")
             elif "samples" in message:

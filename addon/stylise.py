@@ -12,6 +12,7 @@ import os
 import secrets
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -374,20 +375,25 @@ def build(checked: CheckedFrame, passes: PassSet) -> PreparedFrame:
     )
 
 
-def _resolve_target(plan: display_colour.TargetPlan) -> display_colour.CompositorTarget:
+@contextmanager
+def _colour_management():
+    """A colour view Blender could not probe, as the artist's message."""
     try:
-        return plan.resolve()
+        yield
     except display_colour.ViewProbeError as error:
         raise StylepassError(f"Cannot match the scene's colour management: {error}") from error
+
+
+def _resolve_target(plan: display_colour.TargetPlan) -> display_colour.CompositorTarget:
+    with _colour_management():
+        return plan.resolve()
 
 
 def build_inverse_here(plan: display_colour.TargetPlan) -> None:
     """The colour view's inverse, built in this Blender (main thread) when it is new."""
     if plan.needs_inverse:
-        try:
+        with _colour_management():
             display_colour.build_inverse(plan.settings, plan.key, plan.folder)
-        except display_colour.ViewProbeError as error:
-            raise StylepassError(f"Cannot match the scene's colour management: {error}") from error
 
 
 def prepare(
@@ -418,17 +424,17 @@ def prepare(
     return build(checked, passes)
 
 
-def render_and_run(
+def passes_from_second_blender(
     checked: CheckedFrame,
-    process: PassProcess | None,
+    process: PassProcess,
     progress: Progress,
     abort: threading.Event,
     inverse_ticket: int | None = None,
     passes_ticket: int | None = None,
-) -> tuple[PreparedFrame, StylisedFrame]:
-    """What the second Blender has to do (a new colour view's inverse, the pass render unless the passes are
-    reused), the maps, then the engine and the files: the whole frame off Blender's main thread (any thread,
-    no bpy). `finish` (and `scene_passes.publish`) follow on the main thread.
+) -> PassSet:
+    """Wait for what `process` was given for this frame (a new colour view's inverse, then its pass render
+    unless the passes are reused) and develop the maps (any thread, no bpy). The pass render fills the
+    progress up to `PASS_SHARE`. The plan's temporary files are removed when this fails.
 
     Raises:
         Aborted when `abort` was set (the second Blender is killed, nothing is written); StylepassError.
@@ -438,25 +444,40 @@ def render_and_run(
         if inverse_ticket is not None:
             progress.update(0, 1000, "matching the colour view (once per colour setting)")
             process.wait(inverse_ticket, None, abort)
-        if plan.reused is None:
-            progress.update(0, 1000, "starting Blender for the passes")
-            ticket = passes_ticket if passes_ticket is not None else process.submit(plan.job)
-            rendered = process.wait(ticket, PartProgress(progress, 0.0, PASS_SHARE), abort)
+        if plan.reused is not None:
+            return plan.reused
+        progress.update(0, 1000, "waiting for Blender to render the passes")
+        rendered = process.wait(passes_ticket, PartProgress(progress, 0.0, PASS_SHARE), abort)
     except BaseException:
         if plan.reused is None:
             discard(plan)
         raise
+    plan.timings.update(rendered.pop("timings", {}))
+    progress.update(round(PASS_SHARE * 1000), 1000, "computing control maps")
+    return develop(plan, rendered)
+
+
+def render_and_run(
+    checked: CheckedFrame,
+    process: PassProcess,
+    progress: Progress,
+    abort: threading.Event,
+    inverse_ticket: int | None = None,
+    passes_ticket: int | None = None,
+) -> tuple[PreparedFrame, StylisedFrame]:
+    """`passes_from_second_blender`, then the engine and the files: the whole frame off Blender's main thread
+    (any thread, no bpy). `finish` (and `scene_passes.publish`) follow on the main thread.
+
+    Raises:
+        Aborted when `abort` was set (the second Blender is killed, nothing is written); StylepassError.
+    """
+    try:
+        passes = passes_from_second_blender(checked, process, progress, abort, inverse_ticket, passes_ticket)
     finally:
-        if process is not None and process.idle:
+        if process.idle:
             process.close()  # its jobs are done: it quits here, while the engine works, not on the main thread
-    if plan.reused is not None:
-        passes = plan.reused
-    else:
-        plan.timings.update(rendered.pop("timings", {}))
-        progress.update(round(PASS_SHARE * 1000), 1000, "computing control maps")
-        passes = develop(plan, rendered)
     prepared = build(checked, passes)
-    start = PASS_SHARE + 0.05 if plan.reused is None else 0.0
+    start = PASS_SHARE + 0.05 if checked.plan.reused is None else 0.0
     return prepared, run(prepared, PartProgress(progress, start, 1.0), abort)
 
 
