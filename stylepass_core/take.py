@@ -52,7 +52,7 @@ class Take:
         missing = [str(final) for temp, final in self._placed if not temp.is_file()]
         if missing:
             raise FileNotFoundError(f"take incomplete, not written: {missing}")
-        with _FrameLock(self.lock_path):
+        with FrameLock(self.lock_path):
             for temp, final in self._placed:
                 os.replace(temp, final)
         self._committed = True
@@ -73,7 +73,7 @@ class Take:
             self.discard()
 
 
-class _FrameLock:
+class FrameLock:
     """An exclusive lock on a lock file, across threads and processes (flock on POSIX, msvcrt on Windows).
 
     Both belong to an open file, so two threads of one Blender conflict as two Blenders do, and the lock ends
@@ -84,7 +84,7 @@ class _FrameLock:
         self.path = path
         self._handle = None
 
-    def __enter__(self) -> "_FrameLock":
+    def __enter__(self) -> "FrameLock":
         deadline = time.monotonic() + LOCK_WAIT_SECONDS
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._handle = open(self.path, "a+b")

@@ -35,8 +35,7 @@ from .engines.neural_style import NeuralStyleSettings
 from .errors import StylepassError
 from .output_layout import SceneLayout, write_json
 from .settings import EngineSettings, SettingsError, from_plain
-from .take import Take
-from .take import _FrameLock as FrameLock  # the one cross-process lock; its module keeps it private
+from .take import FrameLock, Take
 
 INDEX_NAME = "takes.json"
 INDEX_FORMAT = 1
