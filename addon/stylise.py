@@ -244,20 +244,26 @@ class CheckedFrame:
     started: float
 
 
-def check(
-    scene: bpy.types.Scene,
-    view_layer: bpy.types.ViewLayer,
-    run: RunSettings,
-    frame: int | None = None,
-    prefs=None,
-    fingerprint: str | None = None,
-) -> CheckedFrame:
-    """Check inputs and plan (or reuse) the passes (main thread; renders nothing).
+@dataclass(frozen=True)
+class EngineInputs:
+    """The checked engine side of a run: settings with model paths resolved, pictures, where it runs."""
+
+    settings: EngineSettings
+    pictures: dict[str, np.ndarray]
+    runner: EngineRunner
+    selected: frozenset[str]  # objects in the Stylepass selection
+
+
+def engine_inputs(
+    scene: bpy.types.Scene, view_layer: bpy.types.ViewLayer, run: RunSettings, prefs=None
+) -> EngineInputs:
+    """Check the engine's settings, models, pictures and the object selection; say where the engine runs.
+
+    Shared by Stylise Frame (`check`) and the live preview, so both refuse the same inputs with the same words.
 
     Raises:
-        StylepassError: the message says what to change; nothing was changed in the scene.
+        StylepassError: the message says what to change.
     """
-    start = time.perf_counter()
     settings = run.engine
     # Objects linked since the last update are not in the view layer's list until it syncs (5.x defers it).
     view_layer.update()
@@ -287,6 +293,24 @@ def check(
         {os.path.dirname(path) for path in settings.model_references().values() if os.path.isabs(path)}
     )
     runner = runtime.RUNTIME.runner_for(settings, prefs, folders)
+    return EngineInputs(settings, pictures, runner, selected)
+
+
+def check(
+    scene: bpy.types.Scene,
+    view_layer: bpy.types.ViewLayer,
+    run: RunSettings,
+    frame: int | None = None,
+    prefs=None,
+    fingerprint: str | None = None,
+) -> CheckedFrame:
+    """Check inputs and plan (or reuse) the passes (main thread; renders nothing).
+
+    Raises:
+        StylepassError: the message says what to change; nothing was changed in the scene.
+    """
+    start = time.perf_counter()
+    inputs = engine_inputs(scene, view_layer, run, prefs)
     target = display_colour.plan_target(scene)  # a new colour view's inverse is built later, off the UI
     # A new seed is chosen now but stored in the scene only once the frame succeeded (`finish`).
     new_seed = None if run.frame.seed_locked else secrets.randbelow(2**31)
@@ -294,15 +318,15 @@ def check(
     # Camera, objects, memory, the output folder (created if missing); reuses current passes.
     plan = plan_passes(scene, view_layer, run.passes, frame=frame, reuse=True, fingerprint=fingerprint)
     return CheckedFrame(
-        settings=settings,
+        settings=inputs.settings,
         frame=run.frame,
-        pictures=pictures,
-        image_names={name: image.name_full for name, image in run.images.items() if name in pictures},
+        pictures=inputs.pictures,
+        image_names={name: image.name_full for name, image in run.images.items() if name in inputs.pictures},
         plan=plan,
-        selected=selected,
+        selected=inputs.selected,
         size=output_size(scene),
         target=target,
-        runner=runner,
+        runner=inputs.runner,
         new_seed=new_seed,
         warnings=missing,
         started=start,

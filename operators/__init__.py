@@ -6,7 +6,7 @@
 
 import bpy
 
-from . import animation, diffusion_lists, engine, modal, passes, stylise, takes
+from . import animation, diffusion_lists, engine, live, modal, passes, stylise, takes
 
 classes = (
     *passes.classes,
@@ -15,6 +15,7 @@ classes = (
     *engine.classes,
     *diffusion_lists.classes,
     *takes.classes,
+    *live.classes,
 )
 
 _register_classes, _unregister_classes = bpy.utils.register_classes_factory(classes)
@@ -27,6 +28,7 @@ def register() -> None:
 
 
 def unregister() -> None:
+    live.unregister()
     modal.unregister()
     bpy.types.TOPBAR_MT_render.remove(animation.draw_render_menu)
     _unregister_classes()

@@ -12,4 +12,16 @@ from . import object_properties, render_properties, takes, viewport
 
 classes = (*render_properties.classes, *viewport.classes, *object_properties.classes, *takes.classes)
 
-register, unregister = bpy.utils.register_classes_factory(classes)
+_register_classes, _unregister_classes = bpy.utils.register_classes_factory(classes)
+
+
+def register() -> None:
+    _register_classes()
+    bpy.types.VIEW3D_HT_header.append(viewport.draw_header)
+    bpy.types.VIEW3D_MT_view.append(viewport.draw_view_menu)
+
+
+def unregister() -> None:
+    bpy.types.VIEW3D_MT_view.remove(viewport.draw_view_menu)
+    bpy.types.VIEW3D_HT_header.remove(viewport.draw_header)
+    _unregister_classes()

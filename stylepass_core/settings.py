@@ -209,6 +209,11 @@ class EngineSettings(Settings):
         `denoise` of it, or None when the engine cannot (then animation blends whole frames instead)."""
         return None
 
+    def live(self) -> "EngineSettings":
+        """The settings the live viewport preview runs: these, or a faster variant (diffusion's few-step
+        preset). The same object drives Stylise Frame, so the preview and the final agree on everything else."""
+        return self
+
     def to_plain(self) -> dict[str, Any]:
         """JSON-able form for the wire and the record: engine, schema version and values."""
         return {"engine": self.ENGINE, "schema": self.SCHEMA, "values": self.values()}
@@ -423,7 +428,46 @@ class CoherenceSettings(Settings):
     )
 
 
-SCENE_GROUPS: tuple[type[Settings], ...] = (FrameSettings, PassSettings, CoherenceSettings)
+LIVE_RESOLUTIONS = (
+    ("256", "256 px", "Long side of the live picture: fastest"),
+    ("384", "384 px", "Long side of the live picture"),
+    ("512", "512 px", "Long side of the live picture: most detail, slowest"),
+)
+
+
+@dataclass(frozen=True)
+class LiveSettings(Settings):
+    """How the live preview in the 3D viewport looks (which engine and style it uses are the frame's own)."""
+
+    live_resolution: str = setting(
+        "256",
+        "Preview Size",
+        "Long side in pixels of the picture the live preview stylises; the viewport shows it scaled up",
+        choices=LIVE_RESOLUTIONS,
+    )
+    live_opacity: float = setting(
+        1.0,
+        "Opacity",
+        "How much of the stylised picture covers the viewport (0 = the plain viewport)",
+        min=0.0,
+        max=1.0,
+        subtype="FACTOR",
+    )
+    live_wipe: float = setting(
+        1.0,
+        "Wipe",
+        "Before/after: the stylised picture covers the viewport from the left up to this fraction of its width",
+        min=0.0,
+        max=1.0,
+        subtype="FACTOR",
+    )
+
+    @property
+    def long_side(self) -> int:
+        return int(self.live_resolution)
+
+
+SCENE_GROUPS: tuple[type[Settings], ...] = (FrameSettings, PassSettings, CoherenceSettings, LiveSettings)
 """The settings groups shown side by side under `scene.stylepass` (their field names never collide)."""
 
 

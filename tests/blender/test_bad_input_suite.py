@@ -12,7 +12,7 @@ import pytest
 from conftest import addon_module, diff_snapshots, scene_snapshot
 from scenes import known_scene
 
-from stylepass_core.settings import SCENE_GROUPS, engine_settings
+from stylepass_core.settings import SCENE_GROUPS, LiveSettings, SettingsError, engine_settings
 
 properties = addon_module("addon.properties")
 settings_module = addon_module("addon.settings")
@@ -71,6 +71,13 @@ def test_a_value_out_of_range_is_a_report_naming_the_setting(empty_file, out_dir
             settings_module.engine_group(scene.stylepass, cls).model = "some/model"
     bad = (spec.max + 1000) if spec.max is not None else (spec.min - 1000)
     group[name] = kind(bad)  # the raw ID property: no clamping, as a careless script or an old file could
+    if any(name == n for n, *_ in LiveSettings.specs()):
+        # The live preview needs a viewport (not in background mode): its start check is what refuses.
+        before = scene_snapshot(scene)
+        with pytest.raises(SettingsError, match=rf"{name} must be in"):
+            addon_module("addon.live_preview").check_can_start(bpy.context)
+        assert diff_snapshots(before, scene_snapshot(scene)) == []
+        return
     # Coherence settings are read by the animation only.
     operator = "stylise_animation" if any(name == n for n, *_ in SCENE_GROUPS[2].specs()) else "stylise"
     _run(scene, out_dir, operator, rf"{name} must be in")

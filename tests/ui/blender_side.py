@@ -22,7 +22,8 @@ Files (all in $STYLEPASS_UI_DIR, written atomically): state.json, cmd-<n>.json, 
 Commands: gaps {t0, t1, overlap, inside}, compositor, engine {seconds}, scene {frame_start, frame_end, cursor,
 pass_samples, resolution}, settings (a snapshot of render settings), show_image {width, height} (a
 reference: an EXR in the render view, without Stylepass), progress {t0, t1}, calls {t0, t1}, redraw {what:
-all|status, seconds}, prefs {developer_ui}, shutdown.
+all|status, seconds}, prefs {developer_ui}, live (the live preview's state), live_check {save} (the engine
+again on the shown picture's input), shutdown.
 """
 
 import bisect
@@ -671,6 +672,65 @@ def compositor() -> dict:
     return dump
 
 
+def live_state() -> dict:
+    """The live preview's views (captures, pictures shown, readout, timings) and its threads and handlers."""
+    live = _stylepass_module("addon.live_preview")
+    now = time.monotonic()
+    views = []
+    for view in live._State.views.values() if live else ():
+        stats = view.scheduler.stats
+        views.append(
+            {
+                "captures": view.captures,
+                "shown": view.shown_count,
+                "fps": stats.fps(now),
+                "latency": stats.last_latency,
+                "job_seconds": stats.job_seconds[-20:],
+                "working": view.scheduler.working,
+                "error": view.error,
+                "picture": list(view.picture.shape) if view.picture is not None else None,
+                "camera": view.picture_camera,
+                "readout": live.readout_text(view, now),
+                "draw_seconds": view.draw_seconds[-200:],
+                "capture_seconds": view.capture_seconds[-50:],
+            }
+        )
+    _, area, _ = _view3d()
+    region = next((r for r in area.regions if r.type == "WINDOW"), None) if area else None
+    return {
+        "views": views,
+        "region": [region.x, region.y, region.width, region.height] if region else None,
+        "threads": [t.name for t in threading.enumerate() if t.name == getattr(live, "THREAD_NAME", "-")],
+        "draw_handler": live is not None and live._State.draw_handle is not None,
+        "timer": live is not None and bpy.app.timers.is_registered(live._tick),
+        "images": sorted(image.name for image in bpy.data.images),
+    }
+
+
+def live_check(save: str | None) -> dict:
+    """Run the engine again, in process, on the input of the picture shown, and compare: the preview shows
+    exactly the engine's output for that view. `save`: a folder for picture.npy and input.npy."""
+    import numpy as np
+
+    from stylepass_core.engine_api import NullProgress  # the extension's core, importable once it is enabled
+    from stylepass_core.stylise_job import run_in_process
+
+    live = _stylepass_module("addon.live_preview")
+    (view,) = live._State.views.values()
+    request = view.shown_request
+    result = run_in_process(request.engine, request, NullProgress(), None)
+    again = np.clip(result.image, 0, 1)
+    if save:
+        os.makedirs(save, exist_ok=True)
+        np.save(os.path.join(save, "picture.npy"), view.picture)
+        np.save(os.path.join(save, "input.npy"), request.beauty)
+    return {
+        "max_difference": float(np.abs(again - view.picture).max()),
+        "input_difference": float(np.abs(request.beauty - view.picture).mean()),
+        "shape": list(view.picture.shape),
+    }
+
+
 def _view3d():
     """(window, area, sidebar region) of the first 3D viewport."""
     for window in bpy.context.window_manager.windows:
@@ -715,6 +775,10 @@ def _handle(command: dict) -> dict:
     if op == "prefs":
         bpy.context.preferences.view.show_developer_ui = bool(command["developer_ui"])
         return {"developer_ui": bpy.context.preferences.view.show_developer_ui}
+    if op == "live":
+        return live_state()
+    if op == "live_check":
+        return live_check(command.get("save"))
     if op == "shutdown":
         shutdown()
         return {"stopped": True}

@@ -1,0 +1,73 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Live Preview on/off per 3D viewport, and Pin (keep the live picture). From preview to final is the Stylise
+Frame button: the live preview runs on the same settings."""
+
+import bpy
+
+from stylepass_core.settings import SettingsError
+
+from ..addon import images, live_preview
+from .modal import Status, reported
+
+
+def _viewport(context: bpy.types.Context) -> bool:
+    return not bpy.app.background and context.space_data is not None and context.space_data.type == "VIEW_3D"
+
+
+class STYLEPASS_OT_live_preview(bpy.types.Operator):
+    """Show the stylised picture of this viewport's view, updated as you orbit, model, edit materials or lights,
+    scrub the timeline or change a Stylepass setting. In camera view only the camera frame is stylised"""
+
+    bl_idname = "stylepass.live_preview"
+    bl_label = "Live Preview"
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return _viewport(context)
+
+    def execute(self, context: bpy.types.Context) -> Status:
+        return reported(self, lambda: self._toggle(context))
+
+    def _toggle(self, context: bpy.types.Context) -> Status:
+        space = context.space_data
+        if live_preview.is_on(space):
+            live_preview.stop(space)
+            return {"FINISHED"}
+        try:
+            live_preview.check_can_start(context)
+        except SettingsError as error:
+            self.report({"ERROR"}, f"Stylepass: {error}")
+            return {"CANCELLED"}
+        live_preview.start(space)
+        context.area.tag_redraw()
+        return {"FINISHED"}
+
+
+class STYLEPASS_OT_live_pin(bpy.types.Operator):
+    """Keep the live picture shown now as a new image 'Stylepass Live Pin' (packed into the .blend) and show it
+    in an open Image Editor"""
+
+    bl_idname = "stylepass.live_pin"
+    bl_label = "Pin"
+    bl_options = {"REGISTER", "UNDO"}
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        view = live_preview.view_of(context.space_data) if _viewport(context) else None
+        return view is not None and view.picture is not None
+
+    def execute(self, context: bpy.types.Context) -> Status:
+        return reported(self, lambda: self._pin(context))
+
+    def _pin(self, context: bpy.types.Context) -> Status:
+        image = live_preview.pin(live_preview.view_of(context.space_data))
+        images.show_result(context, image)
+        self.report({"INFO"}, f"Stylepass: the live picture is kept as image '{image.name}'")
+        return {"FINISHED"}
+
+
+classes = (STYLEPASS_OT_live_preview, STYLEPASS_OT_live_pin)
+
+
+def unregister() -> None:
+    live_preview.stop_all()

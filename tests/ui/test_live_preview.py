@@ -1,0 +1,145 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The live style preview as an artist meets it, in one Blender per suite: F3 > Live Preview over the
+viewport, the stylised picture appears; orbit with the middle mouse button, the picture follows the view and is
+exactly the engine's output for that view; Live Preview again, and all work stops at once.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+LIVE_LIMIT = 90  # seconds for a first picture (the first ONNX session and software GPU drawing)
+BLOCKS = 8  # the screen and the picture are compared in 8x8 block means (scaling and filtering blur edges)
+
+
+def _require_extension(ui) -> None:
+    state = ui.state()
+    if not state["stylepass_enabled"]:
+        pytest.fail(f"Stylepass is not enabled in {ui.figures['blender']}: {ui.install['output'][-1500:]}")
+
+
+def _live(ui) -> dict:
+    return ui.command("live")
+
+
+def _wait_live(ui, check, timeout: float, what: str) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        live = _live(ui)
+        if check(live):
+            return live
+        if time.monotonic() > deadline:
+            pytest.fail(
+                f"waited {timeout:.0f} s for {what}; live preview: {_brief(live)}\n{ui.session.tail_log(15)}"
+            )
+        time.sleep(0.2)
+
+
+def _brief(live: dict) -> dict:
+    views = [
+        {k: v for k, v in view.items() if k not in ("draw_seconds", "capture_seconds")}
+        for view in live["views"]
+    ]
+    return {**live, "views": views}
+
+
+def _region_pixels(ui, region: list[int]) -> np.ndarray:
+    """The 3D viewport's region as on screen, (H, W, 3) float in [0, 1], row 0 at the top."""
+    x, y, width, height = region
+    top = ui.state()["window"][1] - (y + height)
+    raw = ui.screen.grab((x, top, x + width, top + height), step=1)
+    pixels = np.frombuffer(raw, np.uint8).reshape(height, width, 4)
+    return pixels[..., 2::-1].astype(np.float32) / 255  # Xvfb stores BGRX
+
+
+def _blocks(image: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    h, w = image.shape[:2]
+    image = image[: h - h % rows, : w - w % cols]
+    return image.reshape(rows, image.shape[0] // rows, cols, image.shape[1] // cols, 3).mean(axis=(1, 3))
+
+
+def _compare(ui, region, save: str) -> dict:
+    """How far the viewport on screen is from the engine's picture and from the plain captured view."""
+    check = ui.command("live_check", save=ui.session.inner_dir + "/" + save)
+    picture = np.load(ui.path(f"{save}/picture.npy"))
+    captured = np.load(ui.path(f"{save}/input.npy"))
+    screen = _region_pixels(ui, region)
+    rows, cols = BLOCKS, BLOCKS * 2
+    shown = _blocks(screen, rows, cols)
+    return {
+        **check,
+        "screen_vs_picture": float(np.abs(shown - _blocks(picture, rows, cols)).mean()),
+        "screen_vs_plain_view": float(np.abs(shown - _blocks(captured, rows, cols)).mean()),
+        "screen": screen,
+    }
+
+
+def test_live_preview_follows_an_orbit_and_stops_at_once(ui):
+    _require_extension(ui)
+    state = ui.state()
+    viewport = ui.region_centre(state["view3d"])
+    ui.mouse_to(*viewport)
+    ui.screen.wait_settled()
+
+    # 1. On: F3 > Live Preview over the viewport (the header and sidebar buttons run the same operator).
+    ui.search("Live Preview")
+    live = _wait_live(
+        ui, lambda s: s["views"] and s["views"][0]["shown"] >= 1, LIVE_LIMIT, "a first live picture"
+    )
+    ui.screen.wait_settled(quiet=0.6)
+    live = _live(ui)
+    assert not live["views"][0]["error"], live["views"][0]["error"]
+    ui.shot("live-01-on")
+    first = _compare(ui, live["region"], "live-1")
+    ui.figures["live_first"] = {k: round(v, 4) for k, v in first.items() if isinstance(v, float)}
+    # The picture shown is exactly the engine's output on the captured view...
+    assert first["max_difference"] < 1e-4, first
+    # ...stylised (far from the plain view), and what the viewport shows is that picture.
+    assert first["input_difference"] > 0.05, first
+    assert (
+        first["screen_vs_picture"] < 0.06 and first["screen_vs_picture"] < first["screen_vs_plain_view"] / 2
+    ), first
+
+    # 2. Orbit: middle-drag across the viewport, as an artist turns the view.
+    before = _live(ui)["views"][0]
+    ui.session.xdotool("mousedown", "2")
+    for _ in range(12):
+        ui.session.xdotool("mousemove_relative", "--", "25", "4")
+        time.sleep(0.05)
+    ui.session.xdotool("mouseup", "2")
+    live = _wait_live(
+        ui,
+        lambda s: s["views"][0]["shown"] > before["shown"] and not s["views"][0]["working"],
+        LIVE_LIMIT,
+        "the picture of the orbited view",
+    )
+    ui.screen.wait_settled(quiet=0.6)
+    ui.shot("live-02-orbited")
+    after = _compare(ui, live["region"], "live-2")
+    ui.figures["live_orbited"] = {k: round(v, 4) for k, v in after.items() if isinstance(v, float)}
+    ui.figures["live_orbit_pictures"] = live["views"][0]["shown"] - before["shown"]
+    assert live["views"][0]["captures"] > before["captures"]
+    assert after["max_difference"] < 1e-4, after
+    assert after["screen_vs_picture"] < 0.06, after
+    # The view changed, so did the picture on screen.
+    assert float(np.abs(_blocks(after["screen"], 8, 16) - _blocks(first["screen"], 8, 16)).mean()) > 0.02
+
+    # 3. Idle: with nothing changing, no more work starts (showing a picture triggers no update).
+    settled = _live(ui)["views"][0]
+    time.sleep(1.5)
+    idle = _live(ui)["views"][0]
+    assert (idle["captures"], idle["shown"]) == (settled["captures"], settled["shown"]), (settled, idle)
+
+    # 4. Off: Live Preview again stops everything at once.
+    ui.mouse_to(*viewport)
+    off_at = ui.search("Live Preview")
+    live = _wait_live(ui, lambda s: not s["views"], 10, "the live preview to turn off")
+    stopped = time.monotonic() - off_at
+    live = _wait_live(ui, lambda s: not s["threads"], 2, "the live worker thread to end")
+    assert not live["draw_handler"] and not live["timer"], live
+    ui.screen.wait_settled(quiet=0.5)
+    ui.shot("live-03-off")
+    ui.figures["live_off_seconds"] = round(stopped, 2)
