@@ -144,6 +144,12 @@ def show_result(context: bpy.types.Context, image: bpy.types.Image) -> bool:
         with context.temp_override(window=context.window):
             bpy.ops.render.view_show("INVOKE_DEFAULT")
         areas = list(_image_editors(window_manager))
+    return show_in_open_editors(window_manager, image, areas)
+
+
+def show_in_open_editors(window_manager: bpy.types.WindowManager, image: bpy.types.Image, areas=None) -> bool:
+    """Show `image` in the first Image Editor open in any window; returns whether one was open."""
+    areas = list(_image_editors(window_manager)) if areas is None else areas
     for area in areas[:1]:
         area.spaces.active.image = image
         area.tag_redraw()

@@ -9,8 +9,8 @@ things drive it, all on the main thread:
   (a few tuples, no pixels read) to see an orbit, pan or zoom, then draws the last finished texture (opacity,
   wipe) and the readout. It never captures and never touches a datablock, so showing a picture cannot
   trigger a depsgraph update;
-* depsgraph and frame-change handlers: an edit anywhere (geometry, materials, lights, a Stylepass setting,
-  the timeline) marks every live view out of date;
+* depsgraph and frame-change handlers and the settings' update callbacks: an edit anywhere (geometry, materials, lights,
+  the timeline, a Stylepass setting) marks every live view out of date;
 * a timer (`TICK_SECONDS`): collects a finished job, and when a view is out of date and no job is running,
   captures it (so the picture started is the freshest) and submits it; identical captures hash the same, so
   a selection click or a return to a view already shown costs no job.
@@ -93,6 +93,7 @@ class LiveView:
         self.draw_seconds: list[float] = []  # main-thread seconds of recent redraws (change check + draw)
         self._inputs: tuple | None = None  # (generation, RunSettings, EngineInputs, settings, key part)
         self._was_working = False
+        self.drawn_look: tuple | None = None  # (opacity, wipe) of the last redraw
 
     # -- timer side -----------------------------------------------------------------------------------------
 
@@ -100,6 +101,7 @@ class LiveView:
         """Collect, capture and submit as needed; True when the viewport should redraw."""
         now = time.monotonic()
         redraw = False
+        edited = self.out_of_date
         shown = self.scheduler.tick()
         if shown is not None:
             self._show(shown)
@@ -120,6 +122,8 @@ class LiveView:
             self.out_of_date = False
             self.last_capture = now
             redraw |= self._capture_and_submit(found, generation)
+        if edited and _live_settings(found[0].scene).look != self.drawn_look:
+            redraw = True  # opacity or wipe changed: redraw, though no job starts
         working = self.scheduler.working
         if working != self._was_working or (working and now - self.last_readout >= READOUT_REFRESH):
             self._was_working = working
@@ -219,6 +223,7 @@ class LiveView:
 
     def draw(self, scene, region, region_3d) -> None:
         live = _live_settings(scene)
+        self.drawn_look = live.look
         if self.texture is not None and live.live_opacity > 0.0 and live.live_wipe > 0.0:
             rect = picture_rect(scene, region, region_3d, self.picture_camera)
             if rect is not None:
@@ -292,7 +297,9 @@ def readout_text(view: LiveView, now: float) -> str:
     if stats.last_latency is None:
         parts.append("starting…")
     else:
-        parts.append(f"{stats.fps(now):.1f} fps")
+        fps = stats.fps(now)
+        # Pictures come only when the view or the scene changes: no recent ones means up to date, not slow.
+        parts.append(f"{fps:.1f} fps" if fps > 0 or view.scheduler.working else "up to date")
         parts.append(f"{stats.last_latency * 1000:.0f} ms")
         if view.scheduler.working:
             parts.append("working…")
@@ -393,6 +400,11 @@ def _on_load(*_args) -> None:
     stop_all()
 
 
+def _on_setting_change() -> None:
+    """A Stylepass setting changed (`properties.changed_listeners`)."""
+    _on_frame_change(None)
+
+
 _HANDLERS = (
     (bpy.app.handlers.depsgraph_update_post, _on_depsgraph_update),
     (bpy.app.handlers.frame_change_post, _on_frame_change),
@@ -420,6 +432,7 @@ def start(space) -> LiveView:
         for handlers, handler in _HANDLERS:
             if handler not in handlers:
                 handlers.append(handler)
+        properties.changed_listeners.append(_on_setting_change)
     if not bpy.app.timers.is_registered(_tick):
         bpy.app.timers.register(_tick, first_interval=0.0)
     return view
@@ -455,6 +468,8 @@ def _shut_down() -> None:
     for handlers, handler in _HANDLERS:
         if handler in handlers:
             handlers.remove(handler)
+    if _on_setting_change in properties.changed_listeners:
+        properties.changed_listeners.remove(_on_setting_change)
     if bpy.app.timers.is_registered(_tick):
         bpy.app.timers.unregister(_tick)
 

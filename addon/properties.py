@@ -43,6 +43,16 @@ def _range(spec, kind: type) -> dict:
     return limits
 
 
+# Called with no arguments after any generated setting changes, from the panels or from Python. Python-defined
+# properties tag no depsgraph update and the message bus does not see them, so the live preview listens here.
+changed_listeners: list[typing.Callable[[], None]] = []
+
+
+def notify_changed(_group, _context) -> None:
+    for listener in changed_listeners:
+        listener()
+
+
 def property_for(kind: type, spec, default, icons: dict[str, int] | None = None) -> typing.Any:
     """The `bpy.props` property of one settings field.
 
@@ -52,6 +62,7 @@ def property_for(kind: type, spec, default, icons: dict[str, int] | None = None)
     common = {"name": spec.label, "description": spec.description}
     if spec.item is not None:
         return CollectionProperty(type=group_for(spec.item), **common)
+    common["update"] = notify_changed
     if spec.image:
         return PointerProperty(type=bpy.types.Image, **common)
     if kind is bool:

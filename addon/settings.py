@@ -54,6 +54,7 @@ def _scene_annotations() -> dict:
             description="Which engine turns the control passes into a stylised image",
             items=items,
             default=items[0][0],
+            update=properties.notify_changed,
         )
     }
     found.update(properties.annotations(*SCENE_GROUPS))
@@ -98,11 +99,13 @@ class StylepassObjectSettings(bpy.types.PropertyGroup):
         ),
         items=_SEMANTIC_ITEMS,
         default="NONE",
+        update=properties.notify_changed,
     )
     in_selection: BoolProperty(
         name="Stylepass Selection",
         description="Part of the Stylepass selection, used by the scene's Objects setting (only / all but these)",
         default=False,
+        update=properties.notify_changed,
     )
 
 

@@ -44,8 +44,8 @@ class STYLEPASS_OT_live_preview(bpy.types.Operator):
 
 
 class STYLEPASS_OT_live_pin(bpy.types.Operator):
-    """Keep the live picture shown now as a new image 'Stylepass Live Pin' (packed into the .blend) and show it
-    in an open Image Editor"""
+    """Keep the live picture shown now as a new image 'Stylepass Live Pin' (packed into the .blend), shown in an
+    Image Editor that is open"""
 
     bl_idname = "stylepass.live_pin"
     bl_label = "Pin"
@@ -61,8 +61,10 @@ class STYLEPASS_OT_live_pin(bpy.types.Operator):
 
     def _pin(self, context: bpy.types.Context) -> Status:
         image = live_preview.pin(live_preview.view_of(context.space_data))
-        images.show_result(context, image)
-        self.report({"INFO"}, f"Stylepass: the live picture is kept as image '{image.name}'")
+        # Only an Image Editor already open shows it: a new window would take the viewport's place mid-work.
+        shown = images.show_in_open_editors(context.window_manager, image)
+        where = "; an open Image Editor shows it" if shown else "; open it in an Image Editor"
+        self.report({"INFO"}, f"Stylepass: the live picture is kept as image '{image.name}'{where}")
         return {"FINISHED"}
 
 

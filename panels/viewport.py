@@ -76,6 +76,8 @@ def draw_view_menu(menu, context: bpy.types.Context) -> None:
     menu.layout.separator()
     on = live_preview.is_on(context.space_data)
     menu.layout.operator("stylepass.live_preview", icon="CHECKBOX_HLT" if on else "CHECKBOX_DEHLT")
+    if on:
+        menu.layout.operator("stylepass.live_pin", text="Pin Live Picture", icon="PINNED")
 
 
 classes = (VIEW3D_PT_stylepass, VIEW3D_PT_stylepass_passes, VIEW3D_PT_stylepass_live)

@@ -466,6 +466,11 @@ class LiveSettings(Settings):
     def long_side(self) -> int:
         return int(self.live_resolution)
 
+    @property
+    def look(self) -> tuple[float, float]:
+        """What changes the drawing of a picture, not the picture: opacity and wipe."""
+        return self.live_opacity, self.live_wipe
+
 
 SCENE_GROUPS: tuple[type[Settings], ...] = (FrameSettings, PassSettings, CoherenceSettings, LiveSettings)
 """The settings groups shown side by side under `scene.stylepass` (their field names never collide)."""

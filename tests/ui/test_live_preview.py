@@ -127,13 +127,59 @@ def test_live_preview_follows_an_orbit_and_stops_at_once(ui):
     # The view changed, so did the picture on screen.
     assert float(np.abs(_blocks(after["screen"], 8, 16) - _blocks(first["screen"], 8, 16)).mean()) > 0.02
 
-    # 3. Idle: with nothing changing, no more work starts (showing a picture triggers no update).
+    # 3. A Stylepass setting changes (Strength): a new picture, the engine's mixed with the same view.
+    before = _live(ui)["views"][0]
+    ui.command("stylepass", values={"strength": 0.6})
+    live = _wait_live(
+        ui,
+        lambda s: s["views"][0]["shown"] > before["shown"] and not s["views"][0]["working"],
+        30,
+        "a setting",
+    )
+    mixed = ui.command("live_check")
+    assert mixed["max_difference"] > 0.01, "Strength 0.6 mixes the view back in; the engine alone differs"
+    ui.command("stylepass", values={"strength": 1.0})
+    _wait_live(
+        ui,
+        lambda s: not s["views"][0]["working"] and s["views"][0]["shown"] > live["views"][0]["shown"],
+        30,
+        "strength back",
+    )
+
+    # 4. Camera view (Numpad 0): only the camera frame is stylised, at the render's shape.
+    ui.mouse_to(*viewport)
+    ui.key("KP_0")
+    live = _wait_live(
+        ui,
+        lambda s: s["views"][0]["camera"] and not s["views"][0]["working"],
+        30,
+        "the camera frame's picture",
+    )
+    assert live["views"][0]["picture"] == [144, 256, 3], live["views"][0]  # 480x270 at a long side of 256
+    # 5. Before/after wipe at half: the left half stylised, the right half the plain viewport.
+    ui.command("stylepass", values={"live_wipe": 0.5})
+    ui.screen.wait_settled(quiet=0.6)
+    ui.shot("live-03-camera-wipe")
+    ui.command("stylepass", values={"live_wipe": 1.0})
+    ui.key("KP_0")  # back to the orbited view
+    _wait_live(
+        ui, lambda s: not s["views"][0]["camera"] and not s["views"][0]["working"], 30, "the user view"
+    )
+
+    # 6. Pin keeps the live picture as a new image (shown in an open Image Editor; none is open here).
+    ui.search("Pin Live Picture")
+    live = _wait_live(ui, lambda s: "Stylepass Live Pin" in s["images"], 15, "the pinned image")
+    ui.figures["live_pin_images"] = [name for name in live["images"] if name.startswith("Stylepass Live Pin")]
+
+    # 7. Idle: with nothing changing, no more work starts (showing a picture triggers no update).
+    # (The pin's new image is an update of its own: let it pass first.)
+    ui.screen.wait_settled(quiet=1.0)
     settled = _live(ui)["views"][0]
-    time.sleep(1.5)
+    time.sleep(2.0)
     idle = _live(ui)["views"][0]
     assert (idle["captures"], idle["shown"]) == (settled["captures"], settled["shown"]), (settled, idle)
 
-    # 4. Off: Live Preview again stops everything at once.
+    # 8. Off: Live Preview again stops everything at once.
     ui.mouse_to(*viewport)
     off_at = ui.search("Live Preview")
     live = _wait_live(ui, lambda s: not s["views"], 10, "the live preview to turn off")
@@ -141,5 +187,5 @@ def test_live_preview_follows_an_orbit_and_stops_at_once(ui):
     live = _wait_live(ui, lambda s: not s["threads"], 2, "the live worker thread to end")
     assert not live["draw_handler"] and not live["timer"], live
     ui.screen.wait_settled(quiet=0.5)
-    ui.shot("live-03-off")
+    ui.shot("live-04-off")
     ui.figures["live_off_seconds"] = round(stopped, 2)
