@@ -6,6 +6,7 @@ from pathlib import Path
 import bpy
 import numpy as np
 
+from stylepass_core import imageops
 from stylepass_core.errors import StylepassError
 
 from . import ownership
@@ -15,11 +16,6 @@ IMAGE_PREFIX = "Stylepass "
 
 class ImageError(StylepassError):
     """An image cannot be used; the message names it and says why."""
-
-
-def _srgb_encode(linear: np.ndarray) -> np.ndarray:
-    linear = np.clip(linear, 0.0, 1.0)
-    return np.where(linear <= 0.0031308, linear * 12.92, 1.055 * np.power(linear, 1.0 / 2.4) - 0.055)
 
 
 def image_to_display_rgb(image: bpy.types.Image) -> np.ndarray:
@@ -52,7 +48,7 @@ def image_to_display_rgb(image: bpy.types.Image) -> np.ndarray:
     else:
         rgb = pixels[..., :3]
     if image.is_float and image.colorspace_settings.name not in ("Non-Color", "sRGB"):
-        rgb = _srgb_encode(rgb)
+        rgb = imageops.srgb_encode(rgb)
     return np.ascontiguousarray(np.clip(rgb, 0.0, 1.0), dtype=np.float32)
 
 

@@ -31,6 +31,7 @@ import numpy as np
 from bpy.app.handlers import persistent
 from gpu_extras.batch import batch_for_shader
 
+from stylepass_core import imageops
 from stylepass_core.engine_api import StyleRequest
 from stylepass_core.errors import StylepassError
 from stylepass_core.jobs import BackgroundJob
@@ -38,7 +39,7 @@ from stylepass_core.live_scheduler import LiveScheduler, Shown
 from stylepass_core.settings import LiveSettings, SettingsError
 from stylepass_core.stylise_job import EngineRunner, Finish
 
-from . import properties, settings, stylise
+from . import properties, settings, stylise, versions
 from .live_capture import Capturer, ViewFrame, frame_of, picture_rect
 from .pass_render import renderable_objects
 
@@ -196,6 +197,8 @@ class LiveView:
         height, width = image.shape[:2]
         rgba = np.empty((height, width, 4), np.float32)
         rgba[..., :3] = image[::-1]  # GPU rows start at the bottom
+        if versions.VIEWPORT_OVERLAY_ENCODES_SRGB:
+            rgba[..., :3] = imageops.srgb_to_linear(rgba[..., :3])
         rgba[..., 3] = 1.0
         buffer = gpu.types.Buffer("FLOAT", rgba.size, rgba.ravel())
         self.texture = gpu.types.GPUTexture((width, height), format="RGBA16F", data=buffer)

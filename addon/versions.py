@@ -19,6 +19,11 @@ COMPOSITOR_IS_GROUP = VERSION >= (5, 0, 0)
 # 4.5: compositor trees take ShaderNodeMix (and 5.0 has no CompositorNodeMixRGB any more).
 COMPOSITOR_MIX_IS_SHADER_MIX = VERSION >= (4, 5, 0)
 
+# Before 5.0 a 3D viewport's POST_PIXEL drawing lands in an sRGB-encoding framebuffer: a texture of display
+# values must be given linear values there, or it shows washed out (seen in the real UI on 4.3; 5.2 shows
+# display values as they are; BlenderKit's thumbnails met the same change in 5.0).
+VIEWPORT_OVERLAY_ENCODES_SRGB = VERSION < (5, 0, 0)
+
 # 4.5: StringProperty(options={"PATH_SUPPORTS_BLEND_RELATIVE"}); older versions reject the option.
 PATH_OPTIONS = {"PATH_SUPPORTS_BLEND_RELATIVE"} if VERSION >= (4, 5, 0) else set()
 

@@ -114,6 +114,18 @@ def resize_nearest(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return labels[rows[:, None], cols[None, :]].copy()
 
 
+def srgb_encode(linear: np.ndarray) -> np.ndarray:
+    """Linear light in [0, 1] to sRGB-encoded values (the IEC 61966-2-1 curve), clipped to [0, 1]."""
+    linear = np.clip(linear, 0.0, 1.0)
+    return np.where(linear <= 0.0031308, linear * 12.92, 1.055 * np.power(linear, 1.0 / 2.4) - 0.055)
+
+
+def srgb_to_linear(encoded: np.ndarray) -> np.ndarray:
+    """sRGB-encoded values in [0, 1] to linear light: the inverse of `srgb_encode`."""
+    encoded = np.clip(encoded, 0.0, 1.0)
+    return np.where(encoded <= 0.04045, encoded / 12.92, np.power((encoded + 0.055) / 1.055, 2.4))
+
+
 def luminance(rgb: np.ndarray) -> np.ndarray:
     """Rec. 709 luma of display-referred RGB.
 
