@@ -171,7 +171,9 @@ class Capturer:
         finally:
             if overlays:
                 space.overlay.show_overlays = True
-        pixels = np.asarray(offscreen.texture_color.read(), dtype=np.uint8)
+        # Blender 4.x's Buffer reports its strides reversed over row-major memory: read the memory in order.
+        flat = np.asarray(offscreen.texture_color.read(), dtype=np.uint8).ravel(order="K")
+        pixels = flat.reshape(frame.height, frame.width, 4)
         colour = pixels[::-1, :, :3].astype(np.float32) * np.float32(1 / 255)
         seconds["colour"] = time.perf_counter() - start
         captured = Captured(frame, colour, seconds=seconds)

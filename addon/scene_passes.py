@@ -276,18 +276,7 @@ def compute_maps(
 
     camera_normals = conditioning.camera_space_normals(world_normals, world_to_camera, background)
     maps = {
-        "depth": conditioning.inverse_depth(depth, background),
-        "normal": conditioning.normal_map_rgb(camera_normals, background),
-        "lineart": conditioning.line_art(
-            depth,
-            camera_normals,
-            object_index,
-            background,
-            thickness=options.line_thickness,
-            depth_threshold=options.line_depth_threshold,
-            crease_angle=math.degrees(options.line_crease_angle),
-        ),
-        "segmentation": conditioning.segmentation_map(object_index, colours),
+        **maps_from_raw(depth, camera_normals, object_index, background, colours, options),
         "object_index": object_index,
         "vector": conditioning.motion_vector_rgb(vector),
     }
@@ -297,6 +286,32 @@ def compute_maps(
         "vector": vector,
     }
     return maps, raw
+
+
+def maps_from_raw(
+    depth: np.ndarray,
+    camera_normals: np.ndarray,
+    object_index: np.ndarray,
+    background: np.ndarray,
+    colours: dict[int, tuple[int, int, int]],
+    options: PassSettings,
+) -> dict[str, np.ndarray]:
+    """The depth, normal, line-art and segmentation maps from raw data, with the pass settings' lines.
+
+    Shared by the pass render (`compute_maps`) and the live preview's GPU maps (`live_maps`), so both follow
+    one convention; see `conditioning.control_maps` for the arrays.
+    """
+    return conditioning.control_maps(
+        depth,
+        camera_normals,
+        object_index,
+        background,
+        colours,
+        line_thickness=options.line_thickness,
+        line_depth_threshold=options.line_depth_threshold,
+        # Blender keeps angles in radians; line art takes degrees.
+        line_crease_angle=math.degrees(options.line_crease_angle),
+    )
 
 
 def object_entries(objects: list[bpy.types.Object]) -> list[ObjectEntry]:

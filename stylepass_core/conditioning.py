@@ -687,6 +687,57 @@ def segmentation_map(
 
 
 # ------------------------------------------------------------------------------------------------------------
+# One view's maps
+# ------------------------------------------------------------------------------------------------------------
+def control_maps(
+    depth: np.ndarray,
+    camera_normals: np.ndarray,
+    object_index: np.ndarray,
+    background: np.ndarray,
+    colours: Mapping[int, tuple[int, int, int]],
+    line_thickness: float = 1.0,
+    line_depth_threshold: float = 0.05,
+    line_crease_angle: float = 40.0,
+) -> dict[str, np.ndarray]:
+    """The depth, normal, line-art and segmentation maps of one view from its raw data.
+
+    The one place that turns raw data into maps, whoever made the data: Cycles' passes (the pass render) or
+    the GPU drawing of the live preview, so both hand an engine the same kind of picture.
+
+    Args:
+        depth (`np.ndarray`): `(H, W)` planar camera depth in scene units (see `inverse_depth`).
+        camera_normals (`np.ndarray`): `(H, W, 3)` camera-space unit normals (see `camera_space_normals`).
+        object_index (`np.ndarray`): `(H, W)` non-negative integer object index, 0 on the background.
+        background (`np.ndarray`): `(H, W)` bool, True where there is no geometry.
+        colours (`Mapping[int, tuple[int, int, int]]`): segmentation colour per object index (see
+            `segmentation_map`).
+        line_thickness, line_depth_threshold, line_crease_angle: `line_art`'s `thickness`,
+            `depth_threshold` and `crease_angle` (degrees).
+
+    Returns:
+        `dict[str, np.ndarray]`: "depth" `(H, W)`, "normal" `(H, W, 3)`, "lineart" `(H, W)` and
+        "segmentation" `(H, W, 3)`, all float32 in [0, 1].
+
+    Raises:
+        ValueError: as the four functions it calls.
+    """
+    return {
+        "depth": inverse_depth(depth, background),
+        "normal": normal_map_rgb(camera_normals, background),
+        "lineart": line_art(
+            depth,
+            camera_normals,
+            object_index,
+            background,
+            thickness=line_thickness,
+            depth_threshold=line_depth_threshold,
+            crease_angle=line_crease_angle,
+        ),
+        "segmentation": segmentation_map(object_index, colours),
+    }
+
+
+# ------------------------------------------------------------------------------------------------------------
 # Motion
 # ------------------------------------------------------------------------------------------------------------
 def _colour_wheel() -> np.ndarray:

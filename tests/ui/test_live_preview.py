@@ -84,6 +84,8 @@ def test_live_preview_follows_an_orbit_and_stops_at_once(ui):
     ui.mouse_to(*viewport)
     ui.screen.wait_settled()
 
+    plain = _region_pixels(ui, ui.command("live")["region"])  # the viewport before the preview
+
     # 1. On: F3 > Live Preview over the viewport (the header and sidebar buttons run the same operator).
     ui.search("Live Preview")
     live = _wait_live(
@@ -94,6 +96,10 @@ def test_live_preview_follows_an_orbit_and_stops_at_once(ui):
     assert not live["views"][0]["error"], live["views"][0]["error"]
     ui.shot("live-01-on")
     first = _compare(ui, live["region"], "live-1")
+    # What the engine got is the viewport as it was (without the grid and gizmos; compared in block means).
+    captured = np.load(ui.path("live-1/input.npy"))
+    first["capture_vs_plain_screen"] = float(np.abs(_blocks(captured, 8, 16) - _blocks(plain, 8, 16)).mean())
+    assert first["capture_vs_plain_screen"] < 0.05, first["capture_vs_plain_screen"]
     ui.figures["live_first"] = {k: round(v, 4) for k, v in first.items() if isinstance(v, float)}
     # The picture shown is exactly the engine's output on the captured view...
     assert first["max_difference"] < 1e-4, first
