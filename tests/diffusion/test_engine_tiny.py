@@ -167,7 +167,9 @@ def test_same_seed_same_pixels_different_seed_different(engine, make_request):
     np.testing.assert_array_equal(DiffusionEngine().run(make_request(seed=3)).image, first)
 
 
-@pytest.mark.parametrize("scheduler", ["dpmpp_2m_karras", "lcm", "model"])
+@pytest.mark.parametrize(
+    "scheduler", ["dpmpp_2m_karras", "lcm", "model", "tcd", "euler_trailing", "euler_a_trailing"]
+)
 def test_schedulers(engine, make_request, scheduler):
     reference = engine.run(make_request()).image  # euler_a (the fixture's)
     result = engine.run(make_request(scheduler=scheduler))

@@ -177,3 +177,14 @@ def test_the_beauty_is_needed_only_when_something_reads_it():
     assert FrameSettings(strength=0.5).mixes_beauty()
     assert FrameSettings(keep_colours=True).mixes_beauty()
     assert FrameSettings(object_filter="EXCLUDE").mixes_beauty()
+
+
+def test_live_settings_are_the_engines_own_or_its_fast_preset():
+    from stylepass_core.engines.diffusion.live import live_settings
+    from stylepass_core.engines.diffusion.settings import DiffusionSettings
+    from stylepass_core.engines.neural_style import NeuralStyleSettings
+
+    neural = NeuralStyleSettings()
+    assert neural.live() is neural  # fast already: the preview runs exactly the final's settings
+    artist = DiffusionSettings(model="some/model", steps=30, denoise=1.0)
+    assert artist.live() == live_settings(artist) and artist.live().steps < artist.steps

@@ -9,7 +9,8 @@ for them with `importlib.util.find_spec`, and models load on the first `run`.
 
 Modules: `settings` (every setting, typed and checked), `controls` (control map -> ControlNet image, per convention),
 `models` (sources, pickle refusal, families, loading), `prompts` (chunked long-prompt embeddings),
-`pipeline` (warm model cache, one run), `device` (device and dtype), `engine` (the `Engine`).
+`pipeline` (warm model cache, one run), `device` (device and dtype), `engine` (the `Engine`),
+`live` (the fast few-step preset of the viewport's live preview: `live_settings`).
 
 Request fields used
 -------------------

@@ -80,6 +80,12 @@ class DiffusionEngine(Engine):
             return False, f"{', '.join(missing)} not installed; {_INSTALL}"
         return True, ""
 
+    def loaded_models(self) -> list[str]:
+        """What is in memory now ("base: <path>", "vae: <path>", "controlnet: <path>", ...), as of the last
+        request; the worker shows it in `/v1/health`. Never waits for a running request."""
+        cache = self._cache
+        return list(cache.loaded_models) if cache is not None else []
+
     def release(self) -> None:
         """Drop every loaded model and return device memory."""
         with self._lock:
@@ -185,6 +191,7 @@ class DiffusionEngine(Engine):
                 free_device_memory(plan.device)
                 raise OutOfMemory(self.id, self._memory_advice(settings, plan, (gen_h, gen_w))) from error
             info.update(facts)
+            info["load_counts"] = dict(self.load_counts)
             compute = dict(cache.timer.seconds)
 
         # 5. Back to the output size (the frame writer mixes it with the render)

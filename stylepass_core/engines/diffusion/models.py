@@ -405,6 +405,69 @@ def component_config(source: Source, what: str) -> tuple[Path, dict[str, Any]]:
     )
 
 
+TINY_VAE_SUBFOLDER = "vae_tiny"
+TINY_VAE_NAMES = {"sd15": "taesd", "sd2": "taesd", "sdxl": "taesdxl"}
+TINY_VAE_HUB_IDS = {"sd15": "madebyollin/taesd", "sd2": "madebyollin/taesd", "sdxl": "madebyollin/taesdxl"}
+
+
+def tiny_vae_candidates(model: Path, config: PipelineConfig, model_dirs: list[Path]) -> list[Path]:
+    """The folders a base model's tiny autoencoder may be in, in the order looked at (see `find_tiny_vae`);
+    the Hugging Face cache is looked at after these."""
+    name = TINY_VAE_NAMES[config.family]
+    candidates = [config.folder / TINY_VAE_SUBFOLDER, model.parent / name]
+    candidates += [folder / name for folder in model_dirs]
+    unique: list[Path] = []
+    for candidate in candidates:
+        if candidate not in unique:
+            unique.append(candidate)
+    return unique
+
+
+def find_tiny_vae(
+    model: Path, config: PipelineConfig, model_dirs: list[Path], notes: list[str]
+) -> Path | None:
+    """The tiny autoencoder (TAESD, diffusers' `AutoencoderTiny`) that belongs to a base model, or None.
+
+    Looked for in order, offline only:
+
+    1. `vae_tiny/` inside the model's diffusers folder (for a single-file checkpoint: inside the config folder
+       it loads with, so a family's config folder under the config root serves every checkpoint of it);
+    2. a folder named `taesd` (SD1.x/2.x) or `taesdxl` (SDXL) beside the model (in the same folder);
+    3. such a folder at the top of one of the worker's model folders (`model_dirs`, first first);
+    4. `madebyollin/taesd` or `madebyollin/taesdxl` in the Hugging Face cache (never downloaded).
+
+    A candidate must be a folder whose `config.json` names `AutoencoderTiny`; a folder there that is not one
+    is skipped with a note.
+
+    Args:
+        model: The resolved base model (diffusers folder or checkpoint file).
+        config: Its family and config folder.
+        model_dirs: The worker's model folders.
+        notes: Skipped candidates are noted here.
+    """
+    candidates = tiny_vae_candidates(model, config, model_dirs)
+    try:
+        from huggingface_hub import snapshot_download
+
+        candidates.append(Path(snapshot_download(TINY_VAE_HUB_IDS[config.family], local_files_only=True)))
+    except Exception:  # not in the cache, or no huggingface_hub: nothing to add
+        pass
+    for candidate in candidates:
+        if not candidate.is_dir():
+            continue
+        try:
+            config_json = json.loads((candidate / "config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            config_json = None
+        if isinstance(config_json, dict) and config_json.get("_class_name") == "AutoencoderTiny":
+            return candidate.resolve()
+        notes.append(
+            f"{str(candidate)!r} is not a tiny autoencoder (its config.json does not name AutoencoderTiny): "
+            "not used"
+        )
+    return None
+
+
 def check_controlnet_fits(
     unit_map: str, spec: str, controlnet: dict[str, Any], model: str, unet: dict[str, Any]
 ) -> None:

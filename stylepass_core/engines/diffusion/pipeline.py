@@ -9,7 +9,9 @@
 * LoRA adapters by file: a new file is loaded into the base as a PEFT adapter, a dropped one is deleted, a
   changed weight is only re-set; the base weights are never reloaded;
 * the IP-Adapter, loaded into the UNet's attention layers and unloaded when no longer asked for;
-* an optional replacement VAE;
+* replacement VAEs (the last `MAX_VAES`, so a live preview decoding with the model's tiny autoencoder and a
+  final frame with its full VAE take turns without reloading either); `vae` = `(tiny)` picks the model's tiny
+  autoencoder by `models.find_tiny_vae`;
 * the pipeline objects themselves (txt2img / img2img, with or without ControlNets), which share all modules.
 
 Every load is counted in `counts` (keys "base", "controlnet", "lora", "vae", "ip_adapter"), so tests and the
@@ -28,11 +30,13 @@ from typing import Any
 import numpy as np
 
 from ...engine_api import Progress, check_abort
+from ...worker.model_paths import configured_model_dirs
 from . import models, prompts
 from .device import DevicePlan
-from .settings import DiffusionSettings
+from .settings import TINY_VAE, DiffusionSettings
 
 DEFAULT_MAX_CONTROLNETS = 4  # one per control map
+MAX_VAES = 2  # replacement VAEs kept loaded: a live preview's tiny one and a final frame's full one
 
 
 @dataclass
@@ -88,6 +92,7 @@ class ModelCache:
         self.plan: DevicePlan | None = None
         self.own_vae: Any = None
         self.vae_key: str = ""
+        self.vaes: OrderedDict[str, Any] = OrderedDict()  # replacement VAEs by fingerprint, oldest first
         self.controlnets: OrderedDict[str, Any] = OrderedDict()
         self.loras: dict[str, tuple[str, str]] = {}  # adapter name -> (fingerprint, path)
         self.ip_adapter_key: str = ""
@@ -96,6 +101,10 @@ class ModelCache:
         self.scheduler_config: Any = None
         self.active_pipeline: Any = None
         self.offloaded: Any = None
+        self.paths: dict[str, str] = {}  # fingerprint -> path of every model loaded, for `loaded_models`
+        self.loaded_models: tuple[str, ...] = ()
+        """What is in memory after the last request ("base: <path>", "vae: <path>", ...); replaced whole, so
+        another thread may read it while a request runs."""
 
     # -- Loading ------------------------------------------------------------------------------------------
 
@@ -126,9 +135,12 @@ class ModelCache:
                 )
             models.check_controlnet_fits(unit.map, unit.model, cn_config, settings.model, config.unet)
             control_sources.append(source)
-        vae_source = (
-            models.resolve(settings.vae, "VAE", marker="config.json", **allow) if settings.vae else None
-        )
+        if settings.vae == TINY_VAE:
+            vae_source = self._tiny_vae(base_source, config, allow, notes)
+        elif settings.vae:
+            vae_source = models.resolve(settings.vae, "VAE", marker="config.json", **allow)
+        else:
+            vae_source = None
 
         # 2. Base model
         key = (base_source.fingerprint, str(config.folder), plan.device, plan.dtype, settings.cpu_offload)
@@ -144,16 +156,22 @@ class ModelCache:
             self.counts["base"] += 1
             loaded.append(f"base: {base_source.path}")
 
-        # 3. VAE
+        # 3. VAE (replacements kept: the last MAX_VAES)
         vae_key = vae_source.fingerprint if vae_source else ""
         if vae_key != self.vae_key:
             vae = self.own_vae
             if vae_source is not None:
-                vae = models.load_component(vae_source, "VAE", plan.torch_dtype(), "vae")
-                if not settings.cpu_offload and plan.device != "cpu":
-                    vae.to(plan.device)
-                self.counts["vae"] += 1
-                loaded.append(f"vae: {vae_source.path}")
+                vae = self.vaes.pop(vae_key, None)
+                if vae is None:
+                    vae = models.load_component(vae_source, "VAE", plan.torch_dtype(), "vae")
+                    if not settings.cpu_offload and plan.device != "cpu":
+                        vae.to(plan.device)
+                    self.counts["vae"] += 1
+                    loaded.append(f"vae: {vae_source.path}")
+                    self.paths[vae_key] = str(vae_source.path)
+                self.vaes[vae_key] = vae
+                while len(self.vaes) > MAX_VAES:
+                    self.paths.pop(self.vaes.popitem(last=False)[0], None)
             self.base.register_modules(vae=vae)
             self.vae_key = vae_key
             self.pipelines.clear()
@@ -167,12 +185,14 @@ class ModelCache:
             if not settings.cpu_offload and plan.device != "cpu":
                 net.to(plan.device)
             self.controlnets[source.fingerprint] = net
+            self.paths[source.fingerprint] = str(source.path)
             self.counts["controlnet"] += 1
             loaded.append(f"controlnet: {source.path}")
         wanted = {s.fingerprint for s in control_sources}
         while len(self.controlnets) > max(self.max_controlnets, len(wanted)):
             oldest = next(k for k in self.controlnets if k not in wanted)
             del self.controlnets[oldest]
+            self.paths.pop(oldest, None)
             self.pipelines = {k: v for k, v in self.pipelines.items() if oldest not in k[1]}
 
         # 5. LoRAs and IP-Adapter change modules in place
@@ -182,7 +202,32 @@ class ModelCache:
         # 6. The pipeline for this request's mode and ControlNet set
         self.active_pipeline = self._pipeline(settings, [s.fingerprint for s in control_sources])
         self._instrument()
+        self.loaded_models = self._describe(base_source)
         return loaded
+
+    def _describe(self, base: models.Source) -> tuple[str, ...]:
+        names = [f"base: {base.path}"]
+        names += [f"vae: {self.paths[key]}" for key in self.vaes]
+        names += [f"controlnet: {self.paths[key]}" for key in self.controlnets]
+        names += [f"lora: {path}" for _, path in self.loras.values()]
+        if self.ip_adapter_key:
+            names.append(f"ip_adapter: {self.ip_adapter_key.split('|')[0]}")
+        return tuple(names)
+
+    def _tiny_vae(
+        self, base: models.Source, config: models.PipelineConfig, allow: dict[str, Any], notes: list[str]
+    ) -> models.Source | None:
+        """The base model's tiny autoencoder (`models.find_tiny_vae`), or None (noted) to keep its own VAE."""
+        model_dirs = configured_model_dirs()
+        found = models.find_tiny_vae(base.path, config, model_dirs, notes)
+        if found is None:
+            looked = [str(c) for c in models.tiny_vae_candidates(base.path, config, model_dirs)]
+            notes.append(
+                f"VAE {TINY_VAE}: the model has no tiny autoencoder (looked in {looked} and the Hugging Face "
+                "cache); decoding with its own VAE"
+            )
+            return None
+        return models.resolve(str(found), "tiny autoencoder", marker="config.json", **allow)
 
     def _base_config(self, source: models.Source, settings: DiffusionSettings) -> models.PipelineConfig:
         if source.kind == "folder":
@@ -381,6 +426,12 @@ class ModelCache:
             )
         if name == "lcm":
             return diffusers.LCMScheduler.from_config(config)
+        if name == "tcd":
+            return diffusers.TCDScheduler.from_config(config)
+        if name == "euler_trailing":
+            return diffusers.EulerDiscreteScheduler.from_config(config, timestep_spacing="trailing")
+        if name == "euler_a_trailing":
+            return diffusers.EulerAncestralDiscreteScheduler.from_config(config, timestep_spacing="trailing")
         return getattr(diffusers, config["_class_name"]).from_config(config)
 
     def generate(

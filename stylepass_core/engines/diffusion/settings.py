@@ -29,7 +29,18 @@ SCHEDULERS = (
     ("dpmpp_2m_karras", "DPM++ 2M Karras", "Sharp results in fewer steps"),
     ("lcm", "LCM", "Latent consistency: 4-8 steps with an LCM model or LoRA"),
     ("model", "Model's Own", "The scheduler the model was saved with"),
+    # Appended, not inserted: Blender stores an enum by its position.
+    ("tcd", "TCD", "Trajectory consistency: 2-8 steps with a TCD or Hyper-SD LoRA"),
+    ("euler_trailing", "Euler Trailing", "Euler on trailing timesteps: SDXL-Lightning-style 2-8 steps"),
+    ("euler_a_trailing", "Euler a Trailing", "Euler ancestral on trailing timesteps: SD/SDXL-Turbo"),
 )
+FEW_STEP_SCHEDULERS = frozenset({"lcm", "tcd", "euler_trailing", "euler_a_trailing"})
+"""Schedulers made for few-step (distilled) models."""
+
+TINY_VAE = "(tiny)"
+"""A `vae` value: the model's tiny autoencoder (TAESD), found by the rules in `models.find_tiny_vae`, else the
+model's own VAE. Parenthesised so that it is no model id and no likely folder name (the worker would resolve a
+folder of that name in a model folder like any other VAE)."""
 
 # Prompt presets: words added to the prompt and the negative prompt.
 STYLE_PRESETS: dict[str, tuple[str, str, str]] = {
@@ -139,7 +150,9 @@ class DiffusionSettings(EngineSettings):
     vae: str = setting(
         "",
         "VAE",
-        "A VAE to use instead of the model's own (folder, .safetensors file or model id)",
+        "A VAE to use instead of the model's own (folder, .safetensors file or model id); (tiny): the model's "
+        "tiny autoencoder (vae_tiny/ in the model folder, or a taesd/taesdxl folder beside it or in a model "
+        "folder), else its own VAE",
         model=True,
     )
     # Prompt
@@ -286,6 +299,12 @@ class DiffusionSettings(EngineSettings):
         # Repaint at most `denoise` of the warped previous frame, but keep at least one step.
         amount = max(min(self.denoise, denoise), min(1.0, 1.0 / self.steps + 1e-6))
         return self.replace(denoise=amount)
+
+    def live(self) -> "DiffusionSettings":
+        # The fast few-step preset (`live.py`); imported here because live.py imports this module.
+        from .live import live_settings
+
+        return live_settings(self)
 
     # -- derived views the pipeline reads ----------------------------------------------------------------
 
