@@ -63,7 +63,7 @@ def _run(live: LiveRequest):
     def work(progress, abort):
         result = live.runner(live.request.engine, live.request, progress, abort)
         image = live.finish.apply(result.image)
-        return np.clip(image, 0.0, 1.0).astype(np.float32), live
+        return np.clip(image, 0.0, 1.0).astype(np.float32), live, result.info
 
     return work
 
@@ -85,6 +85,7 @@ class LiveView:
         self.picture: np.ndarray | None = None  # the shown picture, (H, W, 3) float32, row 0 at the top
         self.picture_camera = False  # the shown picture is the camera's frame
         self.shown_request: StyleRequest | None = None
+        self.shown_info: dict = {}
         self.error = ""
         self.last_capture = 0.0
         self.last_readout = 0.0
@@ -193,7 +194,7 @@ class LiveView:
         return run, inputs, engine, key
 
     def _show(self, shown: Shown) -> None:
-        image, live = shown.result
+        image, live, info = shown.result
         height, width = image.shape[:2]
         rgba = np.empty((height, width, 4), np.float32)
         rgba[..., :3] = image[::-1]  # GPU rows start at the bottom
@@ -205,9 +206,9 @@ class LiveView:
         self.picture = image
         self.shown_count += 1
         self.picture_camera = live.frame.camera
-        self.shown_request = (
-            live.request
-        )  # what the shown picture was made from (tests re-run the engine on it)
+        # What the shown picture was made from, and the engine's facts (models loaded, notes): for the tests.
+        self.shown_request = live.request
+        self.shown_info = info
 
     # -- draw side ------------------------------------------------------------------------------------------
 

@@ -55,7 +55,7 @@ def test_a_live_job_runs_the_engine_on_a_thread_applies_the_finish_and_writes_no
     job = live_preview._start_job(live)
     assert job._thread.name == live_preview.THREAD_NAME
     assert job.wait(60) and job.error is None, job.error
-    image, returned = job.result
+    image, returned, _info = job.result
     assert returned is live
     engine_alone = run_in_process(live.request.engine, live.request, None, None).image
     # Strength 0.5: half the engine's picture, half the view, as Stylise Frame's finish makes it.

@@ -22,8 +22,15 @@ Files (all in $STYLEPASS_UI_DIR, written atomically): state.json, cmd-<n>.json, 
 Commands: gaps {t0, t1, overlap, inside}, compositor, engine {seconds}, scene {frame_start, frame_end, cursor,
 pass_samples, resolution}, settings (a snapshot of render settings), show_image {width, height} (a
 reference: an EXR in the render view, without Stylepass), progress {t0, t1}, calls {t0, t1}, redraw {what:
-all|status, seconds}, prefs {developer_ui}, live (the live preview's state), live_check {save} (the engine
-again on the shown picture's input), shutdown.
+all|status, seconds}, prefs {developer_ui}, stylepass {values} (set scene.stylepass settings), live (the live preview's state), live_check {save} (the engine
+again on the shown picture's input), live_diffusion {url, token, model, controlnet | off}, live_shown, shutdown.
+For bench/bench_live.py: live_trace {t0, t1, reset_view} (the live preview's captures, shown pictures, engine
+runs and redraws in a window), orbit {degrees_per_second, seconds} (a steady turntable orbit from a timer),
+view_turn {degrees} (one edit), view_set {elevation, heading, distance, target} (where the viewport looks
+from), live_engine {repeats} (the engine alone on the shown input), engine_threads {threads} (an experiment),
+redraw_cost {iterations, rounds, step_degrees} (region redraws with the preview's draw handler and without),
+draw_parts {iterations, step_degrees} and capture_parts {repeats} (where the draw handler's and a capture's
+time goes).
 """
 
 import bisect
@@ -31,6 +38,7 @@ import functools
 import glob
 import itertools
 import json
+import math
 import os
 import sys
 import tempfile
@@ -42,7 +50,7 @@ from collections import deque
 
 import bmesh
 import bpy
-from mathutils import Vector
+from mathutils import Euler, Quaternion, Vector
 
 UI_DIR = os.environ["STYLEPASS_UI_DIR"]
 OUTPUT_DIR = os.path.join(UI_DIR, "out")
@@ -707,6 +715,49 @@ def live_state() -> dict:
     }
 
 
+def live_diffusion(command: dict) -> dict:
+    """Point Stylepass at a worker over HTTP with a tiny model and a depth ControlNet (`off`: back to the
+    neural style and the managed worker)."""
+    scene = bpy.data.scenes[SCENE_NAME]
+    prefs = next(a.preferences for k, a in bpy.context.preferences.addons.items() if k.endswith(".stylepass"))
+    if command.get("off"):
+        scene.stylepass.engine = "NEURAL_STYLE"
+        prefs.engine_location = "MANAGED"
+        return {"engine": scene.stylepass.engine}
+    prefs.engine_location = "REMOTE"
+    prefs.remote_url, prefs.remote_token = command["url"], command["token"]
+    diffusion = scene.stylepass.diffusion
+    diffusion.model = command["model"]
+    diffusion.prompt = "a watercolour painting"
+    diffusion.controls.clear()
+    unit = diffusion.controls.add()
+    unit.map, unit.model = "depth", command["controlnet"]
+    scene.stylepass.engine = "DIFFUSION"
+    return {"engine": scene.stylepass.engine}
+
+
+def live_shown() -> dict:
+    """What the picture shown was made from: the engine's settings, the control maps, what the engine loaded."""
+    import numpy as np
+
+    live = _stylepass_module("addon.live_preview")
+    (view,) = live._State.views.values()
+    request, info = view.shown_request, view.shown_info
+    settings = request.settings
+    depth = request.controls.get("depth")
+    return {
+        "engine": request.engine,
+        "steps": getattr(settings, "steps", None),
+        "denoise": getattr(settings, "denoise", None),
+        "scheduler": getattr(settings, "scheduler", None),
+        "controls": sorted(request.controls),
+        "depth_range": [float(depth.min()), float(depth.max())] if depth is not None else None,
+        "input_difference": float(np.abs(request.beauty - view.picture).mean()),
+        "loaded": info.get("loaded"),
+        "size": list(view.picture.shape),
+    }
+
+
 def live_check(save: str | None) -> dict:
     """Run the engine again, in process, on the input of the picture shown, and compare: the preview shows
     exactly the engine's output for that view. `save`: a folder for picture.npy and input.npy."""
@@ -729,6 +780,313 @@ def live_check(save: str | None) -> dict:
         "input_difference": float(np.abs(request.beauty - view.picture).mean()),
         "shape": list(view.picture.shape),
     }
+
+
+# -- The live preview benchmark (bench/bench_live.py) -----------------------------------------------------
+
+ORBIT_STEP = 1 / 60  # the orbit timer's interval: a rotation per screen refresh, as a mouse drag sends them
+LIVE_TRACE: dict = {"installed": False, "captures": [], "shows": [], "frames": {}}
+
+
+def _live_trace_install() -> None:
+    """Watch the live preview (single viewport): every capture (its number, its main-thread seconds, the whole
+    capture-and-submit step) and every picture shown (which capture it came from, the latest capture then,
+    how far the view had turned since that capture). Only watches."""
+    if LIVE_TRACE["installed"]:
+        return
+    live = _stylepass_module("addon.live_preview")
+    capturer = _stylepass_module("addon.live_capture").Capturer
+    captures, shows, frames = LIVE_TRACE["captures"], LIVE_TRACE["shows"], LIVE_TRACE["frames"]
+
+    def make_capture(original):
+        def capture(self, context, frame, map_names, options):
+            start = time.monotonic()
+            try:
+                return original(self, context, frame, map_names, options)
+            finally:
+                captures.append(
+                    {"n": len(captures) + 1, "start": start, "end": time.monotonic(), "step": None}
+                )
+                frames[id(frame)] = (len(captures), frame)  # the frame travels with the request to the show
+                for key in list(frames)[:-64]:
+                    del frames[key]
+
+        return capture
+
+    def make_step(original):
+        def capture_and_submit(self, found, generation):
+            start, before = time.monotonic(), len(captures)
+            try:
+                return original(self, found, generation)
+            finally:
+                if len(captures) > before:
+                    captures[-1]["step"] = time.monotonic() - start
+
+        return capture_and_submit
+
+    def make_show(original):
+        def show(self, shown):
+            now = time.monotonic()
+            frame = shown.result[1].frame
+            number = frames.get(id(frame), (None,))[0]
+            record = {"t": now, "capture": number, "latest": len(captures), "submitted": shown.submitted}
+            record["finished"], record["turned"] = shown.finished, _turned_since(frame)
+            shows.append(record)
+            return original(self, shown)
+
+        return show
+
+    _wrap(capturer, "capture", make_capture, "live_trace.capture")
+    _wrap(live.LiveView, "_capture_and_submit", make_step, "live_trace.capture_and_submit")
+    _wrap(live.LiveView, "_show", make_show, "live_trace.show")
+    LIVE_TRACE["installed"] = True
+
+
+def _turned_since(frame) -> float | None:
+    """Degrees the first viewport's view has turned since `frame` was captured (None in camera view)."""
+    _, area, _ = _view3d()
+    if area is None or frame.camera:
+        return None
+    now = area.spaces.active.region_3d.view_matrix.to_quaternion()
+    angle = frame.view_matrix.to_quaternion().rotation_difference(now).angle  # in [0, 2 pi]: q and -q
+    return math.degrees(min(angle, 2 * math.pi - angle))
+
+
+def live_trace(t0: float, t1: float, reset_view: bool = False) -> dict:
+    """What the live preview did in [t0, t1]: captures, shown pictures (each with the first redraw of the 3D
+    viewport after it: when it reached the screen), engine runs, the viewport's redraws, the heartbeat's gaps,
+    and the view's own recent timings (`reset_view` empties them for the next window)."""
+    _live_trace_install()
+    live = _stylepass_module("addon.live_preview")
+    redraws = [t for t, what in DRAWS if what == "view3d" and t0 <= t <= t1 + 1.0]
+    shows = []
+    for record in LIVE_TRACE["shows"]:
+        if t0 <= record["t"] <= t1:
+            drawn = next((t for t in redraws if t > record["t"]), None)
+            shows.append({**record, "drawn": drawn})
+    views = list(live._State.views.values())
+    timings = {}
+    if views:
+        view = views[0]
+        timings = {"draw_seconds": view.draw_seconds, "capture_seconds": view.capture_seconds}
+        if reset_view:
+            view.draw_seconds, view.capture_seconds = [], []
+    return {
+        "captures": [c for c in LIVE_TRACE["captures"] if t0 <= c["start"] <= t1],
+        "shows": shows,
+        "engine_runs": [r for r in ENGINE_RUNS if r["end"] is not None and t0 <= r["start"] <= t1],
+        "redraws": [t for t in redraws if t <= t1],
+        "max_gap": gaps(t0, t1)["max_gap"],
+        **timings,
+    }
+
+
+def _viewport():
+    """(window, area, WINDOW region, RegionView3D) of the first 3D viewport."""
+    window, area, _ = _view3d()
+    region = next(r for r in area.regions if r.type == "WINDOW")
+    return window, area, region, area.spaces.active.region_3d
+
+
+def orbit(degrees_per_second: float, seconds: float) -> dict:
+    """Turn the first viewport's view about the world's Z axis (a turntable orbit about its pivot) at a steady
+    speed for `seconds`, from a timer, as a steady hand would with the middle mouse button."""
+    _, area, _, region_3d = _viewport()
+    start_rotation = region_3d.view_rotation.copy()
+    t0 = time.monotonic()
+
+    def step():
+        elapsed = min(time.monotonic() - t0, seconds)
+        turn = Quaternion((0.0, 0.0, 1.0), math.radians(degrees_per_second * elapsed))
+        region_3d.view_rotation = turn @ start_rotation
+        area.tag_redraw()
+        return None if elapsed >= seconds else ORBIT_STEP
+
+    bpy.app.timers.register(step, first_interval=0.0)
+    return {"t0": t0, "t1": t0 + seconds}
+
+
+def view_turn(degrees: float) -> dict:
+    """One edit: turn the first viewport's view `degrees` about the world's Z axis, once."""
+    _, area, _, region_3d = _viewport()
+    region_3d.view_rotation = Quaternion((0.0, 0.0, 1.0), math.radians(degrees)) @ region_3d.view_rotation
+    area.tag_redraw()
+    return {"t": time.monotonic()}
+
+
+def view_set(elevation: float, heading: float, distance: float, target: list[float]) -> dict:
+    """Point the first viewport's perspective view at `target` from `distance`, `elevation` degrees above the
+    horizon and `heading` degrees about Z (0: looking along +Y)."""
+    _, area, _, region_3d = _viewport()
+    region_3d.view_perspective = "PERSP"
+    region_3d.view_location = target
+    region_3d.view_distance = distance
+    tilt = Euler((math.radians(90.0 - elevation), 0.0, math.radians(heading)))
+    region_3d.view_rotation = tilt.to_quaternion()
+    area.tag_redraw()
+    return {"t": time.monotonic()}
+
+
+def engine_threads(threads: int) -> dict:
+    """An experiment: the embedded neural-style engine's onnxruntime threads (its sessions load again)."""
+    from stylepass_core import engine_api
+
+    engine = engine_api.get_engine("NEURAL_STYLE")
+    with engine._lock:
+        engine.threads = int(threads)
+        engine._sessions.clear()
+    return {"threads": engine.threads}
+
+
+def live_engine(repeats: int) -> dict:
+    """The engine alone on the shown picture's input, in process on this thread, `repeats` times: seconds each."""
+    from stylepass_core.engine_api import NullProgress
+    from stylepass_core.stylise_job import run_in_process
+
+    live = _stylepass_module("addon.live_preview")
+    (view,) = live._State.views.values()
+    request = view.shown_request
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run_in_process(request.engine, request, NullProgress(), None)
+        seconds.append(time.perf_counter() - start)
+    return {"seconds": seconds, "shape": list(request.beauty.shape)}
+
+
+def redraw_cost(iterations: int, rounds: int, step_degrees: float) -> dict:
+    """Seconds of single redraws of the first 3D viewport's region (`wm.redraw_timer` DRAW_SWAP: the region,
+    then the window put together and swapped, so the software GPU's work is inside), with the live preview's
+    draw handler and without it, in alternating blocks of `iterations` (machines drift). Before each redraw the
+    view turns `step_degrees`, as in an orbit (the preview's change check then sees a new view; with an
+    unchanged view Blender 5.2 skips the region's redraw, so `step_degrees` must not be 0). The view is put
+    back afterwards; the preview's timer cannot run meanwhile (this holds the main thread), so no engine
+    job competes for the CPU. Also the preview's draw handler as it times itself in these redraws."""
+    if not step_degrees:
+        raise ValueError("step_degrees must not be 0: Blender skips redrawing an unchanged view")
+    live = _stylepass_module("addon.live_preview")
+    (view,) = live._State.views.values()
+    view.draw_seconds = []
+    window, area, region, region_3d = _viewport()
+    start_rotation = region_3d.view_rotation.copy()
+    turn = Quaternion((0.0, 0.0, 1.0), math.radians(step_degrees))
+    seconds: dict[str, list[float]] = {"on": [], "off": []}
+    try:
+        with bpy.context.temp_override(window=window, area=area, region=region):
+            for block in range(2 * rounds):
+                mode = ("off", "on")[(block + block // 2) % 2]  # off on on off off on ...
+                if mode == "off":
+                    bpy.types.SpaceView3D.draw_handler_remove(live._State.draw_handle, "WINDOW")
+                try:
+                    for _ in range(iterations):
+                        region_3d.view_rotation = turn @ region_3d.view_rotation
+                        start = time.perf_counter()
+                        bpy.ops.wm.redraw_timer(type="DRAW_SWAP", iterations=1)
+                        seconds[mode].append(time.perf_counter() - start)
+                finally:
+                    if mode == "off":
+                        live._State.draw_handle = bpy.types.SpaceView3D.draw_handler_add(
+                            live._draw_handler, (), "WINDOW", "POST_PIXEL"
+                        )
+    finally:
+        region_3d.view_rotation = start_rotation
+        area.tag_redraw()
+    return {**seconds, "handler": view.draw_seconds}
+
+
+def draw_parts(iterations: int, step_degrees: float) -> dict:
+    """Where the live preview's draw handler spends its time: its steps timed one by one from a second
+    POST_PIXEL handler of ours, over `iterations` region redraws (`wm.redraw_timer`, the view turning
+    `step_degrees` before each; no engine job runs meanwhile). The preview's own handler draws as usual."""
+    live = _stylepass_module("addon.live_preview")
+    (view,) = live._State.views.values()
+    window, area, region, region_3d = _viewport()
+    start_rotation = region_3d.view_rotation.copy()
+    turn = Quaternion((0.0, 0.0, 1.0), math.radians(step_degrees))
+    parts: dict[str, list[float]] = {
+        name: [] for name in ("see_view", "settings", "rect", "picture", "readout")
+    }
+
+    def handler():
+        context = bpy.context
+        if context.area != area or view.texture is None:
+            return
+        marks = [time.perf_counter()]
+        view.see_view(context.region, context.region_data)
+        marks.append(time.perf_counter())
+        settings = live._live_settings(context.scene)
+        marks.append(time.perf_counter())
+        rect = live.picture_rect(context.scene, context.region, context.region_data, view.picture_camera)
+        marks.append(time.perf_counter())
+        live._draw_picture(view.texture, rect, settings.live_opacity, settings.live_wipe)
+        marks.append(time.perf_counter())
+        live._draw_readout(view, context.region)
+        marks.append(time.perf_counter())
+        for name, a, b in zip(parts, marks, marks[1:], strict=False):
+            parts[name].append(b - a)
+
+    handle = bpy.types.SpaceView3D.draw_handler_add(handler, (), "WINDOW", "POST_PIXEL")
+    try:
+        with bpy.context.temp_override(window=window, area=area, region=region):
+            for _ in range(iterations):
+                region_3d.view_rotation = turn @ region_3d.view_rotation
+                bpy.ops.wm.redraw_timer(type="DRAW_SWAP", iterations=1)
+    finally:
+        bpy.types.SpaceView3D.draw_handler_remove(handle, "WINDOW")
+        region_3d.view_rotation = start_rotation
+        area.tag_redraw()
+    return parts
+
+
+def capture_parts(repeats: int) -> dict:
+    """Where a live capture's main-thread time goes, at the live resolution set now: the off-screen draw
+    (`draw_view3d`, overlays off as the capture does), the read-back, numpy's view of it, the float picture, the
+    content hash. Uses the preview's own off-screen buffer."""
+    import numpy as np
+
+    live = _stylepass_module("addon.live_preview")
+    live_capture = _stylepass_module("addon.live_capture")
+    (view,) = live._State.views.values()
+    window, area, region, region_3d = _viewport()
+    space = area.spaces.active
+    scene, view_layer = window.scene, window.view_layer
+    long_side = int(scene.stylepass.live_resolution)
+    frame = live_capture.frame_of(scene, view_layer.depsgraph, region, region_3d, long_side)
+    offscreen = view.capturer._offscreen_for(frame.width, frame.height)
+    names = ("draw_view3d", "read", "numpy", "float", "hash")
+    parts: dict = {name: [] for name in names}
+    overlays = space.overlay.show_overlays
+    space.overlay.show_overlays = False
+    try:
+        for _ in range(repeats):
+            marks = [time.perf_counter()]
+            offscreen.draw_view3d(
+                scene, view_layer, space, region, frame.view_matrix, frame.projection_matrix,
+                do_color_management=True,
+            )  # fmt: skip
+            marks.append(time.perf_counter())
+            buffer = offscreen.texture_color.read()
+            marks.append(time.perf_counter())
+            pixels = np.asarray(buffer, dtype=np.uint8)
+            marks.append(time.perf_counter())
+            colour = pixels[::-1, :, :3].astype(np.float32) * np.float32(1 / 255)
+            marks.append(time.perf_counter())
+            live_capture.Captured(frame, colour).digest()
+            marks.append(time.perf_counter())
+            for name, a, b in zip(names, marks, marks[1:], strict=False):
+                parts[name].append(b - a)
+    finally:
+        space.overlay.show_overlays = overlays
+    try:
+        memoryview(buffer)
+        protocol = True
+    except TypeError:
+        protocol = False
+    parts["size"] = [frame.width, frame.height]
+    parts["buffer"] = (
+        f"{type(buffer).__name__} {getattr(buffer, 'dimensions', None)} buffer protocol: {protocol}"
+    )
+    return parts
 
 
 def _view3d():
@@ -775,10 +1133,37 @@ def _handle(command: dict) -> dict:
     if op == "prefs":
         bpy.context.preferences.view.show_developer_ui = bool(command["developer_ui"])
         return {"developer_ui": bpy.context.preferences.view.show_developer_ui}
+    if op == "stylepass":  # set Stylepass scene settings, as the sidebar would
+        settings = bpy.data.scenes[SCENE_NAME].stylepass
+        for name, value in command["values"].items():
+            setattr(settings, name, value)
+        return {name: getattr(settings, name) for name in command["values"]}
     if op == "live":
         return live_state()
+    if op == "live_diffusion":
+        return live_diffusion(command)
+    if op == "live_shown":
+        return live_shown()
     if op == "live_check":
         return live_check(command.get("save"))
+    if op == "live_trace":
+        return live_trace(command["t0"], command["t1"], command.get("reset_view", False))
+    if op == "orbit":
+        return orbit(command["degrees_per_second"], command["seconds"])
+    if op == "view_turn":
+        return view_turn(command["degrees"])
+    if op == "view_set":
+        return view_set(command["elevation"], command["heading"], command["distance"], command["target"])
+    if op == "engine_threads":
+        return engine_threads(command["threads"])
+    if op == "live_engine":
+        return live_engine(command["repeats"])
+    if op == "redraw_cost":
+        return redraw_cost(command["iterations"], command["rounds"], command["step_degrees"])
+    if op == "draw_parts":
+        return draw_parts(command["iterations"], command["step_degrees"])
+    if op == "capture_parts":
+        return capture_parts(command["repeats"])
     if op == "shutdown":
         shutdown()
         return {"stopped": True}

@@ -6,7 +6,11 @@ exactly the engine's output for that view; Live Preview again, and all work stop
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -195,3 +199,108 @@ def test_live_preview_follows_an_orbit_and_stops_at_once(ui):
     ui.screen.wait_settled(quiet=0.5)
     ui.shot("live-04-off")
     ui.figures["live_off_seconds"] = round(stopped, 2)
+
+
+# -- Diffusion live through a worker ------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY_MODELS = """
+import sys
+from pathlib import Path
+import tiny_models
+folder = Path(sys.argv[1])
+pipe = tiny_models.save_sd15_folder(folder / "tiny-sd15")
+tiny_models.save_controlnet(folder / "tiny-depth-controlnet", pipe.unet, seed=3)
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_worker(tmp_path_factory):
+    """A Stylepass worker on this machine (the diffusion venv, tiny random-weight models), reached over HTTP
+    from the Blender in the chroot as a GPU box would be."""
+    found = subprocess.run([str(ROOT / "run"), "venv", "diffusion"], capture_output=True, text=True)
+    if found.returncode != 0:
+        pytest.fail(f"./run venv diffusion failed: {found.stderr[-1500:]}")
+    python = str(Path(found.stdout.strip().splitlines()[-1]) / "bin" / "python")
+    models = tmp_path_factory.mktemp("models")
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'tests' / 'diffusion'}"}
+    subprocess.run([python, "-c", TINY_MODELS, str(models)], check=True, env=env, capture_output=True)
+    token = "live-ui-test-token"
+    worker = subprocess.Popen(
+        [
+            python,
+            "-m",
+            "stylepass_core.worker",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--model-dir",
+            str(models),
+        ],
+        env={**env, "STYLEPASS_WORKER_TOKEN": token, "HF_HUB_OFFLINE": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        ready = json.loads(worker.stdout.readline())
+        assert ready.get("event") == "listening", ready
+        yield {"url": ready["url"], "token": token, "models": models}
+    finally:
+        worker.terminate()
+        worker.wait(20)
+
+
+def test_diffusion_live_through_a_worker_with_the_gpu_control_maps(ui, tiny_worker):
+    """Diffusion in the live preview: its fast preset runs on a warm worker, steered by the depth map the GPU
+    draws for the view; the picture shown is the worker's for that view."""
+    _require_extension(ui)
+    ui.command(
+        "live_diffusion",
+        url=tiny_worker["url"],
+        token=tiny_worker["token"],
+        model="tiny-sd15",
+        controlnet="tiny-depth-controlnet",
+    )
+    state = ui.state()
+    viewport = ui.region_centre(state["view3d"])
+    ui.mouse_to(*viewport)
+    ui.search("Live Preview")
+    try:
+        live = _wait_live(
+            ui,
+            lambda s: s["views"] and (s["views"][0]["shown"] >= 1 or s["views"][0]["error"]),
+            180,
+            "a picture",
+        )
+        view = live["views"][0]
+        assert not view["error"], view["error"]
+        ui.screen.wait_settled(quiet=0.6)
+        ui.shot("live-05-diffusion")
+        shown = ui.command("live_shown")
+        # The fast preset ran (few steps, image to image from the view), with a depth map drawn on the GPU.
+        assert shown["engine"] == "DIFFUSION" and shown["steps"] <= 8 and shown["denoise"] < 1.0, shown
+        assert shown["controls"] == ["depth"] and shown["depth_range"][1] > shown["depth_range"][0], shown
+        assert shown["input_difference"] > 0.01, shown
+        ui.figures["live_diffusion"] = {k: v for k, v in shown.items() if k != "controls"} | {
+            "latency": view["latency"],
+            "job_seconds": view["job_seconds"],
+        }
+        # A second view of the same scene: the worker's models are warm (nothing loaded again).
+        before = view["shown"]
+        ui.mouse_to(*viewport)
+        ui.key("KP_4")  # orbit a step left, as Numpad 4 does
+        live = _wait_live(
+            ui,
+            lambda s: s["views"][0]["shown"] > before and not s["views"][0]["working"],
+            120,
+            "a second view",
+        )
+        assert not live["views"][0]["error"], live["views"][0]["error"]
+        assert ui.command("live_shown")["loaded"] == [], "the second live picture loaded models again"
+    finally:
+        ui.mouse_to(*viewport)
+        ui.search("Live Preview")
+        _wait_live(ui, lambda s: not s["views"] and not s["threads"], 30, "the live preview to turn off")
+        ui.command("live_diffusion", off=True)
