@@ -23,7 +23,7 @@ Commands: gaps {t0, t1, overlap, inside}, compositor, engine {seconds}, scene {f
 pass_samples, resolution}, settings (a snapshot of render settings), show_image {width, height} (a
 reference: an EXR in the render view, without Stylepass), progress {t0, t1}, calls {t0, t1}, redraw {what:
 all|status, seconds}, prefs {developer_ui}, stylepass {values} (set scene.stylepass settings), live (the live preview's state), live_check {save} (the engine
-again on the shown picture's input), live_diffusion {url, token, model, controlnet | off}, live_shown, shutdown.
+again on the shown picture's input), live_diffusion {url, token, model, controlnet | off}, live_shown, edit {object, location | frame}, shutdown.
 For bench/bench_live.py: live_trace {t0, t1, reset_view} (the live preview's captures, shown pictures, engine
 runs and redraws in a window), orbit {degrees_per_second, seconds} (a steady turntable orbit from a timer),
 view_turn {degrees} (one edit), view_set {elevation, heading, distance, target} (where the viewport looks
@@ -1140,6 +1140,13 @@ def _handle(command: dict) -> dict:
         return {name: getattr(settings, name) for name in command["values"]}
     if op == "live":
         return live_state()
+    if op == "edit":  # what an artist's edit does to the scene: move an object, change the frame
+        scene = bpy.data.scenes[SCENE_NAME]
+        if "object" in command:
+            scene.objects[command["object"]].location = command["location"]
+        if "frame" in command:
+            scene.frame_set(command["frame"])
+        return {"frame": scene.frame_current}
     if op == "live_diffusion":
         return live_diffusion(command)
     if op == "live_shown":

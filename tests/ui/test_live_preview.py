@@ -156,6 +156,22 @@ def test_live_preview_follows_an_orbit_and_stops_at_once(ui):
         "strength back",
     )
 
+    # An edit (the cube moves) brings a new picture; so would the timeline, but this scene does not move
+    # between frames: the new frame is captured and, identical, costs no job.
+    before = _live(ui)["views"][0]
+    ui.command("edit", object="Cube", location=[0.8, -0.6, 1.0])
+    moved = _wait_live(
+        ui,
+        lambda s: s["views"][0]["shown"] > before["shown"] and not s["views"][0]["working"],
+        30,
+        "the cube moved",
+    )["views"][0]
+    ui.command("edit", frame=2)
+    framed = _wait_live(ui, lambda s: s["views"][0]["captures"] > moved["captures"], 30, "frame 2 captured")
+    time.sleep(0.5)
+    assert _live(ui)["views"][0]["shown"] == framed["views"][0]["shown"] == moved["shown"]
+    ui.command("edit", frame=1)
+
     # 4. Camera view (Numpad 0): only the camera frame is stylised, at the render's shape.
     ui.mouse_to(*viewport)
     ui.key("KP_0")
