@@ -94,7 +94,6 @@ class LiveView:
         self.capture_seconds: list[float] = []  # main-thread seconds of recent captures
         self.draw_seconds: list[float] = []  # main-thread seconds of recent redraws (change check + draw)
         self._inputs: tuple | None = None  # (generation, RunSettings, EngineInputs, settings, key part)
-        self._was_working = False
         self.drawn_look: tuple | None = None  # (opacity, wipe) of the last redraw
 
     # -- timer side -----------------------------------------------------------------------------------------
@@ -103,6 +102,9 @@ class LiveView:
         """Collect, capture and submit as needed; True when the viewport should redraw."""
         now = time.monotonic()
         redraw = False
+        # The view is also checked here, not only when the viewport redraws: the capture (and the engine)
+        # can start before Blender's own redraw of the orbit step, which on a software GPU takes ~120 ms.
+        self.see_view(found[3], found[2].region_3d)
         edited = self.out_of_date
         shown = self.scheduler.tick()
         if shown is not None:
@@ -126,11 +128,12 @@ class LiveView:
             redraw |= self._capture_and_submit(found, generation)
         if edited and _live_settings(found[0].scene).look != self.drawn_look:
             redraw = True  # opacity or wipe changed: redraw, though no job starts
-        working = self.scheduler.working
-        if working != self._was_working or (working and now - self.last_readout >= READOUT_REFRESH):
-            self._was_working = working
-            self.last_readout = now
+        # The readout's "working…" is refreshed while a slow job runs; a job start alone asks for no redraw
+        # (each redraw delays the picture on its way, and the new picture redraws anyway).
+        if self.scheduler.working and now - self.last_readout >= READOUT_REFRESH:
             redraw = True
+        if redraw:
+            self.last_readout = now
         return redraw
 
     def _capture_and_submit(self, found: tuple, generation: int) -> bool:

@@ -939,7 +939,7 @@ def engine_threads(threads: int) -> dict:
 
 
 def live_engine(repeats: int) -> dict:
-    """The engine alone on the shown picture's input, in process on this thread, `repeats` times: seconds each."""
+    """The engine alone on the shown picture's input, in process on this thread, `repeats` times (seconds)."""
     from stylepass_core.engine_api import NullProgress
     from stylepass_core.stylise_job import run_in_process
 
@@ -957,8 +957,8 @@ def live_engine(repeats: int) -> dict:
 def redraw_cost(iterations: int, rounds: int, step_degrees: float) -> dict:
     """Seconds of single redraws of the first 3D viewport's region (`wm.redraw_timer` DRAW_SWAP: the region,
     then the window put together and swapped, so the software GPU's work is inside), with the live preview's
-    draw handler and without it, in alternating blocks of `iterations` (machines drift). Before each redraw the
-    view turns `step_degrees`, as in an orbit (the preview's change check then sees a new view; with an
+    draw handler and without it, in alternating blocks of `iterations` (machines drift). Before each redraw
+    the view turns `step_degrees`, as in an orbit (the preview's change check then sees a new view; with an
     unchanged view Blender 5.2 skips the region's redraw, so `step_degrees` must not be 0). The view is put
     back afterwards; the preview's timer cannot run meanwhile (this holds the main thread), so no engine
     job competes for the CPU. Also the preview's draw handler as it times itself in these redraws."""
@@ -1040,8 +1040,8 @@ def draw_parts(iterations: int, step_degrees: float) -> dict:
 
 def capture_parts(repeats: int) -> dict:
     """Where a live capture's main-thread time goes, at the live resolution set now: the off-screen draw
-    (`draw_view3d`, overlays off as the capture does), the read-back, numpy's view of it, the float picture, the
-    content hash. Uses the preview's own off-screen buffer."""
+    (`draw_view3d`, overlays off as the capture does), the read-back, numpy's view of it, the float picture,
+    the content hash. Uses the preview's own off-screen buffer."""
     import numpy as np
 
     live = _stylepass_module("addon.live_preview")
