@@ -124,6 +124,18 @@ def picture_rect(
     return min(xs), min(ys), max(xs), max(ys)
 
 
+def rect_minus(rect: tuple, hole: tuple | None) -> list[tuple]:
+    """Rectangles (x0, y0, x1, y1) that together cover `rect` except `hole`: below, above, left, right of it."""
+    x0, y0, x1, y1 = rect
+    if hole is None:
+        return [rect]
+    hx0, hy0, hx1, hy1 = max(hole[0], x0), max(hole[1], y0), min(hole[2], x1), min(hole[3], y1)
+    if hx0 >= hx1 or hy0 >= hy1:
+        return [rect]
+    pieces = [(x0, y0, x1, hy0), (x0, hy1, x1, y1), (x0, hy0, hx0, hy1), (hx1, hy0, x1, hy1)]
+    return [piece for piece in pieces if piece[2] > piece[0] and piece[3] > piece[1]]
+
+
 class Capturer:
     """One viewport's off-screen buffers and map drawer, kept between captures (made again on a size change)."""
 

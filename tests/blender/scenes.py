@@ -97,3 +97,15 @@ def _fcurves(obj):
             for bag in strip.channelbags:
                 curves.extend(bag.fcurves)
     return curves
+
+
+def erode(mask, steps=1):
+    """`mask` shrunk by `steps` pixels (4-neighbourhood): compare passes away from edges."""
+    for _ in range(steps):
+        inner = mask.copy()
+        inner[1:, :] &= mask[:-1, :]
+        inner[:-1, :] &= mask[1:, :]
+        inner[:, 1:] &= mask[:, :-1]
+        inner[:, :-1] &= mask[:, 1:]
+        mask = inner
+    return mask

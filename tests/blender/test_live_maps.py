@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from conftest import addon_module
 from mathutils import Matrix
-from scenes import box, known_scene, quad, sphere
+from scenes import box, erode, known_scene, quad, sphere
 
 live_maps = addon_module("addon.live_maps")
 scene_passes = addon_module("addon.scene_passes")
@@ -36,19 +36,8 @@ def drawer():
     drawer.free()
 
 
-def _erode(mask, steps=1):
-    for _ in range(steps):
-        inner = mask.copy()
-        inner[1:, :] &= mask[:-1, :]
-        inner[:-1, :] &= mask[1:, :]
-        inner[:, 1:] &= mask[:, :-1]
-        inner[:, :-1] &= mask[:, 1:]
-        mask = inner
-    return mask
-
-
 def _dilate(mask, steps=1):
-    return ~_erode(~mask, steps)
+    return ~erode(~mask, steps)
 
 
 def _test_scene(scene):
@@ -96,7 +85,7 @@ def _interior(index, steps=1):
     """Pixels whose neighbours `steps` deep show the same object (or background) in `index`."""
     inner = np.zeros(index.shape, dtype=bool)
     for label in np.unique(index):
-        inner |= _erode(index == label, steps)
+        inner |= erode(index == label, steps)
     return inner
 
 
@@ -161,13 +150,13 @@ def test_perspective_matches_the_cycles_passes(gpu_ready, drawer, empty_file, tm
     # Every object shows up with its own index, and the tricky normals (back face, mirrored box, sphere).
     for name in ("Wall", "Box", "Sphere", "Back", "Mirrored"):
         assert (raw.object_index == index_of[name]).sum() > 20, name
-    back = _erode(raw.object_index == index_of["Back"], 1)
+    back = erode(raw.object_index == index_of["Back"], 1)
     assert (raw.normals[back][:, 2] > 0.5).all()  # turned towards the camera, as Cycles does
-    sphere = _erode(raw.object_index == index_of["Sphere"], 1)
+    sphere = erode(raw.object_index == index_of["Sphere"], 1)
     assert np.ptp(raw.normals[sphere][:, 0]) > 0.8  # smooth: the normals sweep across the ball
     mirrored = raw.object_index == index_of["Mirrored"]
-    assert len(np.unique(raw.normals[_erode(mirrored, 1)].round(2), axis=0)) == 3  # flat: three faces
-    assert np.allclose(raw.depth[_erode(raw.object_index == index_of["Box"], 1)], 2.7, atol=1e-4)
+    assert len(np.unique(raw.normals[erode(mirrored, 1)].round(2), axis=0)) == 3  # flat: three faces
+    assert np.allclose(raw.depth[erode(raw.object_index == index_of["Box"], 1)], 2.7, atol=1e-4)
 
     # The maps, made by the same function, equal the pass render's (as stored, 8 and 16 bit).
     maps = live_maps.control_maps(raw, colours, options)
@@ -193,7 +182,7 @@ def test_orthographic_camera(gpu_ready, drawer, empty_file, tmp_path):
     raw = _gpu(drawer, scene)
     _compare_raw(raw, passes, min_objects=5)
     wall_index = {entry.name: entry.index for entry in passes.objects}["Wall"]
-    wall = _erode(raw.object_index == wall_index, 1)
+    wall = erode(raw.object_index == wall_index, 1)
     assert np.allclose(raw.depth[wall], 7.0, atol=1e-4)  # planar depth from the camera at z = 1
     # Orthographic: a facing plane is (0, 0, 1) everywhere, unlike in perspective where nothing changes.
     assert np.allclose(raw.normals[wall], (0.0, 0.0, 1.0), atol=1e-5)
@@ -263,7 +252,7 @@ def test_a_geometry_change_is_drawn_after_forget(gpu_ready, drawer, empty_file, 
     monkeypatch.setattr(live_maps, "_batch", counting_batch)
     first = _gpu(drawer, scene)
     assert sorted(built) == ["Back", "Box", "Mirrored", "Sphere", "Wall"]
-    wall = _erode(first.object_index == wall_index, 1)
+    wall = erode(first.object_index == wall_index, 1)
     assert np.allclose(first.depth[wall], 6.0, atol=1e-4)
 
     # Another view of the same geometry builds nothing.
@@ -286,7 +275,7 @@ def test_a_geometry_change_is_drawn_after_forget(gpu_ready, drawer, empty_file, 
     drawer.forget({"Wall"})
     moved = _gpu(drawer, scene)
     assert built == ["Wall"]
-    assert np.allclose(moved.depth[_erode(moved.object_index == wall_index, 1)], 5.0, atol=1e-4)
+    assert np.allclose(moved.depth[erode(moved.object_index == wall_index, 1)], 5.0, atol=1e-4)
 
 
 def test_hidden_and_unindexed_objects_are_not_drawn(gpu_ready, drawer, empty_file):
@@ -314,7 +303,7 @@ def test_curves_and_text_are_drawn(gpu_ready, drawer, empty_file):
     names = _indexed()
     letters = raw.object_index == names.index("Text") + 1
     assert letters.sum() > 30
-    assert np.allclose(raw.depth[_erode(letters, 1)], 2.5, atol=1e-4)
+    assert np.allclose(raw.depth[erode(letters, 1)], 2.5, atol=1e-4)
 
 
 def test_pixels_are_read_in_memory_order_whatever_strides_the_buffer_reports():

@@ -144,3 +144,20 @@ def test_live_settings_defaults_and_readout(empty_file):
     assert live_preview.readout_text(view, 0.0) == "Stylepass Live  ·  starting…"
     view.error = "Style Image is needed"
     assert live_preview.readout_text(view, 0.0) == "Stylepass Live: Style Image is needed"
+
+
+def test_the_picture_is_drawn_around_the_readout():
+    rect, hole = (0.0, 0.0, 100.0, 50.0), (5.0, 5.0, 40.0, 15.0)
+    pieces = live_capture.rect_minus(rect, hole)
+    area = sum((x1 - x0) * (y1 - y0) for x0, y0, x1, y1 in pieces)
+    assert area == 100 * 50 - 35 * 10
+    # No piece overlaps the hole or another piece; every piece lies inside the rect.
+    for i, (x0, y0, x1, y1) in enumerate(pieces):
+        assert 0 <= x0 < x1 <= 100 and 0 <= y0 < y1 <= 50
+        assert x1 <= 5 or x0 >= 40 or y1 <= 5 or y0 >= 15
+        for a0, b0, a1, b1 in pieces[i + 1 :]:
+            assert x1 <= a0 or a1 <= x0 or y1 <= b0 or b1 <= y0
+    assert live_capture.rect_minus(rect, None) == [rect]
+    assert live_capture.rect_minus(rect, (200.0, 0.0, 220.0, 10.0)) == [
+        rect
+    ]  # the hole is elsewhere (a wipe)

@@ -7,23 +7,12 @@ import bpy
 import numpy as np
 import pytest
 from conftest import addon_module, diff_snapshots, scene_snapshot
-from scenes import HEIGHT, WIDTH, known_scene
+from scenes import HEIGHT, WIDTH, erode, known_scene
 
 from stylepass_core import conditioning, exr, output_layout, png
 from stylepass_core.output_layout import SceneLayout
 
 scene_passes = addon_module("addon.scene_passes")
-
-
-def _erode(mask, steps=1):
-    for _ in range(steps):
-        inner = mask.copy()
-        inner[1:, :] &= mask[:-1, :]
-        inner[:-1, :] &= mask[1:, :]
-        inner[:, 1:] &= mask[:, :-1]
-        inner[:, :-1] &= mask[:, 1:]
-        mask = inner
-    return mask
 
 
 @pytest.fixture
@@ -87,8 +76,8 @@ def test_depth_nearer_is_brighter_background_black(rendered):
     assert depth[box].mean() > depth[sphere].mean() > depth[wall].mean() > 0.0
     raw = exr.read_exr(passes_dir / "depth" / "0001.exr")["Z"]
     # Planar camera depth in scene units: the box's front face is at 3 - 0.3, the wall at 6.
-    assert np.allclose(raw[_erode(box, 1)], 2.7, atol=1e-3)
-    assert np.allclose(raw[_erode(wall, 1)], 6.0, atol=1e-3)
+    assert np.allclose(raw[erode(box, 1)], 2.7, atol=1e-3)
+    assert np.allclose(raw[erode(wall, 1)], 6.0, atol=1e-3)
     assert np.isinf(raw[index == 0]).all()
 
 
@@ -98,7 +87,7 @@ def test_normals_facing_colour(rendered):
     normal = _read(passes_dir, "normal").astype(np.float64) / 255.0
     facing = np.asarray(conditioning.NORMAL_FACING_RGB, dtype=np.float64)
     for name in ("Box", "Wall"):
-        inner = _erode(index == index_of[name], 1)
+        inner = erode(index == index_of[name], 1)
         assert np.abs(normal[inner] - facing).max() <= 1.5 / 255.0, name
     # The sphere's normals turn away from the camera towards its rim: not all facing.
     sphere = index == index_of["Sphere"]
@@ -110,12 +99,12 @@ def test_line_art_on_silhouette_not_inside(rendered):
     index = _read(passes_dir, "object_index")[..., 0].astype(int)
     lines = _read(passes_dir, "lineart")[..., 0].astype(np.float64) / 255.0
     box = index == index_of["Box"]
-    rim = box & ~_erode(box, 1)
+    rim = box & ~erode(box, 1)
     assert lines[rim].mean() > 0.8
-    assert lines[_erode(box, 2)].max() < 0.05
+    assert lines[erode(box, 2)].max() < 0.05
     # The wall's outline against the empty background is drawn too.
     wall = index == index_of["Wall"]
-    wall_against_sky = wall & ~_erode(index != 0, 1)
+    wall_against_sky = wall & ~erode(index != 0, 1)
     assert wall_against_sky.sum() > 20
     assert lines[wall_against_sky].mean() > 0.8
 
