@@ -278,12 +278,13 @@ def _draw_picture(texture, rect, opacity: float, wipe: float, hole: tuple | None
         indices += [(first, first + 1, first + 2), (first + 2, first + 3, first)]
     shader = gpu.shader.from_builtin("IMAGE_COLOR")
     batch = batch_for_shader(shader, "TRIS", {"pos": positions, "texCoord": coords}, indices=indices)
-    gpu.state.blend_set("ALPHA")
+    gpu.state.blend_set("ALPHA" if opacity < 1.0 else "NONE")  # an opaque picture needs no blending
     shader.bind()
     shader.uniform_sampler("image", texture)
     shader.uniform_float("color", (1.0, 1.0, 1.0, opacity))
     batch.draw(shader)
     if wipe < 1.0:  # the before/after line
+        gpu.state.blend_set("ALPHA")
         line = gpu.shader.from_builtin("UNIFORM_COLOR")
         bar = batch_for_shader(
             line,

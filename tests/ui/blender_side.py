@@ -1004,7 +1004,7 @@ def draw_parts(iterations: int, step_degrees: float) -> dict:
     start_rotation = region_3d.view_rotation.copy()
     turn = Quaternion((0.0, 0.0, 1.0), math.radians(step_degrees))
     parts: dict[str, list[float]] = {
-        name: [] for name in ("see_view", "settings", "rect", "picture", "readout")
+        name: [] for name in ("see_view", "settings", "readout", "rect", "picture")
     }
 
     def handler():
@@ -1016,11 +1016,11 @@ def draw_parts(iterations: int, step_degrees: float) -> dict:
         marks.append(time.perf_counter())
         settings = live._live_settings(context.scene)
         marks.append(time.perf_counter())
+        readout = live._draw_readout(view, context.region)  # first, as the preview draws it
+        marks.append(time.perf_counter())
         rect = live.picture_rect(context.scene, context.region, context.region_data, view.picture_camera)
         marks.append(time.perf_counter())
-        live._draw_picture(view.texture, rect, settings.live_opacity, settings.live_wipe)
-        marks.append(time.perf_counter())
-        live._draw_readout(view, context.region)
+        live._draw_picture(view.texture, rect, settings.live_opacity, settings.live_wipe, readout)
         marks.append(time.perf_counter())
         for name, a, b in zip(parts, marks, marks[1:], strict=False):
             parts[name].append(b - a)
