@@ -22,7 +22,9 @@ import numpy as np
 from bpy_extras import view3d_utils
 from mathutils import Matrix, Vector
 
+from . import live_maps
 from .pass_render import renderable_objects
+from .scene_passes import object_entries
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,6 @@ class Captured:
     colour: np.ndarray  # (H, W, 3) float32 in [0, 1], display-referred, row 0 at the top
     maps: dict[str, np.ndarray] = field(default_factory=dict)
     object_index: np.ndarray | None = None  # (H, W) int32 when maps were drawn
-    seconds: dict[str, float] = field(default_factory=dict)
 
     def digest(self) -> str:
         """A content hash of the pixels (and their size): identical views hash the same."""
@@ -141,8 +142,7 @@ class Capturer:
 
     def __init__(self) -> None:
         self._offscreen: gpu.types.GPUOffScreen | None = None
-        self._size: tuple[int, int] | None = None
-        self._maps = None  # live_maps.MapDrawer, made on the first capture that needs maps
+        self._maps: live_maps.MapDrawer | None = None  # made on the first capture that needs maps
 
     def forget_geometry(self, names: set[str]) -> None:
         """Objects whose geometry changed: their GPU batches are built again on the next map capture."""
@@ -161,11 +161,7 @@ class Capturer:
         `map_names`: control maps to draw as well (none for the neural-style engine); `options`: the pass
         settings whose line-art thresholds the maps follow, as the rendered passes do.
         """
-        import time
-
         scene, view_layer, space = context["scene"], context["view_layer"], context["space"]
-        seconds = {}
-        start = time.perf_counter()
         offscreen = self._offscreen_for(frame.width, frame.height)
         overlays = space.overlay.show_overlays
         if overlays:
@@ -183,22 +179,13 @@ class Capturer:
         finally:
             if overlays:
                 space.overlay.show_overlays = True
-        # Blender 4.x's Buffer reports its strides reversed over row-major memory: read the memory in order.
-        flat = np.asarray(offscreen.texture_color.read(), dtype=np.uint8).ravel(order="K")
-        pixels = flat.reshape(frame.height, frame.width, 4)
-        colour = pixels[::-1, :, :3].astype(np.float32) * np.float32(1 / 255)
-        seconds["colour"] = time.perf_counter() - start
-        captured = Captured(frame, colour, seconds=seconds)
+        pixels = live_maps.texture_pixels(offscreen.texture_color, 4, np.uint8)
+        captured = Captured(frame, pixels[..., :3].astype(np.float32) * np.float32(1 / 255))
         if map_names:
-            start = time.perf_counter()
             self._draw_maps(captured, context, map_names, options)
-            seconds["maps"] = time.perf_counter() - start
         return captured
 
     def _draw_maps(self, captured: Captured, context: dict, map_names, options) -> None:
-        from . import live_maps
-        from .scene_passes import object_entries
-
         if self._maps is None:
             self._maps = live_maps.MapDrawer()
         objects = renderable_objects(context["view_layer"])
@@ -217,20 +204,19 @@ class Capturer:
         captured.object_index = raw.object_index
 
     def _offscreen_for(self, width: int, height: int) -> gpu.types.GPUOffScreen:
-        if self._offscreen is None or self._size != (width, height):
-            self.free_offscreen()
+        offscreen = self._offscreen
+        if offscreen is None or (offscreen.width, offscreen.height) != (width, height):
+            self._free_offscreen()
             self._offscreen = gpu.types.GPUOffScreen(width, height)
-            self._size = (width, height)
         return self._offscreen
 
-    def free_offscreen(self) -> None:
+    def _free_offscreen(self) -> None:
         if self._offscreen is not None:
             self._offscreen.free()
             self._offscreen = None
-            self._size = None
 
     def free(self) -> None:
-        self.free_offscreen()
+        self._free_offscreen()
         if self._maps is not None:
             self._maps.free()
             self._maps = None

@@ -216,8 +216,8 @@ class MapDrawer:
         self._geometry = {key: geo for key, geo in self._geometry.items() if key in used}
 
         # 4. Read back
-        surface_pixels = _pixels(surface, 4)
-        object_pixels = _pixels(object_target, 2)
+        surface_pixels = texture_pixels(surface, 4)
+        object_pixels = texture_pixels(object_target, 2)
         background = object_pixels[..., 1] == 0.0
         object_index = np.rint(object_pixels[..., 0]).astype(np.int32)
         object_index[background] = 0
@@ -250,14 +250,15 @@ class MapDrawer:
         return geometry
 
 
-def _pixels(texture: gpu.types.GPUTexture, channels: int) -> np.ndarray:
-    """`(H, W, channels)` float32 pixels of `texture`, row 0 at the top (GPU rows run bottom-up).
+def texture_pixels(texture: gpu.types.GPUTexture, channels: int, dtype=np.float32) -> np.ndarray:
+    """`(H, W, channels)` pixels of `texture` as `dtype` (its format's), row 0 at the top (GPU rows run
+    bottom-up).
 
     Blender 4.x's `gpu.types.Buffer` reports its strides reversed (as if column-major) over memory that is
     row-major, so `np.asarray` alone scrambles the picture there (seen in 4.3's UI; 5.2 is right). Reading the
     elements in memory order ("K") and reshaping is right in every version, and copies nothing.
     """
-    memory = np.asarray(texture.read(), dtype=np.float32).ravel(order="K")
+    memory = np.asarray(texture.read(), dtype=dtype).ravel(order="K")
     return memory.reshape(texture.height, texture.width, channels)[::-1]
 
 

@@ -4,8 +4,6 @@ Frame button: the live preview runs on the same settings."""
 
 import bpy
 
-from stylepass_core.settings import SettingsError
-
 from ..addon import images, live_preview
 from .modal import Status, reported
 
@@ -33,11 +31,7 @@ class STYLEPASS_OT_live_preview(bpy.types.Operator):
         if live_preview.is_on(space):
             live_preview.stop(space)
             return {"FINISHED"}
-        try:
-            live_preview.check_can_start(context)
-        except SettingsError as error:
-            self.report({"ERROR"}, f"Stylepass: {error}")
-            return {"CANCELLED"}
+        live_preview.check_can_start(context)  # a SettingsError is a StylepassError: `reported` says it
         live_preview.start(space)
         context.area.tag_redraw()
         return {"FINISHED"}

@@ -114,11 +114,6 @@ class LiveScheduler:
         """A job is running (the caller may wait to capture the view until it ends: the freshest input)."""
         return self._running is not None
 
-    @property
-    def shown_key(self) -> str | None:
-        """The key of the picture shown now."""
-        return self._shown_key
-
     def submit(self, key: str, request: Any) -> None:
         """The view now needs the picture of `request` (its inputs hash to `key`). Never starts work itself."""
         now = self._clock()

@@ -324,7 +324,7 @@ def test_pixels_are_read_in_memory_order_whatever_strides_the_buffer_reports():
             return self.buffer
 
     for buffer in (picture, reversed_strides):
-        assert np.array_equal(live_maps._pixels(Texture(buffer), channels), picture[::-1])
+        assert np.array_equal(live_maps.texture_pixels(Texture(buffer), channels), picture[::-1])
 
 
 def test_gpu_unavailable_is_a_clear_error(empty_file):

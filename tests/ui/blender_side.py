@@ -1067,7 +1067,8 @@ def capture_parts(repeats: int) -> dict:
             marks.append(time.perf_counter())
             buffer = offscreen.texture_color.read()
             marks.append(time.perf_counter())
-            pixels = np.asarray(buffer, dtype=np.uint8)
+            # As live_maps.texture_pixels reads it (in memory order: 4.x reports reversed strides).
+            pixels = np.asarray(buffer, dtype=np.uint8).ravel(order="K").reshape(frame.height, frame.width, 4)
             marks.append(time.perf_counter())
             colour = pixels[::-1, :, :3].astype(np.float32) * np.float32(1 / 255)
             marks.append(time.perf_counter())
