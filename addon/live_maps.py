@@ -37,7 +37,7 @@ from mathutils import Matrix
 from stylepass_core.errors import StylepassError
 from stylepass_core.settings import PassSettings
 
-from .pass_render import RENDERABLE_TYPES
+from .pass_render import RENDERABLE_TYPES, enabled_for_render
 from .scene_passes import maps_from_raw
 
 _VERTEX_SOURCE = """
@@ -306,9 +306,7 @@ def _instancer_renders(parent: bpy.types.Object, index_of: dict[str, int]) -> bo
         return True
     if parent.type in RENDERABLE_TYPES:
         return False  # a renderable type missing from the list is disabled for renders
-    original = parent.original
-    collections = original.users_collection
-    return not original.hide_render and (not collections or any(not c.hide_render for c in collections))
+    return enabled_for_render(parent.original)
 
 
 def _batch(shader: gpu.types.GPUShader, obj: bpy.types.Object) -> gpu.types.GPUBatch | None:

@@ -57,16 +57,14 @@ class RenderJob:
 
 def renderable_objects(view_layer: bpy.types.ViewLayer) -> list[bpy.types.Object]:
     """Objects of the view layer that can appear in a render, sorted by name for stable indices."""
-    found = [
-        obj
-        for obj in view_layer.objects
-        if obj.type in RENDERABLE_TYPES and not obj.hide_render and _collections_render(obj)
-    ]
+    found = [obj for obj in view_layer.objects if obj.type in RENDERABLE_TYPES and enabled_for_render(obj)]
     return sorted(found, key=lambda obj: obj.name)
 
 
-def _collections_render(obj: bpy.types.Object) -> bool:
-    return any(not collection.hide_render for collection in obj.users_collection) or not obj.users_collection
+def enabled_for_render(obj: bpy.types.Object) -> bool:
+    """Whether renders may show `obj`: not disabled itself, nor through every collection it is in."""
+    collections = obj.users_collection
+    return not obj.hide_render and (not collections or any(not c.hide_render for c in collections))
 
 
 def camera_problem(camera: bpy.types.Object) -> str | None:
