@@ -155,11 +155,13 @@ class Capturer:
         frame: ViewFrame,
         map_names: tuple[str, ...],
         options,
+        object_index: bool = False,
     ) -> Captured:
         """Draw `frame` of the viewport in `context` (scene, view_layer, depsgraph, space, region).
 
         `map_names`: control maps to draw as well (none for the neural-style engine); `options`: the pass
-        settings whose line-art thresholds the maps follow, as the rendered passes do.
+        settings whose line-art thresholds the maps follow, as the rendered passes do; `object_index`: draw
+        the object index too (what an object selection needs), also without maps.
         """
         scene, view_layer, space = context["scene"], context["view_layer"], context["space"]
         offscreen = self._offscreen_for(frame.width, frame.height)
@@ -181,7 +183,7 @@ class Capturer:
                 space.overlay.show_overlays = True
         pixels = live_maps.texture_pixels(offscreen.texture_color, 4, np.uint8)
         captured = Captured(frame, pixels[..., :3].astype(np.float32) * np.float32(1 / 255))
-        if map_names:
+        if map_names or object_index:
             self._draw_maps(captured, context, map_names, options)
         return captured
 
@@ -198,9 +200,9 @@ class Capturer:
             frame.width,
             frame.height,
         )
-        colours = {entry.index: entry.colour for entry in object_entries(objects)}
-        maps = live_maps.control_maps(raw, colours, options)
-        captured.maps = {name: maps[name] for name in map_names if name in maps}
+        if map_names:
+            colours = {entry.index: entry.colour for entry in object_entries(objects)}
+            captured.maps = live_maps.control_maps(raw, colours, options, map_names)
         captured.object_index = raw.object_index
 
     def _offscreen_for(self, width: int, height: int) -> gpu.types.GPUOffScreen:

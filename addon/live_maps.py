@@ -24,7 +24,7 @@ blocking render in the same callback: Blender has no GPU context active until it
 mode only where Blender can start one (5.2: `gpu_available` does it); 4.x refuses GPU drawing headless.
 """
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -34,6 +34,7 @@ import numpy as np
 from gpu_extras.batch import batch_for_shader
 from mathutils import Matrix
 
+from stylepass_core.conditioning import CONTROL_MAPS
 from stylepass_core.errors import StylepassError
 from stylepass_core.settings import PassSettings
 
@@ -100,16 +101,20 @@ def gpu_available() -> bool:
 
 
 def control_maps(
-    raw: RawMaps, colours: dict[int, tuple[int, int, int]], options: PassSettings
+    raw: RawMaps,
+    colours: dict[int, tuple[int, int, int]],
+    options: PassSettings,
+    names: Collection[str] = CONTROL_MAPS,
 ) -> dict[str, np.ndarray]:
-    """The "depth", "normal", "lineart" and "segmentation" maps of `raw`, exactly as the pass render makes
-    them from Cycles' passes (float32 in [0, 1]; `scene_passes.maps_from_raw`).
+    """The "depth", "normal", "lineart" and "segmentation" maps of `raw` (those in `names`), exactly as the
+    pass render makes them from Cycles' passes (float32 in [0, 1]; `scene_passes.maps_from_raw`).
 
     Args:
         colours: RGB in [0, 255] per object index (`scene_passes.object_entries`).
         options: the pass settings (`PassSettings` or `PassOptions`); the line-art settings are used.
+        names: the maps to make (the engine's; making line art costs most).
     """
-    return maps_from_raw(raw.depth, raw.normals, raw.object_index, raw.background, colours, options)
+    return maps_from_raw(raw.depth, raw.normals, raw.object_index, raw.background, colours, options, names)
 
 
 @dataclass

@@ -144,9 +144,6 @@ class LiveView:
             live = properties.read(scene.stylepass, LiveSettings)
             depsgraph = view_layer.depsgraph
             frame = frame_of(scene, depsgraph, region, space.region_3d, live.long_side)
-            map_names = engine.control_maps()
-            if run.frame.object_filter != "ALL" and not map_names:
-                map_names = ("segmentation",)  # draws the object index the selection needs
             start = time.perf_counter()
             context = {
                 "scene": scene,
@@ -155,7 +152,13 @@ class LiveView:
                 "space": space,
                 "region": region,
             }
-            captured = self.capturer.capture(context, frame, tuple(map_names), run.passes)
+            captured = self.capturer.capture(
+                context,
+                frame,
+                engine.control_maps(),
+                run.passes,
+                object_index=run.frame.object_filter != "ALL",  # the finish's object selection needs it
+            )
             self.capture_seconds = [*self.capture_seconds[-63:], time.perf_counter() - start]
             self.captures += 1
         except (StylepassError, SettingsError) as error:
@@ -164,7 +167,7 @@ class LiveView:
         request = StyleRequest(
             beauty=captured.colour,
             settings=engine,
-            controls={name: captured.maps[name] for name in engine.control_maps()},
+            controls=captured.maps,
             images=inputs.pictures,
             seed=run.frame.seed,
         )

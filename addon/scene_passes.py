@@ -20,6 +20,7 @@ import math
 import shutil
 import tempfile
 import time
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -295,8 +296,10 @@ def maps_from_raw(
     background: np.ndarray,
     colours: dict[int, tuple[int, int, int]],
     options: PassSettings,
+    names: Collection[str] = conditioning.CONTROL_MAPS,
 ) -> dict[str, np.ndarray]:
-    """The depth, normal, line-art and segmentation maps from raw data, with the pass settings' lines.
+    """The depth, normal, line-art and segmentation maps (those in `names`) from raw data, with the pass
+    settings' lines.
 
     Shared by the pass render (`compute_maps`) and the live preview's GPU maps (`live_maps`), so both follow
     one convention; see `conditioning.control_maps` for the arrays.
@@ -311,6 +314,7 @@ def maps_from_raw(
         line_depth_threshold=options.line_depth_threshold,
         # Blender keeps angles in radians; line art takes degrees.
         line_crease_angle=math.degrees(options.line_crease_angle),
+        names=names,
     )
 
 

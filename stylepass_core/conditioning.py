@@ -14,7 +14,7 @@ Conventions shared by every function:
 
 import colorsys
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 import numpy as np
 
@@ -689,6 +689,10 @@ def segmentation_map(
 # ------------------------------------------------------------------------------------------------------------
 # One view's maps
 # ------------------------------------------------------------------------------------------------------------
+# The control maps a view's raw data makes (what ControlNets and engines read).
+CONTROL_MAPS: tuple[str, ...] = ("depth", "normal", "lineart", "segmentation")
+
+
 def control_maps(
     depth: np.ndarray,
     camera_normals: np.ndarray,
@@ -698,8 +702,9 @@ def control_maps(
     line_thickness: float = 1.0,
     line_depth_threshold: float = 0.05,
     line_crease_angle: float = 40.0,
+    names: Collection[str] = CONTROL_MAPS,
 ) -> dict[str, np.ndarray]:
-    """The depth, normal, line-art and segmentation maps of one view from its raw data.
+    """The depth, normal, line-art and segmentation maps of one view from its raw data (those in `names`).
 
     The one place that turns raw data into maps, whoever made the data: Cycles' passes (the pass render) or
     the GPU drawing of the live preview, so both hand an engine the same kind of picture.
@@ -713,18 +718,23 @@ def control_maps(
             `segmentation_map`).
         line_thickness, line_depth_threshold, line_crease_angle: `line_art`'s `thickness`,
             `depth_threshold` and `crease_angle` (degrees).
+        names (`Collection[str]`): the maps to make, of `CONTROL_MAPS` (a live preview makes only
+            those its engine reads).
 
     Returns:
-        `dict[str, np.ndarray]`: "depth" `(H, W)`, "normal" `(H, W, 3)`, "lineart" `(H, W)` and
-        "segmentation" `(H, W, 3)`, all float32 in [0, 1].
+        `dict[str, np.ndarray]`: of "depth" `(H, W)`, "normal" `(H, W, 3)`, "lineart" `(H, W)` and
+        "segmentation" `(H, W, 3)` those in `names`, in that order, all float32 in [0, 1].
 
     Raises:
-        ValueError: as the four functions it calls.
+        ValueError: as the four functions it calls, or a name not in `CONTROL_MAPS`.
     """
-    return {
-        "depth": inverse_depth(depth, background),
-        "normal": normal_map_rgb(camera_normals, background),
-        "lineart": line_art(
+    unknown = set(names) - set(CONTROL_MAPS)
+    if unknown:
+        raise ValueError(f"names must be of {CONTROL_MAPS}, got {sorted(unknown)}")
+    makers = {
+        "depth": lambda: inverse_depth(depth, background),
+        "normal": lambda: normal_map_rgb(camera_normals, background),
+        "lineart": lambda: line_art(
             depth,
             camera_normals,
             object_index,
@@ -733,8 +743,9 @@ def control_maps(
             depth_threshold=line_depth_threshold,
             crease_angle=line_crease_angle,
         ),
-        "segmentation": segmentation_map(object_index, colours),
+        "segmentation": lambda: segmentation_map(object_index, colours),
     }
+    return {name: make() for name, make in makers.items() if name in names}
 
 
 # ------------------------------------------------------------------------------------------------------------

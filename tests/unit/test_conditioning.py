@@ -572,3 +572,22 @@ GOOD_INDEX = np.ones((4, 4), dtype=np.int32)
 def test_bad_input_raises_value_error_quoting_it(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_control_maps_makes_only_the_maps_asked_for():
+    depth = np.full((8, 10), 5.0, np.float32)
+    depth[2:6, 3:7] = 2.0
+    background = np.zeros((8, 10), bool)
+    background[:, :1] = True
+    normals = np.zeros((8, 10, 3), np.float32)
+    normals[..., 2] = 1.0
+    index = np.where(depth < 3.0, 2, 1).astype(np.int32)
+    index[background] = 0
+    colours = {1: (10, 20, 30), 2: (200, 100, 50)}
+    every = cond.control_maps(depth, normals, index, background, colours)
+    assert list(every) == list(cond.CONTROL_MAPS)
+    depth_only = cond.control_maps(depth, normals, index, background, colours, names=("depth",))
+    assert list(depth_only) == ["depth"] and np.array_equal(depth_only["depth"], every["depth"])
+    assert cond.control_maps(depth, normals, index, background, colours, names=()) == {}
+    with pytest.raises(ValueError, match="names must be of"):
+        cond.control_maps(depth, normals, index, background, colours, names=("beauty",))

@@ -9,10 +9,9 @@ import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from ...conditioning import CONTROL_MAPS as CONTROL_MAPS  # the maps a ControlNet unit can take
 from ...settings import EngineSettings, Settings, SettingsError, register_settings, setting
 
-# Control maps a ControlNet unit can take, in the order units are passed to the pipeline.
-CONTROL_MAPS: tuple[str, ...] = ("depth", "normal", "lineart", "segmentation")
 MAX_STEPS = 150
 MAX_GUIDANCE = 30.0
 MAX_LORAS = 8
