@@ -189,8 +189,9 @@ class LiveView:
     def _engine_inputs(self, scene, view_layer, generation: int):
         """The run's settings and checked engine inputs, read again only after an edit (not per orbit step)."""
         if self._inputs is None or self._inputs[0] != generation:
-            run = stylise.RunSettings.from_scene(scene, settings.preferences())
-            inputs = stylise.engine_inputs(scene, view_layer, run, settings.preferences())
+            prefs = settings.preferences()
+            run = stylise.RunSettings.from_scene(scene, prefs)
+            inputs = stylise.engine_inputs(scene, view_layer, run, prefs)
             engine = inputs.settings.live()
             key = repr(
                 (engine.to_plain(), run.frame.values(), sorted(inputs.pictures), _digests(inputs.pictures))
@@ -380,7 +381,7 @@ def _tick() -> float | None:
         try:
             if view.step(found, _State.generation):
                 found[1].tag_redraw()
-        except Exception as error:  # a bug: stop this view rather than fire every tick
+        except Exception as error:  # a bug: say so on the readout and drop the work; the next change retries
             import traceback
 
             traceback.print_exception(type(error), error, error.__traceback__)
@@ -390,9 +391,16 @@ def _tick() -> float | None:
     return TICK_SECONDS if _State.views else None
 
 
+def _edited(geometry_changed: frozenset[str] | set[str] = frozenset()) -> None:
+    """Something the pictures depend on changed: every live view is out of date, its inputs read again."""
+    _State.generation += 1
+    for view in _State.views.values():
+        view.out_of_date = True
+        view.capturer.forget_geometry(geometry_changed)
+
+
 @persistent
 def _on_depsgraph_update(scene, depsgraph=None) -> None:
-    _State.generation += 1
     changed = set()
     if depsgraph is not None:
         changed = {
@@ -400,26 +408,17 @@ def _on_depsgraph_update(scene, depsgraph=None) -> None:
             for update in depsgraph.updates
             if update.is_updated_geometry and isinstance(update.id, bpy.types.Object)
         }
-    for view in _State.views.values():
-        view.out_of_date = True
-        view.capturer.forget_geometry(changed)
+    _edited(changed)
 
 
 @persistent
 def _on_frame_change(scene, depsgraph=None) -> None:
-    _State.generation += 1
-    for view in _State.views.values():
-        view.out_of_date = True
+    _edited()
 
 
 @persistent
 def _on_load(*_args) -> None:
     stop_all()
-
-
-def _on_setting_change() -> None:
-    """A Stylepass setting changed (`properties.changed_listeners`)."""
-    _on_frame_change(None)
 
 
 _HANDLERS = (
@@ -449,7 +448,7 @@ def start(space) -> LiveView:
         for handlers, handler in _HANDLERS:
             if handler not in handlers:
                 handlers.append(handler)
-        properties.changed_listeners.append(_on_setting_change)
+        properties.changed_listeners.append(_edited)  # a Stylepass setting changed
     if not bpy.app.timers.is_registered(_tick):
         bpy.app.timers.register(_tick, first_interval=0.0)
     return view
@@ -485,8 +484,8 @@ def _shut_down() -> None:
     for handlers, handler in _HANDLERS:
         if handler in handlers:
             handlers.remove(handler)
-    if _on_setting_change in properties.changed_listeners:
-        properties.changed_listeners.remove(_on_setting_change)
+    if _edited in properties.changed_listeners:
+        properties.changed_listeners.remove(_edited)
     if bpy.app.timers.is_registered(_tick):
         bpy.app.timers.unregister(_tick)
 
@@ -516,9 +515,8 @@ def pin(view: LiveView) -> bpy.types.Image:
     height, width = view.picture.shape[:2]
     image = bpy.data.images.new(PIN_NAME, width, height, alpha=False)
     rgba = np.ones((height, width, 4), np.float32)
-    rgba[..., :3] = view.picture[
-        ::-1
-    ]  # a byte image holds display values; Blender's rows start at the bottom
+    # A byte image holds display values; Blender's rows start at the bottom.
+    rgba[..., :3] = view.picture[::-1]
     image.pixels.foreach_set(rgba.ravel())
     image.pack()  # a generated image is otherwise lost when the file is saved
     return image
