@@ -416,11 +416,7 @@ def tiny_vae_candidates(model: Path, config: PipelineConfig, model_dirs: list[Pa
     name = TINY_VAE_NAMES[config.family]
     candidates = [config.folder / TINY_VAE_SUBFOLDER, model.parent / name]
     candidates += [folder / name for folder in model_dirs]
-    unique: list[Path] = []
-    for candidate in candidates:
-        if candidate not in unique:
-            unique.append(candidate)
-    return unique
+    return list(dict.fromkeys(candidates))  # each once, in order
 
 
 def find_tiny_vae(
