@@ -17,6 +17,7 @@ cancels the running frame) however slow the engine is; background mode waits on 
 """
 
 import hashlib
+import itertools
 import json
 import threading
 import time
@@ -26,9 +27,10 @@ from dataclasses import dataclass, field, replace
 import bpy
 import numpy as np
 
-from stylepass_core import exr, png, temporal
+from stylepass_core import exr, fusion, png, temporal
+from stylepass_core.engine_api import StyleResult
 from stylepass_core.errors import StylepassError
-from stylepass_core.frame_steps import FrameStep, FrameTally, frame_steps, run_to_end
+from stylepass_core.frame_steps import Collected, FrameStep, FrameTally, frame_steps, run_to_end
 from stylepass_core.imageops import resize
 from stylepass_core.jobs import BackgroundJob, PartProgress
 from stylepass_core.output_layout import SceneLayout, resolve_output_root
@@ -36,7 +38,16 @@ from stylepass_core.settings import CoherenceSettings
 
 from . import compositor, display_colour, images
 from .pass_process import PassProcess
-from .scene_passes import PassSet, develop, discard, pass_fingerprint, publish, render_here
+from .scene_passes import (
+    PassPlan,
+    PassSet,
+    develop,
+    discard,
+    pass_fingerprint,
+    plan_passes,
+    publish,
+    render_here,
+)
 from .stylise import (
     PASS_SHARE,
     STYLISED_IMAGE,
@@ -46,6 +57,7 @@ from .stylise import (
     build,
     build_inverse_here,
     check,
+    output_size,
     passes_from_second_blender,
     run,
     with_frame,
@@ -90,33 +102,10 @@ class AnimationSummary:
         return self.tally.stopped_early
 
 
-@dataclass
-class _FramePlan:
-    """A frame checked on the main thread: its passes, when current or rendered here, or the ticket of its
-    render in the second Blender; and what its record adds to the context."""
-
-    checked: CheckedFrame
-    context: dict
-    passes: PassSet | None = None
-    ticket: int | None = None
-    inverse_ticket: int | None = None  # a new colour view's inverse, built by the second Blender first
-
-
-@dataclass
-class _Previous:
-    """What the next frame needs of this one: the result and the raw passes, at the output size."""
-
-    frame: int
-    image: np.ndarray
-    beauty: np.ndarray
-    vectors: np.ndarray
-    depth: np.ndarray
-    frames_since_keyframe: int
-
-
 def state_key(fingerprint: str, run_settings: RunSettings, anim: AnimationOptions) -> str:
-    """Hash of everything that shapes this frame's result: its `pass_fingerprint`, the engine's and the frame's
-    settings, and the coherence settings (every field of each, so a new setting can never be left out)."""
+    """Hash of everything that shapes this frame's own result: its `pass_fingerprint`, the engine's and the
+    frame's settings, and the coherence settings (every field of each, so a new setting can never be left out).
+    What it takes from other frames is added by `_Span`."""
     settings = [run_settings.engine.to_plain(), run_settings.frame.values(), anim.coherence.values()]
     text = json.dumps([fingerprint, settings], sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
@@ -133,6 +122,97 @@ def _fit(array: np.ndarray, size: tuple[int, int], scale_values: bool = False) -
     return out
 
 
+def _record(layout: SceneLayout, frame: int) -> dict | None:
+    try:
+        with open(layout.stylised_file(frame, "json"), encoding="utf-8") as stream:
+            return json.load(stream)
+    except (OSError, ValueError):
+        return None
+
+
+@dataclass
+class _FramePlan:
+    """A frame checked on the main thread: its passes, when current or rendered here, or the ticket of its
+    render in the second Blender; the motion-only renders of the frames a step skips before it; and what its
+    record adds to the context. `close_only`: the frame is current, it only closes its span (its keyframe
+    picture is read from disk to fuse the frames before it that are redone)."""
+
+    checked: CheckedFrame | None
+    context: dict
+    passes: PassSet | None = None
+    ticket: int | None = None
+    inverse_ticket: int | None = None  # a new colour view's inverse, built by the second Blender first
+    motion: list[tuple[PassPlan, int | None]] = field(default_factory=list)
+    close_only: bool = False
+
+
+@dataclass
+class _Between:
+    """A frame between two keyframes, stylised and waiting for the keyframe after it to be fused and written."""
+
+    index: int
+    prepared: PreparedFrame
+    result: StyleResult
+
+
+@dataclass
+class _Span:
+    """What the keyframes decide, worked out before the first frame from fingerprints and the records on disk.
+
+    Keys: `own` is a frame's own `state_key`; `keys` is what its result depends on (its own key, its keyframes'
+    keys and the fingerprints of every frame between them), stored in its record: a frame is redone only when
+    that changed or its files are missing, so resuming redoes only what depends on a missing or changed frame.
+    """
+
+    frames: list[int]
+    fingerprints: dict[int, str]  # every scene frame of the range (the skipped ones too)
+    own: dict[int, str]
+    cuts: set[int]  # indices into `frames`
+    continuing: bool  # the engine continues from the carried picture (diffusion)
+    interval: int
+    roles: dict[int, str | None] = field(default_factory=dict)  # index -> keyframe reason, None between
+    neighbours: dict[int, tuple[int, int]] = field(default_factory=dict)  # index -> (keyframe before, after)
+    keys: dict[int, str] = field(default_factory=dict)
+
+    def arrange(self) -> None:
+        """(Re)place the keyframes and every frame's key, e.g. after a new cut was found."""
+        schedule = fusion.keyframe_schedule(len(self.frames), self.interval, self.cuts)
+        self.roles = dict.fromkeys(range(len(self.frames)))
+        for key in schedule:
+            self.roles[key.index] = key.reason
+        indices = [key.index for key in schedule]
+        for before, after in itertools.pairwise(indices):
+            for index in range(before + 1, after):
+                self.neighbours[index] = (before, after)
+        previous = None
+        for index in indices:
+            self.keys[index] = self.keyframe_key(index, self.roles[index], previous)
+            previous = index
+        for index, (before, after) in self.neighbours.items():
+            if self.roles[index] is None:
+                self.keys[index] = self.between_key(index, before, after, self.roles[after] == "cut")
+
+    def span_key(self, first: int, last: int) -> str:
+        """Every scene frame from rendered frame `first` to `last`: the motion a carried picture follows."""
+        start, end = self.frames[first], self.frames[last]
+        return _digest([self.fingerprints[frame] for frame in range(start, end + 1)])
+
+    def keyframe_key(self, index: int, reason: str, previous: int | None) -> str:
+        own = self.own[self.frames[index]]
+        if self.continuing and reason in ("interval", "last") and previous is not None:
+            return _digest([own, reason, self.keys[previous], self.span_key(previous, index)])
+        return _digest([own, reason])
+
+    def between_key(self, index: int, before: int, after: int, cut: bool) -> str:
+        closing = None if cut else self.keys[after]  # across a cut only the keyframe before is carried
+        parts = [self.own[self.frames[index]], self.keys[before], closing, self.span_key(before, after)]
+        return _digest(parts)
+
+
+def _digest(parts: list) -> str:
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
+
+
 def _frame_inputs(prepared: PreparedFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     height, width = prepared.request.output_size
     passes = prepared.passes
@@ -142,73 +222,104 @@ def _frame_inputs(prepared: PreparedFrame) -> tuple[np.ndarray, np.ndarray, np.n
     return beauty, vectors, depth
 
 
-def _temporal_work(prepared: PreparedFrame, previous: _Previous | None, anim: AnimationOptions):
-    """The engine-thread job for one frame: returns (StylisedFrame, this frame as `_Previous`, keyframe reason,
-    colour space)."""
-    coherence = anim.coherence
-    policy = temporal.KeyframePolicy(interval=coherence.keyframe_interval)
-    beauty, vectors, depth = _frame_inputs(prepared)
-    warped = valid = None
-    reason = "first" if previous is None else None
-    # How many frames ago the last keyframe was, as seen from this frame.
-    since = None if previous is None else previous.frames_since_keyframe + 1
-    if coherence.temporal_coherence and previous is not None:
-        warp = temporal.BackwardWarp(vectors)
-        warped = warp.apply(previous.image)
-        valid = temporal.occlusion_mask(vectors, previous.vectors, depth, previous.depth, warp=warp)
-        score = temporal.change_score(previous.beauty, beauty, valid, vectors=vectors)
-        reason = policy.keyframe_reason(since, score)
-    elif not coherence.temporal_coherence:
-        reason = "off"
-    request = prepared.request
-    continued = request.settings.continuation(coherence.temporal_denoise) if reason is None else None
-    if continued is not None:
-        # The engine continues from the warped previous result (fresh beauty where it was occluded) with the
-        # same seed, so it repaints detail without re-inventing what is already there.
-        start = np.where(valid[..., None], warped, beauty).astype(np.float32)
-        start = _fit(start, request.beauty.shape[:2])  # the request's arrays stay at the pass size
-        request = replace(request, beauty=start, settings=continued)
+class _Store:
+    """Pictures and motion of the current span, by scene frame: kept from the frames stylised in this run, read
+    from disk (on the engine thread) for the ones that were current. Plain data; no bpy."""
 
-    def blend(image: np.ndarray) -> tuple[np.ndarray, dict]:
-        if reason is not None:
-            return image, {"keyframe": reason, "frames_since_keyframe": 0}
-        out = temporal.blend_temporal(image, warped, valid, weight=coherence.temporal_weight)
-        return out, {"keyframe": None, "frames_since_keyframe": since, "valid_share": float(valid.mean())}
+    def __init__(self, layout: SceneLayout, motion_layout: SceneLayout, size: tuple[int, int]) -> None:
+        self.layout, self.motion_layout, self.size = layout, motion_layout, size
+        self.motion: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self.beauty: dict[int, np.ndarray] = {}
+        self.pictures: dict[int, np.ndarray] = {}
 
-    this_frame = replace(prepared, request=request)
+    def vectors_depth(self, frame: int, rendered: bool) -> tuple[np.ndarray, np.ndarray]:
+        if frame not in self.motion:
+            # A frame a step skipped has its motion-only passes; a rendered one its full passes (either may
+            # have been made by an earlier run at another step).
+            layouts = (self.layout, self.motion_layout) if rendered else (self.motion_layout, self.layout)
+            for layout in layouts:
+                try:
+                    vector = exr.read_exr(layout.pass_file("vector", frame, "exr"))
+                    depth = exr.read_exr(layout.pass_file("depth", frame, "exr"))["Z"]
+                    break
+                except (OSError, KeyError, ValueError) as error:
+                    problem = error
+            else:
+                raise StylepassError(f"The motion passes of frame {frame} cannot be read ({problem}).")
+            vectors = _fit(np.stack([vector[c] for c in "XYZW"], axis=-1), self.size, scale_values=True)
+            self.motion[frame] = (vectors, _fit(depth, self.size))
+        return self.motion[frame]
 
-    def work(progress, abort):
-        frame = run(this_frame, progress, abort, postprocess=blend)
-        post = frame.record["postprocess"]
-        current = _Previous(
-            prepared.passes.frame, frame.image, beauty, vectors, depth, post["frames_since_keyframe"]
+    def beauty_of(self, frame: int) -> np.ndarray:
+        if frame not in self.beauty:
+            self.beauty[frame] = self._read(self.layout.pass_file("beauty", frame), frame)
+        return self.beauty[frame]
+
+    def picture(self, frame: int) -> np.ndarray:
+        if frame not in self.pictures:
+            self.pictures[frame] = self._read(self.layout.stylised_file(frame), frame)
+        return self.pictures[frame]
+
+    def _read(self, path, frame: int) -> np.ndarray:
+        try:
+            return _fit(png.read_png_float(path)[..., :3], self.size)
+        except (OSError, ValueError) as error:
+            raise StylepassError(f"Frame {frame} cannot be read back ({error}).") from error
+
+    def forget_before(self, frame: int) -> None:
+        for kept in (self.motion, self.beauty, self.pictures):
+            for old in [f for f in kept if f < frame]:
+                del kept[old]
+
+
+def _motion_span(store: _Store, first: int, last: int, rendered: set[int]):
+    frames = range(first, last + 1)
+    pairs = [store.vectors_depth(frame, frame in rendered) for frame in frames]
+    return [pair[0] for pair in pairs], [pair[1] for pair in pairs]
+
+
+def _is_cut(store: _Store, previous: int, frame: int, rendered: set[int], policy) -> bool:
+    """Whether `frame` starts a new shot: too much of it is unseen in, or changed from, the frame before."""
+    vectors, depths = _motion_span(store, previous, frame, rendered)
+    back = fusion.carry_maps(vectors, depths, forward=False)[0][-1]
+    carried = back.sample(store.beauty_of(previous))
+    now = store.beauty_of(frame)
+    count = int(np.count_nonzero(back.valid))
+    if count == 0:
+        return True
+    change = float(np.abs(now[back.valid] - carried[back.valid]).mean(dtype=np.float64))
+    return policy.is_cut(temporal.ChangeScore(1.0 - count / back.valid.size, change))
+
+
+def _close_span(store, span: _Span, first: int, last: int, cut: bool, waiting: list[_Between], weight: float):
+    """Fuse and write the frames between keyframes `first` and `last` (indices) that were stylised this run:
+    each is its keyframes' pictures sampled once along the composed motion, its own picture where neither
+    sees it. After a cut only the keyframe before counts."""
+    frames, rendered = span.frames, set(span.frames)
+    start, end = frames[first], frames[last]
+    vectors, depths = _motion_span(store, start, end, rendered)
+    to_first, to_last = fusion.carry_maps(vectors, depths, forward=not cut)
+    key0 = store.picture(start)
+    key1 = None if cut else store.picture(end)
+    for between in waiting:
+        frame = frames[between.index]
+        where = (frame - start) / (end - start)
+        offset = frame - start
+        carries = [(to_first[offset].sample(key0), to_first[offset].valid, 1.0 - where)]
+        if key1 is not None:
+            carries.append((to_last[offset].sample(key1), to_last[offset].valid, where))
+
+        def fused(image, carries=carries):
+            out, covered = fusion.fuse(image, carries, weight=weight)
+            return out, {"keyframe": None, "carried_share": float(covered.mean())}
+
+        result = between.result
+        prepared = replace(between.prepared, runner=lambda *_args, result=result: result)
+        prepared.context.update(
+            state_key=span.between_key(between.index, first, last, cut),
+            keyframes=[start, None if cut else end],
         )
-        return frame, current, post["keyframe"], prepared.compositor.colour_space
-
-    return work
-
-
-def _load_previous(layout: SceneLayout, frame: int, record: dict) -> _Previous | None:
-    """A finished frame from disk, to carry the temporal chain past skipped frames."""
-    try:
-        image = png.read_png_float(layout.stylised_file(frame))[..., :3]
-        size = image.shape[:2]
-        beauty = _fit(png.read_png_float(layout.pass_file("beauty", frame))[..., :3], size)
-        vector = exr.read_exr(layout.pass_file("vector", frame, "exr"))
-        vectors = _fit(np.stack([vector[c] for c in "XYZW"], axis=-1), size, scale_values=True)
-        depth = _fit(exr.read_exr(layout.pass_file("depth", frame, "exr"))["Z"], size)
-    except (OSError, KeyError, ValueError):
-        return None
-    since = (record.get("postprocess") or {}).get("frames_since_keyframe", 0)
-    return _Previous(frame, image, beauty, vectors, depth, since)
-
-
-def _record(layout: SceneLayout, frame: int) -> dict | None:
-    try:
-        with open(layout.stylised_file(frame, "json"), encoding="utf-8") as stream:
-            return json.load(stream)
-    except (OSError, ValueError):
-        return None
+        run(prepared, None, None, postprocess=fused)
 
 
 def animation_steps(
@@ -237,40 +348,106 @@ def animation_steps(
     run_settings = with_frame(
         run_settings, seed_locked=True
     )  # one seed for the whole shot: coherence needs it
-    if anim.coherence.temporal_coherence:
+    coherence = anim.coherence
+    coherent = coherence.temporal_coherence
+    if coherent:
         # Cuts are found by comparing the beauty between frames: it needs its samples even when unused.
         run_settings = replace(run_settings, passes=replace(run_settings.passes, beauty_used=True))
     root, _warning = resolve_output_root(run_settings.passes.output_dir, bpy.data.filepath)
     layout = SceneLayout(root, scene.name)
+    # The frames a step skips are rendered for their motion only (one sample), in a folder of their own so they
+    # never replace a frame's full passes.
+    motion_options = replace(
+        run_settings.passes,
+        beauty_used=False,
+        show_images=False,
+        output_dir=str(layout.scene_dir / "motion"),
+    )
+    motion_layout = SceneLayout(layout.scene_dir / "motion", scene.name)
     summary.frames = frames
     original = (scene.frame_current, scene.frame_subframe)
     started = time.perf_counter()
-    coherent = anim.coherence.temporal_coherence
-    # The temporal chain: the frame before (its result and passes), and whether a redone frame forces the rest.
-    chain = {"previous": None, "redo": False, "records": {}}
+    continued = run_settings.engine.continuation(coherence.temporal_denoise)
+    policy = temporal.KeyframePolicy(interval=0)  # only its cut thresholds: keyframes are `fusion`'s
+    index_of = {frame: index for index, frame in enumerate(frames)}
+    rendered = set(frames)
+    width, height = output_size(scene)
+    store = _Store(layout, motion_layout, (height, width))
     # The second Blender (started with the first frame it has to render) and every pass plan handed to it.
     renderer = {"process": None, "plans": [], "inverses": set()}
+    # The span being stylised: the frames between keyframes waiting for the next one, and whether any of the
+    # span's frames is redone (then its closing keyframe must fuse them even when it is current itself).
+    chain: dict = {"waiting": [], "span_work": False}
 
-    def plan(frame: int) -> _FramePlan | None:
-        scene.frame_set(frame)
-        fingerprint = pass_fingerprint(scene, view_layer, run_settings.passes)
-        key = state_key(fingerprint, run_settings, anim)
-        record = _record(layout, frame)
-        current = (
-            record is not None
-            and record.get("context", {}).get("state_key") == key
+    def record_of(frame: int) -> dict | None:
+        return _record(layout, frame)
+
+    # 1. Before the first frame: fingerprints of every scene frame, the keyframes and each frame's key
+    span = _Span(frames, {}, {}, set(), continued is not None, coherence.keyframe_interval if coherent else 1)
+    try:
+        scan = range(frames[0], frames[-1] + 1) if coherent else frames
+        for frame in scan:
+            scene.frame_set(frame)
+            span.fingerprints[frame] = pass_fingerprint(scene, view_layer, run_settings.passes)
+            if frame in rendered:
+                span.own[frame] = state_key(span.fingerprints[frame], run_settings, anim)
+            yield FrameStep(0, len(frames), frame, f"frame {frame}: checked")
+        for index in range(1, len(frames)) if coherent else ():
+            record = record_of(frames[index]) or {}
+            fusion_record = record.get("context", {}).get("fusion", {})
+            if fusion_record.get("pair") == span.span_key(index - 1, index) and fusion_record.get("cut"):
+                span.cuts.add(index)
+        span.arrange()
+    except BaseException:
+        scene.frame_set(original[0], subframe=original[1])
+        raise
+
+    def is_current(frame: int) -> bool:
+        record = record_of(frame)
+        return (
+            not anim.overwrite
+            and record is not None
+            and record.get("context", {}).get("state_key") == span.keys[index_of[frame]]
             and layout.stylised_file(frame).is_file()
             and layout.compositor_file(frame).is_file()
         )
-        if current and not anim.overwrite and not chain["redo"]:
-            chain["records"][frame] = record
+
+    current = {frame: is_current(frame) for frame in frames}
+
+    def span_has_work(index: int) -> bool:
+        """Whether any frame of the span(s) the frame belongs to is redone."""
+        if not coherent:
+            return not current[frames[index]]
+        first, last = span.neighbours.get(index, (index, index))
+        if span.roles[index] is not None:  # a keyframe: the spans on both sides
+            before = [i for i, (_a, b) in span.neighbours.items() if b == index]
+            after = [i for i, (a, _b) in span.neighbours.items() if a == index]
+            first = min(before, default=index)
+            last = max(after, default=index)
+        return any(not current[frames[i]] for i in range(first, last + 1))
+
+    def plan(frame: int) -> _FramePlan | None:
+        index = index_of[frame]
+        role = span.roles[index] if coherent else "off"
+        if role is not None and coherent:
+            # A keyframe closes the span before it and opens the next one.
+            closing = chain["span_work"]
+            chain["span_work"] = False
+            if current[frame]:
+                if closing:
+                    return _FramePlan(None, {}, close_only=True)
+                return None
+        elif current[frame]:
             return None
-        # A redone frame changes every later frame that was blended from it.
-        chain["redo"] = coherent
+        else:
+            chain["span_work"] = True
+        scene.frame_set(frame)
+        fingerprint = span.fingerprints[frame]
         checked = check(scene, view_layer, run_settings, prefs=prefs, fingerprint=fingerprint)
         context = {
-            "state_key": key,
-            "animation": {"range": [frames[0], frames[-1]], "coherence": anim.coherence.values()},
+            "state_key": span.keys[index],
+            "frame_key": span.own[frame],
+            "animation": {"range": [frames[0], frames[-1]], "coherence": coherence.values()},
         }
         planned = _FramePlan(checked, context)
         passes_plan = checked.plan
@@ -289,6 +466,21 @@ def animation_steps(
             renderer["plans"].append(passes_plan)
         else:
             planned.passes = develop(passes_plan, render_here(scene, view_layer, passes_plan))
+        if coherent and index > 0:
+            # The frames a step skips: their motion joins this frame to the one before (one-sample renders).
+            for skipped_frame in range(frames[index - 1] + 1, frame):
+                scene.frame_set(skipped_frame)
+                motion_plan = plan_passes(scene, view_layer, motion_options, reuse=True)
+                ticket = None
+                if motion_plan.reused is None:
+                    if separate_process:
+                        ticket = second_blender().submit(motion_plan.job)
+                        renderer["plans"].append(motion_plan)
+                    else:
+                        render_result = render_here(scene, view_layer, motion_plan)
+                        motion_plan.reused = develop(motion_plan, render_result)
+                planned.motion.append((motion_plan, ticket))
+            scene.frame_set(frame)
         return planned
 
     def second_blender() -> PassProcess:
@@ -297,40 +489,110 @@ def animation_steps(
         return renderer["process"]
 
     def launch(frame: int, planned: _FramePlan) -> BackgroundJob:
-        # Launched once the frame before has been collected, so `previous` is that frame.
-        previous = chain["previous"] if coherent else None
+        # Launched once the frame before has been collected, so the chain holds every frame before this one.
+        index = index_of[frame]
         process = renderer["process"]
+        waiting = list(chain["waiting"])
+        role = span.roles[index] if coherent else "off"
+
+        def close(last: int, cut: bool) -> None:
+            if waiting:
+                first = span.neighbours[waiting[0].index][0]
+                _close_span(store, span, first, last, cut, waiting, coherence.temporal_weight)
+
+        if planned.close_only:
+
+            def close_work(progress, abort):
+                close(index, cut=index in span.cuts)
+                return planned, None, None
+
+            return BackgroundJob(close_work).start()
 
         def work(progress, abort):
             passes = planned.passes or passes_from_second_blender(
                 planned.checked, process, progress, abort, planned.inverse_ticket, planned.ticket
             )
+            for motion_plan, ticket in planned.motion:
+                if motion_plan.reused is None:
+                    motion_plan.reused = develop(motion_plan, process.wait(ticket, None, abort))
+                motion = motion_plan.reused
+                store.motion[motion.frame] = (
+                    _fit(motion.raw["vector"], store.size, scale_values=True),
+                    _fit(motion.raw["depth"], store.size),
+                )
             prepared = build(planned.checked, passes)
             prepared.context.update(planned.context)
-            result = _temporal_work(prepared, previous, anim)(PartProgress(progress, PASS_SHARE, 1.0), abort)
-            return planned, prepared, result
+            beauty, vectors, depth = _frame_inputs(prepared)
+            store.motion[frame], store.beauty[frame] = (vectors, depth), beauty
+            reason, cut = role, False
+            if coherent and index > 0:
+                cut = _is_cut(store, frames[index - 1], frame, rendered, policy)
+                prepared.context["fusion"] = {"pair": span.span_key(index - 1, index), "cut": cut}
+                if cut:
+                    reason = "cut"
+                    prepared.context["state_key"] = span.keyframe_key(index, "cut", None)
+            request = prepared.request
+            first = span.neighbours.get(index, (None, None))[0] if reason is None else _previous_key(index)
+            if continued is not None and reason in (None, "interval", "last") and first is not None:
+                # The engine continues from the keyframe before, carried here (the fresh beauty where it is not
+                # seen), with the same seed: it repaints what is new without re-inventing what is there.
+                vectors_span, depths_span = _motion_span(store, frames[first], frame, rendered)
+                back = fusion.carry_maps(vectors_span, depths_span, forward=False)[0][-1]
+                start = np.where(back.valid[..., None], back.sample(store.picture(frames[first])), beauty)
+                start = _fit(start.astype(np.float32), request.beauty.shape[:2])
+                request = replace(request, beauty=start, settings=continued)
+            prepared = replace(prepared, request=request)
+            part = PartProgress(progress, PASS_SHARE, 1.0)
+            if reason is None:
+                result = prepared.runner(request.engine, request, part, abort)
+                return planned, prepared, _Between(index, prepared, result)
+            stylised = run(prepared, part, abort, postprocess=lambda image: (image, {"keyframe": reason}))
+            store.pictures[frame] = stylised.image
+            if coherent:
+                close(index, cut)
+            return planned, prepared, (stylised, reason)
+
+        def _previous_key(index: int) -> int | None:
+            before = [i for i in range(index) if span.roles[i] is not None]
+            return before[-1] if before else None
 
         return BackgroundJob(work).start()
 
-    def skipped(frame: int) -> None:
-        record = chain["records"].pop(frame)
-        chain["previous"] = _load_previous(layout, frame, record) if coherent else None
-
-    def collect(frame: int, job: BackgroundJob) -> None:
-        planned, prepared, (stylised_frame, chain["previous"], keyframe, colour_space) = job.result
+    def collect(frame: int, job: BackgroundJob) -> Collected:
+        planned, prepared, outcome = job.result
+        written = [frames[between.index] for between in chain["waiting"]]
+        if planned.close_only:
+            chain["waiting"] = []
+            store.forget_before(frame)
+            return Collected(stylised=written, skipped=[frame])
         if not prepared.passes.reused:
             publish(prepared.passes, planned.checked.plan)
-        summary.colour_space = colour_space
-        for warning in [*prepared.warnings, *(stylised_frame.alongside or ())]:
+        for motion_plan, _ticket in planned.motion:
+            if motion_plan.job is not None and motion_plan.fingerprint is not None:
+                publish(motion_plan.reused, motion_plan)
+        summary.colour_space = prepared.compositor.colour_space
+        warnings = list(prepared.warnings)
+        if isinstance(outcome, _Between):
+            chain["waiting"].append(outcome)  # written with the keyframe after it
+            written = []
+        else:
+            stylised, reason = outcome
+            warnings.extend(stylised.alongside or ())
+            summary.keyframes[frame] = reason
+            if reason == "cut" and index_of[frame] not in span.cuts:
+                # A new cut: the keyframes after it move (the frames planned from here on see it).
+                span.cuts.add(index_of[frame])
+                span.arrange()
+            chain["waiting"] = []
+            store.forget_before(frame)
+            written.append(frame)
+        for warning in warnings:
             if warning not in summary.warnings:
                 summary.warnings.append(warning)
-        if keyframe:
-            summary.keyframes[frame] = keyframe
+        return Collected(stylised=written)
 
     try:
-        yield from frame_steps(
-            frames, plan, launch, collect, stop, summary.tally, overlap=anim.overlap, skipped=skipped
-        )
+        yield from frame_steps(frames, plan, launch, collect, stop, summary.tally, overlap=anim.overlap)
     finally:
         process = renderer["process"]
         if process is not None:

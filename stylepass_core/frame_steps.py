@@ -70,8 +70,21 @@ class FrameTally:
 Plan = Callable[[int], Any]
 # launch(frame, work) -> a started job.
 Launch = Callable[[int, Any], Job]
-# collect(frame, job) -> None, on the main thread once the job finished without error.
-Collect = Callable[[int, Job], None]
+
+
+@dataclass
+class Collected:
+    """What a job finished, when that is not simply its own frame: a frame may be written later by another
+    frame's job (an animation's frames between keyframes are written with the keyframe after them), and a job
+    may only serve other frames (its own frame was current: skipped)."""
+
+    stylised: list[int] = field(default_factory=list)
+    skipped: list[int] = field(default_factory=list)
+
+
+# collect(frame, job) -> on the main thread once the job finished without error: None when the job stylised
+# its frame, else what it finished.
+Collect = Callable[[int, Job], Collected | None]
 # skipped(frame) -> None, after the frame before it was collected, for a frame `plan` found current.
 Skipped = Callable[[int], None]
 
@@ -115,8 +128,12 @@ def frame_steps(
             if isinstance(job.error, StylepassError):
                 raise StylepassError(f"Frame {frame} failed: {job.error}") from job.error
             raise job.error
-        collect(frame, job)
-        tally.stylised.append(frame)
+        collected = collect(frame, job)
+        if collected is None:
+            tally.stylised.append(frame)
+        else:
+            tally.stylised.extend(collected.stylised)
+            tally.skipped.extend(collected.skipped)
 
     try:
         for frame in frames:

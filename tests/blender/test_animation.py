@@ -32,14 +32,14 @@ def _setup(scene, out_dir, frames=4):
     return objects
 
 
-def _run(scene, overwrite=False, temporal_on=True, stop_after=None, separate_process=False):
+def _run(scene, overwrite=False, temporal_on=True, stop_after=None, separate_process=False, interval=12):
     run_settings = stylise.RunSettings.from_scene(scene)
     run_settings = replace(run_settings, passes=run_settings.passes.replace(show_images=False))
     anim = animation.AnimationOptions(
         scene.frame_start,
         scene.frame_end,
         overwrite=overwrite,
-        coherence=CoherenceSettings(temporal_coherence=temporal_on),
+        coherence=CoherenceSettings(temporal_coherence=temporal_on, keyframe_interval=interval),
     )
     stop = threading.Event()
     summary = animation.AnimationSummary()
@@ -72,26 +72,36 @@ def test_resume_skips_done_frames_and_redoes_changed_ones(empty_file, out_dir):
     assert scene.frame_current == 1
     again = _run(scene)
     assert again.stylised == [] and again.skipped == [1, 2, 3, 4]
-    # Change the animation from frame 3 on: frames 1-2 stay, 3-4 are redone.
+    # Only what depends on a missing frame is redone. Frames 1 and 4 are the keyframes (first and last), 2
+    # and 3 are fused from them: a missing frame between is redone alone (its keyframes are read back), and a
+    # missing keyframe alone too (the frames between depend on its key, which did not change).
+    folder = out_dir / scene.name / "stylised"
+    for missing in (2, 4):
+        (folder / f"{missing:04d}.png").unlink()
+        redone = _run(scene)
+        assert redone.stylised == [missing] and redone.skipped == [f for f in (1, 2, 3, 4) if f != missing]
+    # Frame 3 changes: frame 4's own picture does not (it is a keyframe), but 2 and 3 are carried through
+    # frame 3's motion, so both are fused again.
     objects["box"].location.x = 0.6
     objects["box"].keyframe_insert("location", frame=3)
     changed = _run(scene)
-    assert changed.skipped == [1, 2] and changed.stylised == [3, 4]
+    assert changed.skipped == [1, 4] and changed.stylised == [2, 3]
     assert _run(scene, overwrite=True).stylised == [1, 2, 3, 4]
 
 
 def test_cancel_keeps_finished_frames_and_resume_continues(empty_file, out_dir):
     scene = empty_file
     _setup(scene, out_dir)
-    stopped = _run(scene, stop_after=2)
-    assert stopped.stopped_early and 2 <= len(stopped.stylised) < 4
+    # Keyframes 1, 3 and 4: stopped once frame 1 is written, while frame 2 waits for keyframe 3.
+    stopped = _run(scene, stop_after=1, interval=2)
+    assert stopped.stopped_early and 1 <= len(stopped.stylised) < 4
     finished = list(stopped.stylised)
     folder = out_dir / scene.name / "stylised"
     for frame in finished:
         record = json.loads((folder / f"{frame:04d}.json").read_text())
         assert record["context"]["frame"] == frame
         assert (folder / "compositor" / f"{frame:04d}.exr").is_file()
-    resumed = _run(scene)
+    resumed = _run(scene, interval=2)
     assert resumed.skipped == finished and resumed.stylised == [f for f in (1, 2, 3, 4) if f not in finished]
 
 
@@ -110,8 +120,8 @@ def test_passes_from_the_second_blender_give_the_same_frames(empty_file, out_dir
     assert not list((tmp_path / "second" / scene.name / "passes").glob(".tmp-*"))
     # Stopped after two frames: the queued renders are dropped, nothing half-made is left.
     scene.stylepass.output_dir = str(tmp_path / "stopped")
-    stopped = _run(scene, stop_after=2, separate_process=True)
-    assert stopped.stopped_early and 2 <= len(stopped.stylised) < 4
+    stopped = _run(scene, stop_after=1, separate_process=True, interval=2)
+    assert stopped.stopped_early and 1 <= len(stopped.stylised) < 4
     assert not list((tmp_path / "stopped" / scene.name / "passes").glob(".tmp-*"))
 
 

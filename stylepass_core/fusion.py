@@ -1,0 +1,316 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""Keyframe fusion: every frame of a shot sampled ONCE from its keyframes along Blender's exact motion.
+
+Chaining a warp frame to frame resamples the picture every frame (it softens) and restarting at a keyframe
+pops. Here the keyframes are stylised, and each frame between two keyframes `k0 < t < k1` is
+
+    carry0 = picture(k0) sampled at where t's pixels are in k0   (backward vectors, composed t -> k0)
+    carry1 = picture(k1) sampled at where t's pixels are in k1   (forward vectors, composed t -> k1)
+    out    = fresh stylisation of t, replaced by the blend of carry0 and carry1 where they are valid,
+             weighted by temporal distance and by each carry's validity
+
+so a keyframe is where the blend arrives, not a jump, and a surface hidden in k0 but seen in k1 comes from k1.
+Only the COORDINATES are composed from frame to frame (`FlowMap.then`); the picture is sampled once, with a
+Catmull-Rom kernel that does not soften like bilinear. The chain of frames includes the ones a frame step
+skips, so animation on twos and threes follows the true motion.
+
+Conventions are `temporal`'s: arrays top row first, pixel `(row, col)` centred at `x = col`, `y = row`; the
+Vector pass in +y-up pixels, channels 0, 1 previous-minus-current, 2, 3 current-minus-next.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .checks import check_number, describe
+from .temporal import _check_array, _check_vectors, feathered_mask, occlusion_mask
+
+__all__ = ["FlowMap", "Keyframe", "backward_step", "carry_maps", "forward_step", "fuse", "keyframe_schedule"]
+
+# Where the four bilinear taps of a composed coordinate lie further apart than this (in pixels of the far
+# frame), the taps straddle a motion boundary: their mix would be a point on neither surface.
+TAP_SPREAD = 2.5
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Coordinate maps
+# ------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class FlowMap:
+    """For every pixel of frame A: where its surface point is in frame B, and whether it is seen there.
+
+    Attributes:
+        x: `(H, W)` float32 column in B (pixel centres are integers).
+        y: `(H, W)` float32 row in B, rows growing downwards.
+        valid: `(H, W)` bool; False where the point is out of B's frame or hidden in B (or in any frame the
+            map was composed through).
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    valid: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.x.shape
+
+    @classmethod
+    def identity(cls, shape: tuple[int, int]) -> "FlowMap":
+        rows, cols = np.indices(shape, dtype=np.float32)
+        return cls(cols, rows, np.ones(shape, dtype=bool))
+
+    def then(self, step: "FlowMap") -> "FlowMap":
+        """This map (A -> B) followed by `step` (B -> C): A -> C.
+
+        `step`'s coordinates are sampled bilinearly at this map's points; a point is valid only where it was
+        valid here, all four taps are valid in `step`, and the taps do not straddle a motion boundary.
+        """
+        if not isinstance(step, FlowMap) or step.shape != self.shape:
+            raise ValueError(f"step must be a FlowMap of shape {self.shape}, got {describe(step)}")
+        taps = _Taps(self.x, self.y)
+        x_taps, y_taps = taps.gather(step.x), taps.gather(step.y)
+        # Only taps that carry weight decide: a point on a pixel centre must not lose validity to a neighbour
+        # it does not read (that would erode every valid area by a pixel per composed frame).
+        used = taps.weights() > 1e-3
+        valid = self.valid & taps.inside & (taps.gather(step.valid) | ~used).all(axis=0)
+        spread_x = np.where(used, x_taps, -np.inf).max(axis=0) - np.where(used, x_taps, np.inf).min(axis=0)
+        spread_y = np.where(used, y_taps, -np.inf).max(axis=0) - np.where(used, y_taps, np.inf).min(axis=0)
+        valid &= np.maximum(spread_x, spread_y) <= TAP_SPREAD
+        return FlowMap(taps.blend(x_taps), taps.blend(y_taps), valid)
+
+    def sample(self, image: np.ndarray) -> np.ndarray:
+        """Frame B's `(H, W, C)` image at this map's points, with a Catmull-Rom kernel (clipped to the four
+        nearest values, so it never rings past its neighbours). Values where not `valid` are edge values."""
+        image = _check_array("image", image, (3,), self.shape)
+        return sample_cubic(np.asarray(image, dtype=np.float32), self.x, self.y)
+
+
+def _displacement_map(vectors: np.ndarray, valid: np.ndarray) -> FlowMap:
+    """A `FlowMap` from `temporal`-style displacements: x = col + v[0], y = row - v[1]."""
+    height, width = vectors.shape[:2]
+    x = np.add(vectors[..., 0], np.arange(width, dtype=np.float32), dtype=np.float32)
+    y = np.subtract(np.arange(height, dtype=np.float32)[:, None], vectors[..., 1], dtype=np.float32)
+    return FlowMap(x, y, valid)
+
+
+def _reversed(vectors: np.ndarray) -> np.ndarray:
+    """The Vector pass as seen when time runs backwards: next-motion becomes previous-motion, so `temporal`'s
+    backward warp and occlusion test serve the forward direction unchanged."""
+    return -np.asarray(vectors, dtype=np.float32)[..., [2, 3, 0, 1]]
+
+
+def backward_step(
+    vectors: np.ndarray, vectors_before: np.ndarray, depth: np.ndarray, depth_before: np.ndarray
+) -> FlowMap:
+    """Frame u -> frame u - 1, from the two frames' Vector and Depth passes (`temporal.occlusion_mask`)."""
+    vectors = _check_vectors("vectors", vectors)
+    valid = occlusion_mask(vectors, vectors_before, depth, depth_before)
+    return _displacement_map(vectors, valid)
+
+
+def forward_step(
+    vectors: np.ndarray, vectors_after: np.ndarray, depth: np.ndarray, depth_after: np.ndarray
+) -> FlowMap:
+    """Frame u -> frame u + 1: the same tests with time reversed (channels 2, 3 of u, 0, 1 of u + 1)."""
+    vectors = _reversed(_check_vectors("vectors", vectors))
+    after = _reversed(_check_vectors("vectors_after", vectors_after, vectors.shape[:2]))
+    valid = occlusion_mask(vectors, after, depth, depth_after)
+    return _displacement_map(vectors, valid)
+
+
+def carry_maps(
+    vectors: list[np.ndarray], depths: list[np.ndarray], backward: bool = True, forward: bool = True
+) -> tuple[list[FlowMap | None], list[FlowMap | None]]:
+    """The composed maps of every frame of a span to its first and its last frame.
+
+    Args:
+        vectors, depths: the Vector and Depth passes of EVERY frame from the first keyframe to the last, in
+            order (frames a step skips included), all the same size.
+        backward: compose each frame's map to the first frame. forward: ... to the last frame.
+
+    Returns:
+        `(to_first, to_last)`: lists as long as `vectors`; `to_first[i]` maps frame i to frame 0 and
+        `to_last[i]` frame i to the last frame (identity at the ends); None for a direction not asked for.
+    """
+    count = len(vectors)
+    if count < 1 or len(depths) != count:
+        raise ValueError(
+            f"vectors and depths must be equally long and not empty, got {count} and {len(depths)}"
+        )
+    shape = _check_vectors("vectors[0]", vectors[0]).shape[:2]
+    to_first: list[FlowMap | None] = [None] * count
+    to_last: list[FlowMap | None] = [None] * count
+    if backward:
+        to_first[0] = FlowMap.identity(shape)
+        for i in range(1, count):
+            step = backward_step(vectors[i], vectors[i - 1], depths[i], depths[i - 1])
+            # frame i -> i - 1 -> ... -> 0: the step first, then the map already built for frame i - 1.
+            to_first[i] = step.then(to_first[i - 1])
+    if forward:
+        to_last[-1] = FlowMap.identity(shape)
+        for i in range(count - 2, -1, -1):
+            step = forward_step(vectors[i], vectors[i + 1], depths[i], depths[i + 1])
+            to_last[i] = step.then(to_last[i + 1])
+    return to_first, to_last
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Sampling
+# ------------------------------------------------------------------------------------------------------------
+class _Taps:
+    """The four bilinear taps around each point, for gathering several planes at the same points."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray) -> None:
+        height, width = x.shape
+        self.shape = x.shape
+        self.inside = (x >= -0.5) & (x <= width - 0.5) & (y >= -0.5) & (y <= height - 0.5)
+        x = np.clip(x, 0.0, width - 1)
+        y = np.clip(y, 0.0, height - 1)
+        col0 = np.minimum(np.floor(x), width - 2 if width > 1 else 0).astype(np.intp)
+        row0 = np.minimum(np.floor(y), height - 2 if height > 1 else 0).astype(np.intp)
+        self.fx = (x - col0).astype(np.float32)
+        self.fy = (y - row0).astype(np.float32)
+        col1 = np.minimum(col0 + 1, width - 1)
+        row1 = np.minimum(row0 + 1, height - 1)
+        self.index = np.stack(
+            [row0 * width + col0, row0 * width + col1, row1 * width + col0, row1 * width + col1]
+        )
+
+    def gather(self, plane: np.ndarray) -> np.ndarray:
+        """`(4, H, W)`: the plane's values at the four taps."""
+        return plane.ravel().take(self.index)
+
+    def weights(self) -> np.ndarray:
+        """`(4, H, W)`: each tap's bilinear weight."""
+        fx, fy = self.fx, self.fy
+        return np.stack([(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy])
+
+    def blend(self, taps: np.ndarray) -> np.ndarray:
+        top = taps[0] + self.fx * (taps[1] - taps[0])
+        bottom = taps[2] + self.fx * (taps[3] - taps[2])
+        return (top + self.fy * (bottom - top)).astype(np.float32)
+
+
+def _catmull_rom(t: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The four Catmull-Rom weights for a fractional position `t` in [0, 1] between taps 1 and 2."""
+    t2 = t * t
+    t3 = t2 * t
+    return (
+        0.5 * (-t3 + 2 * t2 - t),
+        0.5 * (3 * t3 - 5 * t2 + 2),
+        0.5 * (-3 * t3 + 4 * t2 + t),
+        0.5 * (t3 - t2),
+    )
+
+
+def sample_cubic(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """`(H, W, C)` float32 `image` sampled at points `(x, y)` (any `(h, w)`), Catmull-Rom, edges replicated.
+
+    The result is clamped between the minimum and maximum of the four nearest pixels: the kernel keeps
+    detail that bilinear blurs, and the clamp keeps it from ringing (halos) around hard edges.
+    """
+    height, width, channels = image.shape
+    x = np.clip(x, 0.0, width - 1).astype(np.float32)
+    y = np.clip(y, 0.0, height - 1).astype(np.float32)
+    col = np.floor(x)
+    row = np.floor(y)
+    weights_x = _catmull_rom(x - col)
+    weights_y = _catmull_rom(y - row)
+    col = col.astype(np.intp)
+    row = row.astype(np.intp)
+    flat = image.reshape(-1, channels)
+    out = np.zeros((*x.shape, channels), dtype=np.float32)
+    low = np.full((*x.shape, channels), np.inf, dtype=np.float32)
+    high = np.full((*x.shape, channels), -np.inf, dtype=np.float32)
+    cols = [np.clip(col + d, 0, width - 1) for d in (-1, 0, 1, 2)]
+    for j, dy in enumerate((-1, 0, 1, 2)):
+        rows = np.clip(row + dy, 0, height - 1) * width
+        line = np.zeros_like(out)
+        for i in range(4):
+            values = flat.take(rows + cols[i], axis=0)
+            line += weights_x[i][..., None] * values
+            if dy in (0, 1) and i in (1, 2):
+                np.minimum(low, values, out=low)
+                np.maximum(high, values, out=high)
+        out += weights_y[j][..., None] * line
+    return np.clip(out, low, high, out=out)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Fusion
+# ------------------------------------------------------------------------------------------------------------
+def fuse(
+    fresh: np.ndarray,
+    carries: list[tuple[np.ndarray, np.ndarray, float]],
+    weight: float = 1.0,
+    feather: int = 2,
+) -> tuple[np.ndarray, np.ndarray]:
+    """A frame from the pictures carried to it, the fresh stylisation where none is valid.
+
+    Each carry `(picture, valid, closeness)` counts `closeness * feathered_mask(valid)`; where the carries'
+    total validity is `c` (the largest of their feathered masks), the result is
+    `fresh + weight * c * (blend of the carries - fresh)`.
+
+    Args:
+        fresh: `(H, W, C)` float, this frame's own stylisation.
+        carries: the keyframes' pictures sampled into this frame (`FlowMap.sample`), their validity and their
+            temporal closeness in [0, 1] (1 at the keyframe itself).
+        weight: share of the carried pictures where valid, in [0, 1]; 1 keeps detail exactly from the keyframes.
+        feather: soft edge of each validity, inside the valid area (`temporal.feathered_mask`).
+
+    Returns:
+        `(out, covered)`: `(H, W, C)` float32 and the `(H, W)` float32 share taken from the carries.
+    """
+    fresh = np.asarray(_check_array("fresh", fresh, (3,), None), dtype=np.float32)
+    shape = fresh.shape[:2]
+    weight = check_number("weight", weight, 0.0, 1.0)
+    total = np.zeros(shape, dtype=np.float32)
+    mixed = np.zeros(fresh.shape, dtype=np.float32)
+    covered = np.zeros(shape, dtype=np.float32)
+    for picture, valid, closeness in carries:
+        picture = _check_array("carried picture", picture, (3,), shape)
+        closeness = check_number("closeness", closeness, 0.0, 1.0)
+        soft = feathered_mask(valid, feather)
+        np.maximum(covered, soft, out=covered)
+        share = soft * np.float32(closeness)
+        mixed += share[..., None] * picture
+        total += share
+    blend = np.divide(mixed, total[..., None], out=fresh.copy(), where=total[..., None] > 0)
+    covered *= np.float32(weight)
+    out = blend - fresh
+    out *= covered[..., None]
+    out += fresh
+    return out, covered
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Keyframes
+# ------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Keyframe:
+    """A frame of the shot stylised on its own: its index in the rendered frames and why."""
+
+    index: int
+    reason: str  # "first", "interval", "cut" or "last"
+
+
+def keyframe_schedule(
+    count: int, interval: int, cuts: frozenset[int] | set[int] = frozenset()
+) -> list[Keyframe]:
+    """Which of `count` rendered frames are keyframes: the first, each cut (a new shot starts there), every
+    `interval` frames after the last keyframe (0: none), and the last frame, so every frame between two
+    keyframes has one on each side. Stateless, so a resumed render places them exactly as an uninterrupted one.
+    """
+    if not isinstance(count, int) or count < 1:
+        raise ValueError(f"count must be an int >= 1, got {count!r}")
+    if not isinstance(interval, int) or interval < 0:
+        raise ValueError(f"interval must be an int >= 0, got {interval!r}")
+    keys = [Keyframe(0, "first")]
+    for index in range(1, count):
+        if index in cuts:
+            keys.append(Keyframe(index, "cut"))
+        elif interval and index - keys[-1].index >= interval:
+            keys.append(Keyframe(index, "interval"))
+        elif index == count - 1:
+            keys.append(Keyframe(index, "last"))
+    return keys
