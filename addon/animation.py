@@ -1,14 +1,18 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Stylised animation: every frame of a range, resumable, temporally coherent, overlapped, frame-synced.
 
-For each frame (in order):
-    1. main thread: set the frame, decide whether its result on disk is still current (skip) or not;
-    2. its control passes, rendered while the engine thread still works on the frame before: in a second
-       Blender from the UI (`pass_process`), so the main thread never waits on Cycles; here in background mode;
-    3. engine thread: stylise; with temporal coherence, warp the previous result into this frame with
-       Blender's exact Vector pass, mask occlusions (forward/backward check, depth test) and blend, unless
-       the keyframe policy restarts from a fresh stylisation (first frame, every N frames, cuts);
-    4. main thread: the scene-linear copy for the compositor.
+Before the first frame: every scene frame's fingerprint, the keyframes (`fusion.keyframe_schedule`: first,
+every *Keyframe Interval* rendered frames, cuts, last) and each frame's key, so a frame is redone only when
+what it depends on changed or its files are missing. Then for each rendered frame (in order):
+    1. main thread: set the frame; skip it when current;
+    2. its control passes (and the motion-only passes of frames a frame step skips), rendered while the engine
+       thread still works on the frame before: in a second Blender from the UI (`pass_process`), so the main
+       thread never waits on Cycles; here in background mode;
+    3. engine thread: is it a cut (too much of it unseen in, or changed from, the frame before)? Stylise it
+       (an engine that can continue, like diffusion, starts from the keyframe before carried here). A keyframe
+       is written at once, and then the frames waiting since the keyframe before are fused (`fusion`): each
+       samples both keyframes' pictures once along the composed motion, its own picture where neither sees;
+    4. main thread: the passes are shown and kept for reuse.
 At the end the Stylepass group shows the result as an image sequence matched to the scene frame.
 
 `animation_steps()` hands these steps to `stylepass_core.frame_steps`, a step machine that never waits: while
@@ -282,13 +286,8 @@ def _is_cut(store: _Store, previous: int, frame: int, rendered: set[int], policy
     """Whether `frame` starts a new shot: too much of it is unseen in, or changed from, the frame before."""
     vectors, depths = _motion_span(store, previous, frame, rendered)
     back = fusion.carry_maps(vectors, depths, forward=False)[0][-1]
-    carried = back.sample(store.beauty_of(previous))
-    now = store.beauty_of(frame)
-    count = int(np.count_nonzero(back.valid))
-    if count == 0:
-        return True
-    change = float(np.abs(now[back.valid] - carried[back.valid]).mean(dtype=np.float64))
-    return policy.is_cut(temporal.ChangeScore(1.0 - count / back.valid.size, change))
+    score = temporal.change_score(back.sample(store.beauty_of(previous)), store.beauty_of(frame), back.valid)
+    return policy.is_cut(score)
 
 
 def _close_span(store, span: _Span, first: int, last: int, cut: bool, waiting: list[_Between], weight: float):
@@ -368,7 +367,7 @@ def animation_steps(
     original = (scene.frame_current, scene.frame_subframe)
     started = time.perf_counter()
     continued = run_settings.engine.continuation(coherence.temporal_denoise)
-    policy = temporal.KeyframePolicy(interval=0)  # only its cut thresholds: keyframes are `fusion`'s
+    policy = temporal.CutPolicy()
     index_of = {frame: index for index, frame in enumerate(frames)}
     rendered = set(frames)
     width, height = output_size(scene)

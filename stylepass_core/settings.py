@@ -398,13 +398,14 @@ class CoherenceSettings(Settings):
     temporal_coherence: bool = setting(
         True,
         "Temporal Coherence",
-        "Carry each stylised frame into the next along Blender's exact motion vectors, so the style sticks to "
-        "surfaces instead of flickering",
+        "Carry the keyframes' stylisation to the frames between them along Blender's exact motion vectors, so "
+        "the style sticks to surfaces instead of flickering",
     )
     temporal_weight: float = setting(
-        0.7,
+        1.0,
         "Coherence",
-        "How much of the previous frame is kept where it is still visible (0 = none, 1 = all)",
+        "How much of the carried keyframes a frame shows where they see it; the rest is the frame's own "
+        "stylisation (1 = steadiest, lower lets the style boil)",
         min=0.0,
         max=1.0,
         subtype="FACTOR",
@@ -412,7 +413,8 @@ class CoherenceSettings(Settings):
     keyframe_interval: int = setting(
         12,
         "Keyframe Interval",
-        "Restart from a fresh stylisation every this many frames (0 = only at cuts), so drift cannot build up",
+        "Stylise every this many rendered frames afresh (0 = only the first, the last and cuts); the frames "
+        "between are carried from the keyframes on both sides",
         min=0,
         max=100000,
         soft_max=48,
@@ -420,8 +422,8 @@ class CoherenceSettings(Settings):
     temporal_denoise: float = setting(
         0.45,
         "Repaint",
-        "For engines that continue from the previous frame (diffusion): how much of it each frame may "
-        "repaint, at most the engine's own Denoise (lower = steadier)",
+        "For engines that continue from a carried picture (diffusion): how much of the keyframe carried to "
+        "a frame it may repaint, at most the engine's own Denoise (lower = steadier)",
         min=0.01,
         max=1.0,
         subtype="FACTOR",

@@ -1,18 +1,12 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Temporal coherence for stylised animation, from Blender's exact motion vectors and depth.
 
-Per frame, as `addon/animation.py` runs it (previous = the previous frame's stylised result and passes):
+The pieces `fusion` builds on:
 
-    warp = BackwardWarp(vectors)                   where each pixel was in the previous frame
-    warped = warp.apply(previous result)           the previous stylisation, moved into this frame
+    warp = BackwardWarp(vectors)             where each pixel was in the previous frame
     valid = occlusion_mask(vectors, previous vectors, depth, previous depth, warp=warp)
     score = change_score(previous beauty, beauty, valid, vectors=vectors)
-    KeyframePolicy.keyframe_reason(frames since keyframe, score)
-        "first" / "interval" / "cut": keep the fresh stylisation
-        None: blend_temporal(fresh, warped, valid) carries the previous one forward where it is valid
-
-On a carried-over frame the add-on also lets an engine that can continue start from `warped` (the fresh
-beauty where not `valid`).
+    CutPolicy().is_cut(score)                a new shot starts here: no picture is carried across it
 
 Everything is plain numpy and vectorised. Conventions, shared with `conditioning`:
 
@@ -34,15 +28,7 @@ import numpy as np
 from .checks import check_mask, check_number, describe
 from .conditioning import BACKGROUND_DEPTH
 
-__all__ = [
-    "BackwardWarp",
-    "ChangeScore",
-    "KeyframePolicy",
-    "blend_temporal",
-    "change_score",
-    "feathered_mask",
-    "occlusion_mask",
-]
+__all__ = ["BackwardWarp", "ChangeScore", "CutPolicy", "change_score", "feathered_mask", "occlusion_mask"]
 
 # Forward/backward consistency of Sundaram et al. (ECCV 2010), as used for video style transfer by Ruder et
 # al. (GCPR 2016): |f + b|^2 < alpha (|f|^2 + |b|^2) + beta, with alpha = 0.01 and beta = 0.5 px^2.
@@ -360,47 +346,8 @@ def feathered_mask(valid_mask: np.ndarray, feather: int = 2) -> np.ndarray:
     return share * hard
 
 
-def blend_temporal(
-    current_stylised: np.ndarray,
-    warped_previous: np.ndarray,
-    valid_mask: np.ndarray,
-    weight: float = 0.7,
-    feather: int = 2,
-) -> np.ndarray:
-    """Carry the previous stylisation forward where it is valid, keep the fresh one elsewhere.
-
-    `out = current + a * (warped - current)` with `a = weight * feathered_mask(valid_mask, feather)`: where
-    the warp is valid the result is `weight` of the warped previous frame and `1 - weight` of the fresh one;
-    on disocclusions and out-of-frame pixels it is the fresh stylisation, exactly.
-
-    Args:
-        current_stylised: `(H, W, C)` float array, the fresh stylisation of this frame.
-        warped_previous: `(H, W, C)` float array, the previous RESULT warped here (`BackwardWarp.apply`).
-        valid_mask: `(H, W)` bool from `occlusion_mask`.
-        weight: Share of the warped frame where valid, in [0, 1]; 0 is no coherence, 1 freezes valid areas.
-        feather: Width of the soft edge in pixels, inside the valid area (see `feathered_mask`).
-
-    Returns:
-        `(H, W, C)` float32.
-    """
-    current = _check_array("current_stylised", current_stylised, (3,), None)
-    shape = current.shape[:2]
-    warped = _check_array("warped_previous", warped_previous, (3,), shape)
-    if warped.shape != current.shape:
-        raise ValueError(f"warped_previous must have shape {current.shape}, got {describe(warped)}")
-    check_mask("valid_mask", valid_mask, shape)
-    weight = check_number("weight", weight, 0.0, 1.0)
-    amount = feathered_mask(valid_mask, feather)
-    amount *= np.float32(weight)
-    current = np.asarray(current, dtype=np.float32)
-    out = np.asarray(warped, dtype=np.float32) - current
-    out *= amount[..., None]
-    out += current
-    return out
-
-
 # ------------------------------------------------------------------------------------------------------------
-# Keyframes and cuts
+# Cuts
 # ------------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ChangeScore:
@@ -453,52 +400,23 @@ def change_score(
 
 
 @dataclass(frozen=True)
-class KeyframePolicy:
-    """When to restart from a fresh stylisation instead of carrying the previous one forward.
-
-    Stateless, so a resumed render decides exactly as an uninterrupted one: the caller passes how many
-    frames ago the last keyframe was (and can store it next to each frame).
+class CutPolicy:
+    """When a frame starts a new shot, so that nothing is carried into it from before.
 
     Attributes:
-        interval: A keyframe every `interval` frames since the last one, int >= 0; 1 makes every frame a
-            keyframe (no coherence), 0 schedules none (only first frames and cuts).
         max_invalid_share: Cut threshold on `ChangeScore.invalid_share`, in [0, 1].
         max_colour_change: Cut threshold on `ChangeScore.colour_change`, in [0, 1].
     """
 
-    interval: int = 12
     max_invalid_share: float = 0.5
     max_colour_change: float = 0.15
 
     def __post_init__(self) -> None:
-        _check_int("interval", self.interval, 0, 2**31 - 1)
         check_number("max_invalid_share", self.max_invalid_share, 0.0, 1.0)
         check_number("max_colour_change", self.max_colour_change, 0.0, 1.0)
 
     def is_cut(self, score: ChangeScore) -> bool:
-        """True when `score` exceeds either threshold."""
+        """True when `score` exceeds either threshold (the thresholds themselves are not cuts)."""
         if not isinstance(score, ChangeScore):
             raise ValueError(f"score must be a ChangeScore, got {describe(score)}")
         return score.invalid_share > self.max_invalid_share or score.colour_change > self.max_colour_change
-
-    def keyframe_reason(
-        self, frames_since_keyframe: int | None, score: ChangeScore | None = None
-    ) -> str | None:
-        """Why this frame is a keyframe, or None when the previous stylisation should carry over.
-
-        Args:
-            frames_since_keyframe: Frames since the last keyframe (1 right after it), or None when there is
-                no previous stylised frame (first frame of a range, or its result is missing).
-            score: This frame's `ChangeScore`, or None when not measured.
-
-        Returns:
-            `"first"`, `"interval"`, `"cut"` or None, checked in that order.
-        """
-        if frames_since_keyframe is None:
-            return "first"
-        _check_int("frames_since_keyframe", frames_since_keyframe, 1, 2**31 - 1)
-        if self.interval and frames_since_keyframe >= self.interval:
-            return "interval"
-        if score is not None and self.is_cut(score):
-            return "cut"
-        return None

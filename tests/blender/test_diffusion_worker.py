@@ -283,9 +283,11 @@ def test_a_remote_worker_resolves_names_in_its_model_folders(
     )
 
 
-def test_animation_with_diffusion_starts_from_the_warped_previous_frame(
+def test_animation_with_diffusion_continues_from_the_carried_keyframe(
     empty_file, out_dir, tiny_models, prefs
 ):
+    """The same fusion as neural style: frames 1 and 3 are keyframes, frame 2 is fused from both. Frames 2
+    and 3 continue (img2img, the Repaint share, the shot's seed) from keyframe 1 carried along the motion."""
     from scenes import animated_scene
 
     scene = _diffusion_scene(empty_file, out_dir, tiny_models)
@@ -295,13 +297,12 @@ def test_animation_with_diffusion_starts_from_the_warped_previous_frame(
     assert bpy.ops.stylepass.stylise_animation() == {"FINISHED"}
     folder = out_dir / scene.name / "stylised"
     records = [json.loads((folder / f"{f:04d}.json").read_text()) for f in (1, 2, 3)]
-    assert records[0]["postprocess"]["keyframe"] == "first"
+    assert [r["postprocess"]["keyframe"] for r in records] == ["first", None, "last"]
     assert records[0]["request"]["settings"]["values"]["denoise"] == pytest.approx(0.6)
     for record in records[1:]:
-        if record["postprocess"]["keyframe"] is None:
-            assert record["request"]["settings"]["values"]["denoise"] <= 0.45
-            assert record["request"]["seed"] == records[0]["request"]["seed"]
-    assert any(r["postprocess"]["keyframe"] is None for r in records[1:])
+        assert record["request"]["settings"]["values"]["denoise"] <= 0.45
+        assert record["request"]["seed"] == records[0]["request"]["seed"]
+    assert records[1]["context"]["keyframes"] == [1, 3] and records[1]["postprocess"]["carried_share"] > 0.5
 
 
 def test_every_diffusion_feature_is_reachable_from_python(empty_file, out_dir, tiny_models, prefs):

@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Temporal coherence: warping with Blender's Vector-pass convention, occlusion masks on a moving square,
-blending, cuts and keyframes. The flicker metrics and the GIF writer (demo/) are in test_demo_measures.py."""
+feathered validity and cuts (keyframe fusion is in test_fusion.py). The flicker metrics and the GIF writer (demo/) are in test_demo_measures.py."""
 
 import math
 
@@ -272,29 +272,8 @@ def test_occlusion_mask_reuses_a_given_warp() -> None:
 
 
 # ------------------------------------------------------------------------------------------------------------
-# 3. Blending
+# 3. Feathered validity
 # ------------------------------------------------------------------------------------------------------------
-def test_blend_uses_the_warp_only_where_valid_with_an_inner_feather() -> None:
-    current = np.full((20, 30, 3), 0.2, dtype=np.float32)
-    warped = np.ones((20, 30, 3), dtype=np.float32)
-    valid = np.zeros((20, 30), dtype=bool)
-    valid[:, 10:] = True
-
-    hard = temporal.blend_temporal(current, warped, valid, weight=0.7, feather=0)
-    np.testing.assert_allclose(hard[:, 10:], 0.2 + 0.7 * 0.8, rtol=1e-5)
-    np.testing.assert_array_equal(hard[:, :10], current[:, :10])
-
-    soft = temporal.blend_temporal(current, warped, valid, weight=0.7, feather=2)
-    np.testing.assert_array_equal(soft[:, :10], current[:, :10])  # disocclusions stay exactly fresh
-    # The ramp (1 + 2 d) / 5 at d = 0, 1, 2 pixels into the valid area.
-    np.testing.assert_allclose(
-        soft[:, 10:13, 0], [[0.2 + 0.7 * 0.8 * a for a in (0.2, 0.6, 1.0)]] * 20, rtol=1e-5
-    )
-    np.testing.assert_allclose(soft[:, 13:], 0.76, rtol=1e-5)
-
-    np.testing.assert_array_equal(temporal.blend_temporal(current, warped, valid, weight=0.0), current)
-
-
 def test_feathered_mask_fades_specks_and_dents_holes() -> None:
     valid = np.ones((15, 15), dtype=bool)
     valid[7, 7] = False
@@ -308,17 +287,8 @@ def test_feathered_mask_fades_specks_and_dents_holes() -> None:
     assert temporal.feathered_mask(speck, 2).max() == 0.0
 
 
-def test_blend_checks_shapes() -> None:
-    with pytest.raises(ValueError, match="valid_mask must be a bool array of shape"):
-        temporal.blend_temporal(np.zeros((4, 5, 3)), np.zeros((4, 5, 3)), np.ones((5, 4), dtype=bool))
-    with pytest.raises(ValueError, match="weight must be a finite number in"):
-        temporal.blend_temporal(
-            np.zeros((4, 5, 3)), np.zeros((4, 5, 3)), np.ones((4, 5), dtype=bool), weight=1.5
-        )
-
-
 # ------------------------------------------------------------------------------------------------------------
-# 4. Cuts and keyframes
+# 4. Cuts
 # ------------------------------------------------------------------------------------------------------------
 def test_change_score_undoes_motion_and_sees_cuts() -> None:
     shape = (30, 40)
@@ -327,7 +297,7 @@ def test_change_score_undoes_motion_and_sees_cuts() -> None:
     vectors = vector_pass(shape, 2, 1)
     valid = temporal.occlusion_mask(vectors, vectors)
 
-    policy = temporal.KeyframePolicy()  # cuts above 50% invalid or a colour change of 0.15
+    policy = temporal.CutPolicy()  # cuts above 50% invalid or a colour change of 0.15
     still = temporal.change_score(previous, current, valid, vectors=vectors)
     assert still.invalid_share == pytest.approx(1 - (29 * 38) / (30 * 40))
     assert still.colour_change == 0.0
@@ -346,24 +316,13 @@ def test_change_score_undoes_motion_and_sees_cuts() -> None:
     assert temporal.change_score(previous, current, np.zeros(shape, bool)).colour_change == 1.0
 
 
-def test_keyframe_policy() -> None:
-    policy = temporal.KeyframePolicy(interval=4, max_invalid_share=0.5, max_colour_change=0.15)
-    calm = temporal.ChangeScore(invalid_share=0.1, colour_change=0.02)
-    assert policy.keyframe_reason(None) == "first"
-    assert [policy.keyframe_reason(n, calm) for n in (1, 2, 3, 4, 5)] == [
-        None,
-        None,
-        None,
-        "interval",
-        "interval",
-    ]
-    assert policy.keyframe_reason(1, temporal.ChangeScore(0.51, 0.0)) == "cut"
-    assert policy.keyframe_reason(1, temporal.ChangeScore(0.5, 0.15)) is None  # thresholds are exclusive
-    assert policy.keyframe_reason(2, temporal.ChangeScore(0.0, 0.16)) == "cut"
-    never = temporal.KeyframePolicy(interval=0)
-    assert never.keyframe_reason(10_000, calm) is None
-    assert temporal.KeyframePolicy(interval=1).keyframe_reason(1) == "interval"
-    with pytest.raises(ValueError, match="interval must be an int"):
-        temporal.KeyframePolicy(interval=-1)
-    with pytest.raises(ValueError, match="frames_since_keyframe must be an int"):
-        policy.keyframe_reason(0)
+def test_cut_policy_thresholds_are_exclusive() -> None:
+    policy = temporal.CutPolicy(max_invalid_share=0.5, max_colour_change=0.15)
+    assert not policy.is_cut(temporal.ChangeScore(invalid_share=0.1, colour_change=0.02))
+    assert policy.is_cut(temporal.ChangeScore(0.51, 0.0))
+    assert not policy.is_cut(temporal.ChangeScore(0.5, 0.15))
+    assert policy.is_cut(temporal.ChangeScore(0.0, 0.16))
+    with pytest.raises(ValueError, match="max_invalid_share must be"):
+        temporal.CutPolicy(max_invalid_share=1.5)
+    with pytest.raises(ValueError, match="score must be a ChangeScore"):
+        policy.is_cut(0.3)
