@@ -32,7 +32,7 @@ import bpy
 import numpy as np
 
 from stylepass_core import exr, fusion, png, temporal
-from stylepass_core.engine_api import StyleResult
+from stylepass_core.engine_api import StyleResult, check_abort
 from stylepass_core.errors import StylepassError
 from stylepass_core.frame_steps import Collected, FrameStep, FrameTally, frame_steps, run_to_end
 from stylepass_core.imageops import resize
@@ -290,7 +290,17 @@ def _is_cut(store: _Store, previous: int, frame: int, rendered: set[int], policy
     return policy.is_cut(score)
 
 
-def _close_span(store, span: _Span, first: int, last: int, cut: bool, waiting: list[_Between], weight: float):
+def _close_span(
+    store,
+    span: _Span,
+    first: int,
+    last: int,
+    cut: bool,
+    waiting: list[_Between],
+    weight: float,
+    progress,
+    abort,
+):
     """Fuse and write the frames between keyframes `first` and `last` (indices) that were stylised this run:
     each is its keyframes' pictures sampled once along the composed motion, its own picture where neither
     sees it. After a cut only the keyframe before counts."""
@@ -300,8 +310,10 @@ def _close_span(store, span: _Span, first: int, last: int, cut: bool, waiting: l
     to_first, to_last = fusion.carry_maps(vectors, depths, forward=not cut)
     key0 = store.picture(start)
     key1 = None if cut else store.picture(end)
-    for between in waiting:
+    for done, between in enumerate(waiting):
         frame = frames[between.index]
+        check_abort(abort)  # frames already written stay: the next run fuses only the rest
+        progress.update(done, len(waiting), f"fusing frame {frame}")
         where = (frame - start) / (end - start)
         offset = frame - start
         carries = [(to_first[offset].sample(key0), to_first[offset].valid, 1.0 - where)]
@@ -494,15 +506,16 @@ def animation_steps(
         waiting = list(chain["waiting"])
         role = span.roles[index] if coherent else "off"
 
-        def close(last: int, cut: bool) -> None:
+        def close(last: int, cut: bool, progress, abort) -> None:
             if waiting:
                 first = span.neighbours[waiting[0].index][0]
-                _close_span(store, span, first, last, cut, waiting, coherence.temporal_weight)
+                weight = coherence.temporal_weight
+                _close_span(store, span, first, last, cut, waiting, weight, progress, abort)
 
         if planned.close_only:
 
             def close_work(progress, abort):
-                close(index, cut=index in span.cuts)
+                close(index, index in span.cuts, progress, abort)
                 return planned, None, None
 
             return BackgroundJob(close_work).start()
@@ -529,7 +542,8 @@ def animation_steps(
                 prepared.context["fusion"] = {"pair": span.span_key(index - 1, index), "cut": cut}
                 if cut:
                     reason = "cut"
-                    prepared.context["state_key"] = span.keyframe_key(index, "cut", None)
+            # Read now, not when planned: a cut found in the frame before may have moved the keyframes.
+            prepared.context["state_key"] = span.keyframe_key(index, "cut", None) if cut else span.keys[index]
             request = prepared.request
             first = span.neighbours.get(index, (None, None))[0] if reason is None else _previous_key(index)
             if continued is not None and reason in (None, "interval", "last") and first is not None:
@@ -543,12 +557,15 @@ def animation_steps(
             prepared = replace(prepared, request=request)
             part = PartProgress(progress, PASS_SHARE, 1.0)
             if reason is None:
-                result = prepared.runner(request.engine, request, part, abort)
+                try:
+                    result = prepared.runner(request.engine, request, part, abort)
+                except (ValueError, OSError, MemoryError) as error:  # as `run` reports them
+                    raise StylepassError(f"The {prepared.engine} engine failed: {error}") from error
                 return planned, prepared, _Between(index, prepared, result)
             stylised = run(prepared, part, abort, postprocess=lambda image: (image, {"keyframe": reason}))
             store.pictures[frame] = stylised.image
             if coherent:
-                close(index, cut)
+                close(index, cut, progress, abort)
             return planned, prepared, (stylised, reason)
 
         def _previous_key(index: int) -> int | None:

@@ -114,27 +114,33 @@ def main() -> None:
 
 
 def animate(scene: bpy.types.Scene, out: Path, frames: int, size: int) -> dict:
-    """Stylise the animated shot twice (coherence off, then on) and write frames, a GIF and the figures."""
+    """Stylise the animated shot twice (coherence off, then on) and write the coherent frames, a GIF of both
+    side by side (independent frames left, keyframe fusion right) and the figures."""
     animate_demo_scene(scene, frames)
     scene.render.resolution_x = scene.render.resolution_y = size
     scene.stylepass.neural_style.style_source = "PRESET"
     scene.stylepass.output_dir = "//animation/"
     scene.stylepass.pass_samples = 8
     layout = layout_module.SceneLayout(out / "animation", scene.name)
-    figures = {}
+    figures, pictures = {}, {}
     for coherent in (False, True):
         scene.stylepass.temporal_coherence = coherent
         if "FINISHED" not in bpy.ops.stylepass.stylise_animation(overwrite=True):
             sys.exit("stylise_animation failed")
         figures[coherent] = sequence_figures(layout, range(1, frames + 1))
+        pictures[coherent] = [
+            png.read_png_float(layout.stylised_file(f))[..., :3] for f in range(1, frames + 1)
+        ]
     bpy.ops.wm.save_mainfile()
     final = out / "animation" / "frames"
     final.mkdir(parents=True, exist_ok=True)
-    images = []
     for frame in range(1, frames + 1):
         shutil.copyfile(layout.stylised_file(frame), final / f"{frame:04d}.png")
-        images.append(png.read_png_float(layout.stylised_file(frame))[..., :3])
-    write_gif(out / "animation" / "stylised.gif", images, fps=12)
+    gap = np.ones((size, 4, 3), dtype=np.float32)
+    side_by_side = [
+        np.concatenate([a, gap, b], axis=1) for a, b in zip(pictures[False], pictures[True], strict=True)
+    ]
+    write_gif(out / "animation" / "stylised.gif", side_by_side, fps=12)
     (out / "animation" / "figures.json").write_text(
         json.dumps({str(k): v for k, v in figures.items()}, indent=2)
     )
