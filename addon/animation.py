@@ -259,6 +259,10 @@ class _Store:
             self.beauty[frame] = self._read(self.layout.pass_file("beauty", frame), frame)
         return self.beauty[frame]
 
+    def keep(self, frame: int, image: np.ndarray) -> None:
+        """A frame's result as its PNG stores it: a resumed run reads back the very same pixels."""
+        self.pictures[frame] = png.to_uint8(image).astype(np.float32) / np.float32(255.0)
+
     def picture(self, frame: int) -> np.ndarray:
         if frame not in self.pictures:
             self.pictures[frame] = self._read(self.layout.stylised_file(frame), frame)
@@ -302,8 +306,10 @@ def _close_span(
     abort,
 ):
     """Fuse and write the frames between keyframes `first` and `last` (indices) that were stylised this run:
-    each is its keyframes' pictures sampled once along the composed motion, its own picture where neither
-    sees it. After a cut only the keyframe before counts."""
+    each is its keyframes' pictures sampled once along the composed motion. Where neither keyframe sees a
+    surface it shows what the frame before showed there, carried one step, and its own stylisation only where
+    the surface has just come into view: a region both keyframes miss stays put instead of flickering.
+    After a cut only the keyframe before counts."""
     frames, rendered = span.frames, set(span.frames)
     start, end = frames[first], frames[last]
     vectors, depths = _motion_span(store, start, end, rendered)
@@ -319,9 +325,14 @@ def _close_span(
         carries = [(to_first[offset].sample(key0), to_first[offset].valid, 1.0 - where)]
         if key1 is not None:
             carries.append((to_last[offset].sample(key1), to_last[offset].valid, where))
+        before = frames[between.index - 1]  # the keyframe, one fused here, or a current one read back
+        since = slice(before - start, offset + 1)
+        step = fusion.carry_maps(vectors[since], depths[since], forward=False)[0][-1]
+        shown_before = (step.sample(store.picture(before)), step.valid, 1.0)
 
-        def fused(image, carries=carries):
-            out, covered = fusion.fuse(image, carries, weight=weight)
+        def fused(image, carries=carries, shown_before=shown_before):
+            base, _ = fusion.fuse(image, [shown_before], weight=weight)
+            out, covered = fusion.fuse(base, carries, weight=weight)
             return out, {"keyframe": None, "carried_share": float(covered.mean())}
 
         result = between.result
@@ -330,7 +341,7 @@ def _close_span(
             state_key=span.between_key(between.index, first, last, cut),
             keyframes=[start, None if cut else end],
         )
-        run(prepared, None, None, postprocess=fused)
+        store.keep(frame, run(prepared, None, None, postprocess=fused).image)
 
 
 def animation_steps(
@@ -563,7 +574,7 @@ def animation_steps(
                     raise StylepassError(f"The {prepared.engine} engine failed: {error}") from error
                 return planned, prepared, _Between(index, prepared, result)
             stylised = run(prepared, part, abort, postprocess=lambda image: (image, {"keyframe": reason}))
-            store.pictures[frame] = stylised.image
+            store.keep(frame, stylised.image)
             if coherent:
                 close(index, cut, progress, abort)
             return planned, prepared, (stylised, reason)

@@ -1,21 +1,36 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Benchmark: the animated demo shot. Flicker (warping error) and structure fidelity with temporal coherence
-off and on, and frames per minute with the pass render and the engine run one after the other (serial) or
-overlapped. Ratios are within this run. Runs inside `./run bench`."""
+"""Benchmark: temporal coherence (issue 14) on the animated demo shot and a faster one, and throughput.
+
+For each shot, stylised with temporal coherence off (every frame on its own: the baseline) and on, at frame
+step 1 and 2, it prints against the goals:
+
+1. warping error on / off (`flicker.shot_figures`: Lai et al.'s error along the true motion, composed through
+   the frames a step skips),
+2. the worst single frame's warping error with coherence on / the independent mean (a pop at a keyframe),
+3. detail on / off (`flicker.edge_energy`: mean Sobel magnitude of the luminance),
+4. structure fidelity on / off (`flicker.structure_fidelity` against the line art),
+5. the same at frame step 2, whose warping-error ratio should stay near step 1's.
+
+Step 2 is measured with the passes of every frame from the step 1 run of the same shot. The verdicts are
+printed, not asserted. Then frames per minute with the pass render and the engine run one after the other
+(serial) or overlapped, on the demo shot. Ratios are within this run. Runs inside `./run bench`.
+"""
 
 import argparse
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import blender_harness  # tools/ and demo/ are on PYTHONPATH (./run bench)
 import bpy
 import flicker
-from demo_scene import animate_demo_scene, build_demo_scene
+import numpy as np
+from demo_scene import animate_demo_scene, animate_fast_shot, build_demo_scene
 
-from stylepass_core import engine_api, output_layout
+from stylepass_core import engine_api, exr, output_layout
 from stylepass_core.frame_steps import run_to_end
 from stylepass_core.settings import CoherenceSettings, EngineSettings
 
@@ -23,14 +38,32 @@ addon = blender_harness.MODULE + ".addon"
 animation = __import__(addon + ".animation", fromlist=["animation"])
 stylise = __import__(addon + ".stylise", fromlist=["stylise"])
 
+SHOTS: tuple[tuple[str, Callable], ...] = (
+    ("demo shot", animate_demo_scene),
+    ("fast shot", animate_fast_shot),
+)
+STEPS = (1, 2)
+# The goals of issue 14, against coherence off at the same frame step.
+WARP_GOAL = 0.2  # mean warping error, on / off: at most
+WORST_GOAL = 0.5  # worst frame's warping error with coherence on / mean off: at most (no pop at keyframes)
+DETAIL_GOAL = 0.95  # edge energy, on / off: at least
+STRUCTURE_GOAL = 0.95  # structure fidelity, on / off: at least
+STEP_GOAL = 0.05  # |warping-error ratio at step 2 - at step 1|: at most
 
-def shot(frames: int, size: int):
+
+def shot(animate: Callable, frames: int, size: int):
     bpy.ops.wm.read_homefile(use_empty=True)
     scene = build_demo_scene(size, size)
-    animate_demo_scene(scene, frames)
-    scene.stylepass.output_dir = tempfile.mkdtemp(prefix="stylepass-bench-anim-") + "/"
+    animate(scene, frames)
+    new_output(scene)
     scene.stylepass.pass_samples = 8
     return scene
+
+
+def new_output(scene) -> output_layout.SceneLayout:
+    """A new, empty output folder for the scene, so nothing of an earlier run is reused."""
+    scene.stylepass.output_dir = tempfile.mkdtemp(prefix="stylepass-bench-anim-") + "/"
+    return output_layout.SceneLayout(Path(scene.stylepass.output_dir), scene.name)
 
 
 @dataclass(frozen=True)
@@ -63,7 +96,9 @@ class WaitingEngine(engine_api.Engine):
 engine_api.register_engine(WaitingEngine)
 
 
-def run(scene, temporal: bool, overlap: bool, engine: EngineSettings | None = None) -> float:
+def run(
+    scene, temporal: bool, overlap: bool, engine: EngineSettings | None = None, frame_step: int = 1
+) -> float:
     run_settings = stylise.RunSettings.from_scene(scene)
     run_settings = replace(
         run_settings,
@@ -73,6 +108,7 @@ def run(scene, temporal: bool, overlap: bool, engine: EngineSettings | None = No
     anim = animation.AnimationOptions(
         scene.frame_start,
         scene.frame_end,
+        frame_step=frame_step,
         overwrite=True,
         coherence=CoherenceSettings(temporal_coherence=temporal),
         overlap=overlap,
@@ -82,40 +118,138 @@ def run(scene, temporal: bool, overlap: bool, engine: EngineSettings | None = No
     return time.perf_counter() - tick
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--frames", type=int, default=12)
-    parser.add_argument("--anim-size", type=int, default=256)
-    args, _ = parser.parse_known_args(sys.argv[1:])
-    scene = shot(args.frames, args.anim_size)
-    layout = output_layout.SceneLayout(Path(scene.stylepass.output_dir), scene.name)
-    frames = range(1, args.frames + 1)
+def motion_speed(layout: output_layout.SceneLayout, frames: range) -> tuple[float, float]:
+    """Mean and 99th percentile of how far pixels move per frame (the Vector pass's backward motion)."""
+    lengths = []
+    for frame in frames[1:]:
+        vector = exr.read_exr(layout.pass_file("vector", frame, "exr"))
+        lengths.append(np.hypot(vector["X"], vector["Y"]).ravel())
+    lengths = np.concatenate(lengths)
+    return float(lengths.mean()), float(np.percentile(lengths, 99))
+
+
+def measure(animate: Callable, frames: int, size: int) -> tuple[dict, tuple[float, float]]:
+    """`{(step, coherent): ShotFigures}` of one shot, and its motion speed (mean, p99 px per frame).
+
+    Step 1 runs first (off, then on) in one folder: its passes of every frame measure both steps."""
+    scene = shot(animate, frames, size)
+    passes = output_layout.SceneLayout(Path(scene.stylepass.output_dir), scene.name)
     figures = {}
-    for coherent in (False, True):
-        run(scene, coherent, overlap=True)
-        figures[coherent] = flicker.sequence_figures(layout, frames)
-    off, on = figures[False], figures[True]
-    print(f"Blender {bpy.app.version_string}: animated demo shot, {args.frames} frames at {args.anim_size}px")
-    print(f"{'':24}{'warping error':>15}{'structure fidelity':>20}")
-    print(f"{'independent frames':24}{off['warping_error']:15.5f}{off['structure_fidelity']:20.3f}")
-    print(f"{'temporal coherence':24}{on['warping_error']:15.5f}{on['structure_fidelity']:20.3f}")
+    for step in STEPS:
+        layout = passes if step == 1 else new_output(scene)
+        rendered = range(1, frames + 1, step)
+        for coherent in (False, True):
+            seconds = run(scene, coherent, overlap=True, frame_step=step)
+            figures[step, coherent] = flicker.shot_figures(passes, rendered, layout.stylised_dir)
+            state = "on " if coherent else "off"
+            print(
+                f"  ... step {step}, coherence {state}: {len(rendered)} frames in {seconds:.0f} s", flush=True
+            )
+    return figures, motion_speed(passes, range(1, frames + 1))
+
+
+def verdict(value: float, goal: float, at_most: bool) -> str:
+    return "PASS" if (value <= goal if at_most else value >= goal) else "MISS"
+
+
+def report(name: str, figures: dict, speed: tuple[float, float], curve: bool) -> list[str]:
+    """Print one shot's rows; returns its verdicts."""
+    verdicts = []
+    ratios = {}
+    for step in STEPS:
+        off, on = figures[step, False], figures[step, True]
+        warp = on.warping_error / off.warping_error
+        worst = on.worst_error / off.warping_error
+        detail = on.detail / off.detail
+        structure = on.structure_fidelity / off.structure_fidelity
+        ratios[step] = warp
+        cells = [
+            (warp, WARP_GOAL, True),
+            (worst, WORST_GOAL, True),
+            (detail, DETAIL_GOAL, False),
+            (structure, STRUCTURE_GOAL, False),
+        ]
+        marks = [verdict(*cell) for cell in cells]
+        verdicts += marks
+        label = f"{name}, step {step}" + (f" ({speed[0]:.1f} / {speed[1]:.0f} px)" if step == 1 else "")
+        print(
+            f"{label:34}{off.warping_error:>10.5f}{on.warping_error:>10.5f}"
+            f"{warp:>8.3f} {marks[0]}"
+            f"{on.worst_error:>10.5f} @{on.worst_frame:<4d}{worst:>6.3f} {marks[1]}"
+            f"{detail:>8.3f} {marks[2]}{structure:>8.3f} {marks[3]}"
+        )
+        if curve:
+            for coherent, figure in ((False, off), (True, on)):
+                values = " ".join("    -  " if e is None else f"{e:.5f}" for e in figure.errors)
+                print(f"    per-frame warping error, coherence {'on ' if coherent else 'off'}: {values}")
+    drift = abs(ratios[2] - ratios[1])
+    mark = verdict(drift, STEP_GOAL, True)
+    verdicts.append(mark)
     print(
-        f"coherent / independent: warping error {on['warping_error'] / off['warping_error']:.2f} (target <= 0.5), "
-        f"structure fidelity {on['structure_fidelity'] / off['structure_fidelity']:.2f} (target >= 0.9)"
+        f"{'':34}step 2 vs step 1 warping-error ratio: {ratios[2]:.3f} vs {ratios[1]:.3f}, "
+        f"difference {drift:.3f} (goal <= {STEP_GOAL}) {mark}"
     )
-    # Throughput: new output folders so nothing is reused; passes are rendered for every frame.
+    return verdicts
+
+
+def throughput(frames: int, size: int) -> None:
+    """Frames per minute, serial vs overlapped, on the demo shot; new folders so nothing is reused."""
+    scene = shot(animate_demo_scene, frames, size)
     for engine, label in (
         (None, "neural style (CPU, shares the 2 cores with Cycles)"),
         (WaitingSettings(), f"an engine off this CPU ({WaitingEngine.seconds} s/frame)"),
     ):
         timings = {}
         for overlap in (False, True):
-            scene.stylepass.output_dir = tempfile.mkdtemp(prefix="stylepass-bench-anim-") + "/"
+            new_output(scene)
             timings[overlap] = run(scene, True, overlap, engine)
-        serial, overlapped = (60.0 * args.frames / timings[k] for k in (False, True))
+        serial, overlapped = (60.0 * frames / timings[k] for k in (False, True))
         print(
             f"frames per minute, {label}: serial {serial:.1f}, overlapped {overlapped:.1f} ({overlapped / serial:.2f}x)"
         )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--frames", type=int, default=24, help="frames per shot")
+    parser.add_argument("--anim-size", type=int, default=256, help="width and height in pixels")
+    parser.add_argument(
+        "--throughput-frames", type=int, default=12, help="frames per throughput run (0: skip)"
+    )
+    parser.add_argument("--curve", action="store_true", help="print every frame's warping error")
+    args, _ = parser.parse_known_args(sys.argv[1:])
+    if args.frames < 3:
+        sys.exit("--frames must be at least 3 (frame step 2 needs two rendered frames)")
+
+    print(
+        f"Blender {bpy.app.version_string}: temporal coherence, {args.frames} frames per shot at "
+        f"{args.anim_size}px, keyframe interval {CoherenceSettings().keyframe_interval}",
+        flush=True,
+    )
+    results = {}
+    for name, animate in SHOTS:
+        print(f"stylising the {name} ...", flush=True)
+        results[name] = measure(animate, args.frames, args.anim_size)
+
+    print(
+        "warping error (Lai et al., along the true motion): off = coherence off (the baseline), on = coherence"
+        " on;\nmotion: mean / 99th percentile px per frame; worst: the worst frame with coherence on / the mean off"
+    )
+    print(
+        f"{'shot':34}{'off':>10}{'on':>10}{'on/off':>8}{'':5}{'worst on':>10}{' frame':6}{'/off':>6}{'':5}"
+        f"{'detail':>8}{'':5}{'struct':>8}"
+    )
+    print(
+        f"{'goal':34}{'':20}{'<= ' + str(WARP_GOAL):>8}{'':5}{'':16}{'<= ' + str(WORST_GOAL):>6}{'':5}"
+        f"{'>= ' + str(DETAIL_GOAL):>8}{'':5}{'>= ' + str(STRUCTURE_GOAL):>8}"
+    )
+    verdicts = []
+    for name, (figures, speed) in results.items():
+        verdicts += report(name, figures, speed, args.curve)
+    print(f"goals met: {verdicts.count('PASS')} of {len(verdicts)}")
+
+    if args.throughput_frames:
+        throughput(args.throughput_frames, args.anim_size)
 
 
 if __name__ == "__main__":

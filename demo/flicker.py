@@ -5,17 +5,26 @@
   and occlusions masked by `temporal.occlusion_mask` (forward/backward check, depth test): lower is steadier.
 * `structure_fidelity`: correlation of a stylised frame's edges with the frame's line-art pass: a frozen
   image that no longer follows the geometry scores low.
-* `sequence_figures`: both, averaged over a stylised sequence on disk.
+* `edge_energy`: the mean Sobel gradient magnitude of a frame's luminance: how much detail it keeps.
+* `step_maps` and `carried_warping_errors`: the warping error of every rendered frame against the one
+  before, measured along the TRUE motion composed through every scene frame between them
+  (`fusion.carry_maps`), so a shot rendered on twos is measured like one on ones.
+* `sequence_figures`: warping error and structure fidelity, averaged over a stylised sequence on disk.
+* `shot_figures`: the benchmark's figures of a sequence on disk (any frame step): the per-frame warping-error
+  curve, its mean and worst frame, detail and structure fidelity.
 
 Conventions (arrays top row first, the Vector pass in +y-up pixels) are `stylepass_core.temporal`'s.
 """
 
+import itertools
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-from stylepass_core import exr, png, temporal
+from stylepass_core import exr, fusion, png, temporal
 from stylepass_core.checks import check_mask, describe
 from stylepass_core.imageops import luminance
 from stylepass_core.output_layout import SceneLayout
@@ -95,11 +104,115 @@ def warping_error(
         if count == 0:
             continue
         warped = warp.apply(_check_image(f"frames[{t - 1}]", frames[t - 1], 3, shape))
-        squared = np.square(current[mask] - warped[mask])
-        errors.append(float(squared.sum(dtype=np.float64)) / (3 * count))
+        errors.append(_masked_error(current, warped, mask, count))
     if not errors:
         raise ValueError("every mask is empty, so no pixel can be compared")
     return float(np.mean(errors))
+
+
+def _masked_error(current: np.ndarray, carried: np.ndarray, mask: np.ndarray, count: int) -> float:
+    """Lai et al.'s per-frame term: squared difference summed over the mask, averaged over the 3 channels."""
+    squared = np.square(current[mask] - carried[mask])
+    return float(squared.sum(dtype=np.float64)) / (3 * count)
+
+
+def step_maps(
+    vectors: Sequence[np.ndarray], depths: Sequence[np.ndarray], step: int = 1
+) -> list[fusion.FlowMap | None]:
+    """The true motion between the frames a frame step renders, composed through the frames it skips.
+
+    Args:
+        vectors: the `(H, W, 4)` Vector pass of EVERY scene frame of the shot, in order.
+        depths: the `(H, W)` Depth pass of every scene frame, in order.
+        step: frames rendered every `step` scene frames (scene indices 0, step, 2 step, ...), int >= 1;
+            `len(vectors) - 1` must be a multiple of it.
+
+    Returns:
+        One entry per rendered frame: None for the first, then the `FlowMap` from rendered frame k to
+        rendered frame k - 1 (`fusion.carry_maps` over the `step + 1` scene frames from one to the other),
+        whose `valid` is False where a point leaves the frame or is hidden in any frame in between. With
+        step 1 it is the single backward step.
+    """
+    if not isinstance(step, int) or isinstance(step, bool) or step < 1:
+        raise ValueError(f"step must be an int >= 1, got {step!r}")
+    if len(vectors) != len(depths) or len(vectors) < 2 or (len(vectors) - 1) % step:
+        raise ValueError(
+            f"vectors and depths must be equally long, at least 2, and span whole steps of {step}, got "
+            f"{len(vectors)} and {len(depths)}"
+        )
+    maps: list[fusion.FlowMap | None] = [None]
+    for end in range(step, len(vectors), step):
+        span = slice(end - step, end + 1)
+        to_first, _ = fusion.carry_maps(list(vectors[span]), list(depths[span]), forward=False)
+        maps.append(to_first[-1])
+    return maps
+
+
+def carried_warping_errors(
+    frames: Sequence[np.ndarray], maps: Sequence[fusion.FlowMap | None]
+) -> list[float | None]:
+    """Per-frame warping error, each frame against the one before carried along `maps` (`step_maps`).
+
+    Entry t is `sum_p(V_t(p) * mean_c (O_t(p, c) - S_t(O_{t-1})(p, c))^2) / sum_p V_t(p)` as in
+    `warping_error`, where `S_t` samples frame t - 1 at `maps[t]`'s points (`FlowMap.sample`: Catmull-Rom, so
+    the measure itself adds little softening) and `V_t` is `maps[t].valid`.
+
+    Args:
+        frames: T >= 2 frames, each `(H, W, 3)` float in [0, 1].
+        maps: T entries; `maps[t]` maps frame t into frame t - 1 (`maps[0]` is unused, may be None).
+
+    Returns:
+        T entries: None for frame 0 and for a frame with no valid pixel (e.g. after a cut), else the error
+        as a float >= 0.
+    """
+    if not isinstance(frames, Sequence) or len(frames) < 2:
+        raise ValueError(f"frames must be a list of at least 2 images, got {describe(frames)}")
+    if not isinstance(maps, Sequence) or len(maps) != len(frames):
+        raise ValueError(
+            f"maps must be a list with one entry per frame ({len(frames)}), got {describe(maps)}"
+        )
+    shape = _check_image("frames[0]", frames[0], 3).shape[:2]
+    errors: list[float | None] = [None]
+    for t in range(1, len(frames)):
+        current = np.asarray(_check_image(f"frames[{t}]", frames[t], 3, shape), dtype=np.float32)
+        step = maps[t]
+        if not isinstance(step, fusion.FlowMap) or step.shape != shape:
+            raise ValueError(f"maps[{t}] must be a FlowMap of shape {shape}, got {describe(step)}")
+        count = int(np.count_nonzero(step.valid))
+        if count == 0:
+            errors.append(None)
+            continue
+        carried = step.sample(_check_image(f"frames[{t - 1}]", frames[t - 1], 3, shape))
+        errors.append(_masked_error(current, carried, step.valid, count))
+    return errors
+
+
+def _sobel_magnitude(image: np.ndarray) -> np.ndarray:
+    """`(H, W)` float32 Sobel gradient magnitude of an `(H, W, 3)` image's Rec. 709 luminance, edges
+    replicated (unnormalised kernels: a unit step reads 4)."""
+    grey = np.pad(luminance(np.asarray(image, dtype=np.float32)), 1, mode="edge")
+    smooth_rows = grey[:-2] + 2 * grey[1:-1] + grey[2:]  # (H, W + 2), smoothed down the columns
+    smooth_cols = grey[:, :-2] + 2 * grey[:, 1:-1] + grey[:, 2:]  # (H + 2, W)
+    gx = smooth_rows[:, 2:] - smooth_rows[:, :-2]
+    gy = smooth_cols[2:] - smooth_cols[:-2]
+    return np.sqrt(gx * gx + gy * gy)
+
+
+def edge_energy(image: np.ndarray) -> float:
+    """Detail of a frame: the mean Sobel gradient magnitude of its Rec. 709 luminance (see `_sobel_magnitude`).
+
+    A blurred or washed-out frame scores lower; the figure is for ratios within a run, not across scenes.
+
+    Args:
+        image: `(H, W, 3)` float in [0, 1], finite.
+
+    Returns:
+        The mean magnitude as a float >= 0.
+    """
+    image = _check_image("image", image, 3)
+    if not np.isfinite(image).all():
+        raise ValueError("image must be finite, found a non-finite value")
+    return float(_sobel_magnitude(image).mean(dtype=np.float64))
 
 
 def _dilate(values: np.ndarray, radius: int) -> np.ndarray:
@@ -148,12 +261,7 @@ def structure_fidelity(stylised: np.ndarray, lineart: np.ndarray, *, radius: int
         raise ValueError("stylised and lineart must be finite, found a non-finite value")
 
     # 2. Edge map
-    grey = np.pad(luminance(np.asarray(stylised, dtype=np.float32)), 1, mode="edge")
-    smooth_rows = grey[:-2] + 2 * grey[1:-1] + grey[2:]  # (H, W + 2), smoothed down the columns
-    smooth_cols = grey[:, :-2] + 2 * grey[:, 1:-1] + grey[:, 2:]  # (H + 2, W)
-    gx = smooth_rows[:, 2:] - smooth_rows[:, :-2]
-    gy = smooth_cols[2:] - smooth_cols[:-2]
-    edges = np.sqrt(gx * gx + gy * gy)
+    edges = _sobel_magnitude(stylised)
     top = float(np.percentile(edges, _EDGE_PERCENTILE))
     if top > 0:
         edges = np.minimum(edges / np.float32(top), np.float32(1.0))
@@ -177,6 +285,20 @@ def _pass_exr(layout: SceneLayout, name: str, frame: int) -> dict[str, np.ndarra
     return exr.read_exr(layout.pass_file(name, frame, "exr"))
 
 
+def _motion(layout: SceneLayout, frame: int) -> tuple[np.ndarray, np.ndarray]:
+    """A frame's `(H, W, 4)` Vector and `(H, W)` Depth passes."""
+    raw = _pass_exr(layout, "vector", frame)
+    return np.stack([raw[c] for c in "XYZW"], axis=-1), _pass_exr(layout, "depth", frame)["Z"]
+
+
+def _check_size(frame: int, passes: np.ndarray, image: np.ndarray) -> None:
+    if passes.shape[:2] != image.shape[:2]:
+        raise ValueError(
+            f"frame {frame}: passes are {passes.shape[1]}x{passes.shape[0]} but the stylised image is "
+            f"{image.shape[1]}x{image.shape[0]}; measure at a resolution scale of 100%"
+        )
+
+
 def sequence_figures(layout: SceneLayout, frames: Sequence[int], stylised_dir=None) -> dict[str, float]:
     """`{"warping_error", "structure_fidelity"}` of the stylised frames under `layout` (or `stylised_dir`).
 
@@ -188,14 +310,8 @@ def sequence_figures(layout: SceneLayout, frames: Sequence[int], stylised_dir=No
     for frame in frames:
         image = png.read_png_float(folder / f"{frame:04d}.png")[..., :3]
         images.append(image)
-        raw = _pass_exr(layout, "vector", frame)
-        vec = np.stack([raw[c] for c in "XYZW"], axis=-1)
-        depth = _pass_exr(layout, "depth", frame)["Z"]
-        if vec.shape[:2] != image.shape[:2]:
-            raise ValueError(
-                f"frame {frame}: passes are {vec.shape[1]}x{vec.shape[0]} but the stylised image is "
-                f"{image.shape[1]}x{image.shape[0]}; measure at a resolution scale of 100%"
-            )
+        vec, depth = _motion(layout, frame)
+        _check_size(frame, vec, image)
         if previous is not None:
             vectors.append(vec)
             masks.append(temporal.occlusion_mask(vec, previous[0], depth, previous[1]))
@@ -206,3 +322,77 @@ def sequence_figures(layout: SceneLayout, frames: Sequence[int], stylised_dir=No
         "warping_error": warping_error(images, vectors, masks),
         "structure_fidelity": float(np.mean(fidelity)),
     }
+
+
+@dataclass(frozen=True)
+class ShotFigures:
+    """The benchmark's figures of one stylised sequence (`shot_figures`).
+
+    Attributes:
+        frames: the rendered scene frames, in order.
+        errors: per rendered frame, its warping error against the rendered frame before along the composed
+            true motion (`carried_warping_errors`); None for the first frame and frames with nothing to compare.
+        warping_error: the mean of `errors` (the Lai et al. figure).
+        worst_frame, worst_error: the scene frame with the largest error, and that error.
+        detail: the mean over frames of `edge_energy`.
+        structure_fidelity: the mean over frames of `structure_fidelity` against each frame's line art.
+    """
+
+    frames: tuple[int, ...]
+    errors: tuple[float | None, ...]
+    warping_error: float
+    worst_frame: int
+    worst_error: float
+    detail: float
+    structure_fidelity: float
+
+
+def shot_figures(layout: SceneLayout, frames: Sequence[int], stylised_dir: Path | None = None) -> ShotFigures:
+    """The figures of the stylised `frames` in `stylised_dir` (default `layout.stylised_dir`), measured with
+    the passes under `layout`.
+
+    `frames` may skip scene frames (a frame step), evenly: the motion between two rendered frames is composed
+    through every scene frame between them, so `layout` must hold the Vector and Depth passes of EVERY scene
+    frame from the first to the last (e.g. a frame step 1 run of the same shot), and the line art of each
+    rendered frame.
+
+    Args:
+        layout: where the passes are.
+        frames: the rendered scene frames, ascending, evenly spaced, at least 2.
+        stylised_dir: the folder of the stylised `NNNN.png` frames.
+
+    Returns:
+        A `ShotFigures`.
+    """
+    # 1. Check inputs
+    frames = [int(frame) for frame in frames]
+    steps = {b - a for a, b in itertools.pairwise(frames)}
+    if len(frames) < 2 or len(steps) != 1 or min(steps) < 1:
+        raise ValueError(f"frames must be at least 2 ascending, evenly spaced frames, got {frames}")
+    step = steps.pop()
+    folder = Path(stylised_dir) if stylised_dir is not None else layout.stylised_dir
+
+    # 2. Read the pictures, and the motion of every scene frame between the first and the last
+    images = [png.read_png_float(folder / f"{frame:04d}.png")[..., :3] for frame in frames]
+    motion = [_motion(layout, frame) for frame in range(frames[0], frames[-1] + 1)]
+    _check_size(frames[0], motion[0][0], images[0])
+
+    # 3. Figures
+    errors = carried_warping_errors(images, step_maps([m[0] for m in motion], [m[1] for m in motion], step))
+    measured = [(error, frame) for error, frame in zip(errors, frames, strict=True) if error is not None]
+    if not measured:
+        raise ValueError(f"frames {frames}: no pixel of any frame is seen in the frame before")
+    worst_error, worst_frame = max(measured)
+    fidelity = [
+        structure_fidelity(image, png.read_png_float(layout.pass_file("lineart", frame))[..., 0])
+        for image, frame in zip(images, frames, strict=True)
+    ]
+    return ShotFigures(
+        frames=tuple(frames),
+        errors=tuple(errors),
+        warping_error=float(np.mean([error for error, _ in measured])),
+        worst_frame=worst_frame,
+        worst_error=worst_error,
+        detail=float(np.mean([edge_energy(image) for image in images])),
+        structure_fidelity=float(np.mean(fidelity)),
+    )

@@ -158,7 +158,10 @@ def carry_maps(
 # Sampling
 # ------------------------------------------------------------------------------------------------------------
 class _Taps:
-    """The four bilinear taps around each point, for gathering several planes at the same points."""
+    """The four bilinear taps around each point, for gathering several planes at the same points.
+
+    Like `temporal.BackwardWarp`, planes get one replicated column and row at the end, so the right and lower
+    taps of every point exist and one index serves all four (shifted views of the same flat array)."""
 
     def __init__(self, x: np.ndarray, y: np.ndarray) -> None:
         height, width = x.shape
@@ -166,19 +169,21 @@ class _Taps:
         self.inside = (x >= -0.5) & (x <= width - 0.5) & (y >= -0.5) & (y <= height - 0.5)
         x = np.clip(x, 0.0, width - 1)
         y = np.clip(y, 0.0, height - 1)
-        col0 = np.minimum(np.floor(x), width - 2 if width > 1 else 0).astype(np.intp)
-        row0 = np.minimum(np.floor(y), height - 2 if height > 1 else 0).astype(np.intp)
-        self.fx = (x - col0).astype(np.float32)
-        self.fy = (y - row0).astype(np.float32)
-        col1 = np.minimum(col0 + 1, width - 1)
-        row1 = np.minimum(row0 + 1, height - 1)
-        self.index = np.stack(
-            [row0 * width + col0, row0 * width + col1, row1 * width + col0, row1 * width + col1]
-        )
+        col0 = np.floor(x)
+        row0 = np.floor(y)
+        self.fx = x - col0
+        self.fy = y - row0
+        self.stride = width + 1
+        index = row0.astype(np.intp)
+        index *= self.stride
+        index += col0.astype(np.intp)
+        self.index = index
 
     def gather(self, plane: np.ndarray) -> np.ndarray:
-        """`(4, H, W)`: the plane's values at the four taps."""
-        return plane.ravel().take(self.index)
+        """`(4, H, W)`: the plane's values at the four taps (top left, top right, bottom left, bottom right)."""
+        flat = np.pad(plane, ((0, 1), (0, 1)), mode="edge").ravel()
+        shifts = (0, 1, self.stride, self.stride + 1)
+        return np.stack([flat[shift:].take(self.index) for shift in shifts])
 
     def weights(self) -> np.ndarray:
         """`(4, H, W)`: each tap's bilinear weight."""
@@ -214,31 +219,56 @@ def sample_cubic(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     y = np.clip(y, 0.0, height - 1).astype(np.float32)
     col = np.floor(x)
     row = np.floor(y)
-    weights_x = _catmull_rom(x - col)
-    weights_y = _catmull_rom(y - row)
-    col = col.astype(np.intp)
-    row = row.astype(np.intp)
-    flat = image.reshape(-1, channels)
-    out = np.zeros((*x.shape, channels), dtype=np.float32)
-    low = np.full((*x.shape, channels), np.inf, dtype=np.float32)
-    high = np.full((*x.shape, channels), -np.inf, dtype=np.float32)
-    cols = [np.clip(col + d, 0, width - 1) for d in (-1, 0, 1, 2)]
-    for j, dy in enumerate((-1, 0, 1, 2)):
-        rows = np.clip(row + dy, 0, height - 1) * width
-        line = np.zeros_like(out)
+    weights_x = [w.reshape(-1, 1) for w in _catmull_rom(x - col)]
+    weights_y = [w.reshape(-1, 1) for w in _catmull_rom(y - row)]
+    # Two replicated pixels before and after each row and column: every tap of every point exists, and one
+    # index (the top-left tap) serves all sixteen as shifted views of one flat array.
+    flat = np.pad(image, ((1, 2), (1, 2), (0, 0)), mode="edge").reshape(-1, channels)
+    stride = width + 3
+    index = row.astype(np.intp).ravel()
+    index *= stride
+    index += col.astype(np.intp).ravel()
+    out = np.zeros((index.size, channels), dtype=np.float32)
+    line = np.empty_like(out)
+    values = np.empty_like(out)
+    low = high = None
+    for j in range(4):
+        line.fill(0.0)
         for i in range(4):
-            values = flat.take(rows + cols[i], axis=0)
-            line += weights_x[i][..., None] * values
-            if dy in (0, 1) and i in (1, 2):
-                np.minimum(low, values, out=low)
-                np.maximum(high, values, out=high)
-        out += weights_y[j][..., None] * line
-    return np.clip(out, low, high, out=out)
+            flat[j * stride + i :].take(index, axis=0, out=values)
+            if j in (1, 2) and i in (1, 2):  # the four nearest pixels bound the result
+                low = values.copy() if low is None else np.minimum(low, values, out=low)
+                high = values.copy() if high is None else np.maximum(high, values, out=high)
+            values *= weights_x[i]
+            line += values
+        line *= weights_y[j]
+        out += line
+    np.clip(out, low, high, out=out)
+    return out.reshape(*x.shape, channels)
 
 
 # ------------------------------------------------------------------------------------------------------------
 # Fusion
 # ------------------------------------------------------------------------------------------------------------
+def _box_blur(image: np.ndarray, radius: int) -> np.ndarray:
+    """Mean over the `(2 radius + 1)^2` square around each pixel of an `(H, W, C)` image, edges replicated."""
+    size = 2 * radius + 1
+    padded = np.pad(image, ((radius, radius), (radius, radius), (0, 0)), mode="edge")
+    sums = np.cumsum(padded, axis=0, dtype=np.float64)
+    sums = np.concatenate([np.zeros_like(sums[:1]), sums])
+    rows = sums[size:] - sums[:-size]
+    sums = np.cumsum(rows, axis=1)
+    sums = np.concatenate([np.zeros_like(sums[:, :1]), sums], axis=1)
+    return ((sums[:, size:] - sums[:, :-size]) / size**2).astype(np.float32)
+
+
+def _detail_correlation(details: list[np.ndarray], where: np.ndarray) -> float:
+    """How alike two pictures' detail layers are where both are seen, in [0, 1] (0 when nothing is shared)."""
+    first, second = (np.asarray(d[where], dtype=np.float64) for d in details)
+    norm = np.sqrt(float((first * first).sum()) * float((second * second).sum()))
+    return 0.0 if norm == 0.0 else float(np.clip((first * second).sum() / norm, 0.0, 1.0))
+
+
 def fuse(
     fresh: np.ndarray,
     carries: list[tuple[np.ndarray, np.ndarray, float]],
@@ -251,10 +281,16 @@ def fuse(
     total validity is `c` (the largest of their feathered masks), the result is
     `fresh + weight * c * (blend of the carries - fresh)`.
 
+    Two carries are blended so that their texture keeps its contrast: averaging two stylisations whose strokes
+    differ would fade the strokes towards the middle of a span. So only their smooth layers (a box blur) mix
+    by the shares; their detail layers mix and are then scaled back to one picture's strength, by
+    `1 / sqrt(a^2 + b^2 + 2 a b rho)` for shares `a + b = 1` and the details' correlation `rho` (1 for equal
+    pictures: no change).
+
     Args:
         fresh: `(H, W, C)` float, this frame's own stylisation.
         carries: the keyframes' pictures sampled into this frame (`FlowMap.sample`), their validity and their
-            temporal closeness in [0, 1] (1 at the keyframe itself).
+            temporal closeness in [0, 1] (1 at the keyframe itself); at most two.
         weight: share of the carried pictures where valid, in [0, 1]; 1 keeps detail exactly from the keyframes.
         feather: soft edge of each validity, inside the valid area (`temporal.feathered_mask`).
 
@@ -264,23 +300,36 @@ def fuse(
     fresh = np.asarray(_check_array("fresh", fresh, (3,), None), dtype=np.float32)
     shape = fresh.shape[:2]
     weight = check_number("weight", weight, 0.0, 1.0)
-    total = np.zeros(shape, dtype=np.float32)
-    mixed = np.zeros(fresh.shape, dtype=np.float32)
-    covered = np.zeros(shape, dtype=np.float32)
+    if len(carries) > 2:
+        raise ValueError(f"carries must hold at most two pictures, got {len(carries)}")
+    pictures, shares, softs = [], [], []
     for picture, valid, closeness in carries:
-        picture = _check_array("carried picture", picture, (3,), shape)
+        pictures.append(np.asarray(_check_array("carried picture", picture, (3,), shape), dtype=np.float32))
         closeness = check_number("closeness", closeness, 0.0, 1.0)
-        soft = feathered_mask(valid, feather)
-        np.maximum(covered, soft, out=covered)
-        share = soft * np.float32(closeness)
-        mixed += share[..., None] * picture
-        total += share
-    blend = np.divide(mixed, total[..., None], out=fresh.copy(), where=total[..., None] > 0)
+        softs.append(feathered_mask(valid, feather))
+        shares.append(softs[-1] * np.float32(closeness))
+    covered = np.maximum.reduce(softs) if softs else np.zeros(shape, dtype=np.float32)
+    total = sum(shares) if shares else np.zeros(shape, dtype=np.float32)
+    seen = total > 0
+    parts = [
+        np.divide(share, total, out=np.zeros(shape, np.float32), where=seen)[..., None] for share in shares
+    ]
+    if len(pictures) == 2:
+        radius = max(2, round(min(shape) / 64))
+        smooth = [_box_blur(picture, radius) for picture in pictures]
+        details = [picture - low for picture, low in zip(pictures, smooth, strict=True)]
+        rho = _detail_correlation(details, (softs[0] >= 1.0) & (softs[1] >= 1.0))
+        a, b = parts
+        gain = 1.0 / np.sqrt(np.maximum(a * a + b * b + 2.0 * rho * a * b, 0.25))
+        blend = a * smooth[0] + b * smooth[1] + gain * (a * details[0] + b * details[1])
+    else:
+        blend = sum((part * picture for part, picture in zip(parts, pictures, strict=True)), fresh * 0)
+    blend = np.where(seen[..., None], blend, fresh)
     covered *= np.float32(weight)
     out = blend - fresh
     out *= covered[..., None]
     out += fresh
-    return out, covered
+    return np.clip(out, 0.0, 1.0, out=out).astype(np.float32), covered
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 """The demo's measures (demo/, not shipped): the flicker metrics of `flicker` on sequences with known motion,
 and the GIF writer of `gif`, decoded by a spec-following decoder and by PIL."""
 
+import itertools
 import os
 import struct
 
@@ -10,7 +11,8 @@ import gif
 import numpy as np
 import pytest
 
-from stylepass_core import temporal
+from stylepass_core import exr, fusion, png, temporal
+from stylepass_core.output_layout import SceneLayout
 
 RNG = np.random.default_rng(6)
 
@@ -104,6 +106,125 @@ def test_structure_fidelity_is_high_when_edges_follow_the_line_art_and_low_for_a
         now, lines_now, radius=0
     )
     assert flicker.structure_fidelity(np.full((64, 64, 3), 0.5, np.float32), lines_now) == 0.0
+
+
+def varying_pan(shape: tuple[int, int], shifts: list[int]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Frames of a texture panning right by `shifts[t]` px from frame t - 1 to frame t (`shifts[0]` unused),
+    and their Vector passes: the pace changes, so only motion composed frame by frame is right."""
+    positions = list(itertools.accumulate(shifts[1:], initial=0))
+    margin = positions[-1]
+    texture = RNG.random((shape[0], shape[1] + margin, 3), dtype=np.float32)
+    frames = [texture[:, margin - x : margin - x + shape[1]] for x in positions]
+    ahead = [*shifts[1:], shifts[-1]]
+    vectors = []
+    for back, forward in zip(shifts, ahead, strict=True):
+        vec = vector_pass(shape, back, 0)
+        vec[..., 2] = -forward
+        vectors.append(vec)
+    return frames, vectors
+
+
+def test_step_maps_compose_the_true_motion_through_skipped_frames() -> None:
+    shape = (24, 40)
+    frames, vectors = varying_pan(shape, [0, 1, 3, 2, 4])  # positions 0, 1, 4, 6, 10
+    depths = [np.full(shape, 5.0, np.float32)] * len(frames)
+    # Step 1: the single backward step of `fusion`, in frame.
+    ones = flicker.step_maps(vectors, depths, 1)
+    assert len(ones) == 5 and ones[0] is None
+    for t in range(1, 5):
+        single = fusion.backward_step(vectors[t], vectors[t - 1], depths[t], depths[t - 1])
+        inside = (single.x >= -0.5) & (single.x <= shape[1] - 0.5)  # composing adds the in-frame test
+        assert np.array_equal(ones[t].valid, single.valid & inside)
+        assert np.array_equal(ones[t].x[inside], single.x[inside])
+    errors = flicker.carried_warping_errors(frames, ones)
+    assert errors[0] is None and max(errors[1:]) < 1e-10
+
+    # Step 2: rendered frames 0, 2, 4 moved 4 and 6 px; the map follows the composed motion, not 2 x the last
+    # frame's vector (6 and 8 px).
+    twos = flicker.step_maps(vectors, depths, 2)
+    assert len(twos) == 3
+    cols = np.arange(shape[1])
+    assert np.allclose(twos[1].x[0][twos[1].valid[0]], (cols - 4)[cols >= 4])
+    assert np.array_equal(twos[2].valid[0], cols >= 6)
+    rendered = frames[::2]
+    errors = flicker.carried_warping_errors(rendered, twos)
+    assert max(errors[1:]) < 1e-10
+    # A picture that does not follow the motion (a still frame) scores as flicker.
+    still = [frames[0]] * 3
+    assert min(flicker.carried_warping_errors(still, twos)[1:]) > 0.05
+    with pytest.raises(ValueError, match="whole steps of 2"):
+        flicker.step_maps(vectors[:4], depths[:4], 2)
+    with pytest.raises(ValueError, match="step must be an int >= 1"):
+        flicker.step_maps(vectors, depths, 0)
+
+
+def test_carried_warping_errors_find_the_frame_that_pops() -> None:
+    shape = (24, 40)
+    steady, vectors = varying_pan(shape, [0] + [2] * 7)
+    restarted, _ = varying_pan(shape, [0] + [2] * 7)  # another texture along the same motion
+    frames = steady[:5] + restarted[5:]  # a keyframe restarting at frame 5
+    depths = [np.full(shape, 5.0, np.float32)] * 8
+    errors = flicker.carried_warping_errors(frames, flicker.step_maps(vectors, depths))
+    assert int(np.argmax([-1.0 if e is None else e for e in errors])) == 5
+    assert errors[5] == pytest.approx(1 / 6, abs=0.02)  # two independent uniform textures
+    assert max(errors[1:5] + errors[6:]) < 1e-10
+    # A frame nothing of which is seen in the frame before has no error rather than a made-up one.
+    hidden = flicker.step_maps(vectors, depths)
+    hidden[3] = fusion.FlowMap(hidden[3].x, hidden[3].y, np.zeros(shape, bool))
+    assert flicker.carried_warping_errors(frames, hidden)[3] is None
+
+
+def test_edge_energy_is_the_mean_sobel_magnitude_and_drops_when_blurred() -> None:
+    step = np.zeros((8, 10, 3), np.float32)
+    step[:, 5:] = 1.0
+    # A unit step reads 4 on the two columns either side of it: 2 * 4 / 10 per row.
+    assert flicker.edge_energy(step) == pytest.approx(0.8)
+    assert flicker.edge_energy(np.full((8, 10, 3), 0.3, np.float32)) == 0.0
+    sharp = RNG.random((48, 48, 3), dtype=np.float32)
+    padded = np.pad(sharp, ((1, 1), (1, 1), (0, 0)), mode="edge")
+    blurred = sum(padded[r : r + 48, c : c + 48] for r in range(3) for c in range(3)) / 9
+    assert flicker.edge_energy(blurred) < 0.5 * flicker.edge_energy(sharp)
+    with pytest.raises(ValueError, match="must be finite"):
+        flicker.edge_energy(np.full((4, 4, 3), np.nan, np.float32))
+
+
+def write_shot(layout: SceneLayout, frames: list[np.ndarray], vectors: list[np.ndarray], first: int) -> None:
+    """Passes (Vector, Depth, line art) of every frame, as Blender's pass render writes them."""
+    for offset, (frame, vec) in enumerate(zip(frames, vectors, strict=True)):
+        number = first + offset
+        for name in ("vector", "depth", "lineart"):
+            layout.pass_file(name, number).parent.mkdir(parents=True, exist_ok=True)
+        exr.write_exr(
+            layout.pass_file("vector", number, "exr"), {c: vec[..., i] for i, c in enumerate("XYZW")}
+        )
+        exr.write_exr(
+            layout.pass_file("depth", number, "exr"), {"Z": np.full(frame.shape[:2], 5.0, np.float32)}
+        )
+        png.write_png(layout.pass_file("lineart", number), (frame[..., 0] > 0.5).astype(np.float32))
+
+
+def test_shot_figures_measure_a_frame_step_with_every_frames_passes(tmp_path) -> None:
+    shape = (24, 40)
+    steady, vectors = varying_pan(shape, [0, 1, 3, 2, 4, 1, 2])
+    restarted, _ = varying_pan(shape, [0, 1, 3, 2, 4, 1, 2])
+    layout = SceneLayout(tmp_path / "step1", "Shot")
+    write_shot(layout, steady, vectors, first=11)
+    stylised = tmp_path / "step2"
+    stylised.mkdir()
+    pictures = steady[:4] + restarted[4:]  # rendered on twos, frames 11, 13, 15, 17: 15 pops
+    for offset in range(0, 7, 2):
+        png.write_png(stylised / f"{11 + offset:04d}.png", pictures[offset], bit_depth=16)
+
+    figures = flicker.shot_figures(layout, [11, 13, 15, 17], stylised)
+    assert figures.frames == (11, 13, 15, 17)
+    assert figures.errors[0] is None and figures.errors[1] < 1e-6 and figures.errors[3] < 1e-6
+    assert (figures.worst_frame, figures.worst_error) == (15, figures.errors[2])
+    assert figures.worst_error == pytest.approx(1 / 6, abs=0.02)
+    assert figures.warping_error == pytest.approx(figures.worst_error / 3)
+    assert figures.detail == pytest.approx(np.mean([flicker.edge_energy(p) for p in pictures[::2]]), rel=1e-3)
+    assert -1.0 <= figures.structure_fidelity <= 1.0
+    with pytest.raises(ValueError, match="evenly spaced"):
+        flicker.shot_figures(layout, [11, 13, 16], stylised)
 
 
 # ------------------------------------------------------------------------------------------------------------
