@@ -328,11 +328,10 @@ def _close_span(
         before = frames[between.index - 1]  # the keyframe, one fused here, or a current one read back
         since = slice(before - start, offset + 1)
         step = fusion.carry_maps(vectors[since], depths[since], forward=False)[0][-1]
-        shown_before = (step.sample(store.picture(before)), step.valid, 1.0)
+        shown_before = (step.sample(store.picture(before)), step.valid)
 
         def fused(image, carries=carries, shown_before=shown_before):
-            base, _ = fusion.fuse(image, [shown_before], weight=weight)
-            out, covered = fusion.fuse(base, carries, weight=weight)
+            out, covered = fusion.fuse_frame(image, carries, shown_before, weight)
             return out, {"keyframe": None, "carried_share": float(covered.mean())}
 
         result = between.result

@@ -25,7 +25,16 @@ import numpy as np
 from .checks import check_number, describe
 from .temporal import _check_array, _check_vectors, feathered_mask, occlusion_mask
 
-__all__ = ["FlowMap", "Keyframe", "backward_step", "carry_maps", "forward_step", "fuse", "keyframe_schedule"]
+__all__ = [
+    "FlowMap",
+    "Keyframe",
+    "backward_step",
+    "carry_maps",
+    "forward_step",
+    "fuse",
+    "fuse_frame",
+    "keyframe_schedule",
+]
 
 # Where the four bilinear taps of a composed coordinate lie further apart than this (in pixels of the far
 # frame), the taps straddle a motion boundary: their mix would be a point on neither surface.
@@ -330,6 +339,29 @@ def fuse(
     out *= covered[..., None]
     out += fresh
     return np.clip(out, 0.0, 1.0, out=out).astype(np.float32), covered
+
+
+def fuse_frame(
+    fresh: np.ndarray,
+    carries: list[tuple[np.ndarray, np.ndarray, float]],
+    shown_before: tuple[np.ndarray, np.ndarray] | None = None,
+    weight: float = 1.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One frame between keyframes: the keyframes' carries (`fuse`) over what the frame before showed, carried
+    one step (`shown_before`: picture and validity), over this frame's own stylisation.
+
+    A surface neither keyframe sees (hidden at both ends of the span) then keeps the look it had when it came
+    into view instead of being stylised afresh, and so flickering, every frame; only a surface that has just
+    come into view shows this frame's own stylisation.
+
+    Returns:
+        `(out, covered)` as `fuse`, `covered` being the keyframes' share.
+    """
+    base = fresh
+    if shown_before is not None:
+        picture, valid = shown_before
+        base, _ = fuse(fresh, [(picture, valid, 1.0)], weight=weight)
+    return fuse(base, carries, weight=weight)
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -248,3 +248,66 @@ def test_keyframe_schedule_places_first_interval_cuts_and_last() -> None:
 def test_bad_input_is_refused_with_a_clear_message(call, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_blending_two_unlike_keyframes_keeps_the_strokes_contrast() -> None:
+    """Half way between two keyframes whose strokes differ, a plain average halves the strokes' contrast
+    where they disagree; the blend keeps one picture's strength, and two equal pictures come out unchanged."""
+    shape = (64, 64)
+    smooth = np.linspace(0.3, 0.7, shape[1], dtype=np.float32)[None, :, None] * np.ones(
+        (*shape, 3), np.float32
+    )
+    first, second = (np.clip(smooth + 0.2 * (brush_texture(shape) - 0.5), 0, 1) for _ in range(2))
+    valid = np.ones(shape, dtype=bool)
+    blended, _ = fusion.fuse(smooth, [(first, valid, 0.5), (second, valid, 0.5)])
+    average = 0.5 * (first + second)
+    inner = (slice(8, -8), slice(8, -8))
+    assert edge_energy(average[inner]) < 0.8 * edge_energy(first[inner])
+    assert edge_energy(blended[inner]) > 0.9 * edge_energy(first[inner])
+    # The smooth layer still mixes by the shares: the blend's local mean is the average's.
+    assert abs(float(blended[inner].mean()) - float(average[inner].mean())) < 0.01
+    same, _ = fusion.fuse(smooth, [(first, valid, 0.5), (first, valid, 0.5)])
+    np.testing.assert_allclose(same, first, atol=1e-5)
+
+
+def test_a_surface_neither_keyframe_sees_keeps_the_look_it_came_into_view_with() -> None:
+    """The square moves right and comes back: what it hides at both keyframes shows in between. The frame
+    where a patch appears uses its own stylisation there; the next frame carries that look on instead of
+    stylising the patch afresh."""
+    shape, size, top = (40, 64), 12, 14
+    lefts = [8, 14, 20, 14, 8]
+    vectors, depths, masks = [], [], []
+    for t, left in enumerate(lefts):
+        where = np.zeros(shape, dtype=bool)
+        where[top : top + size, left : left + size] = True
+        previous = (left - lefts[t - 1], 0) if t > 0 else (0, 0)
+        following = (lefts[t + 1] - left, 0) if t < len(lefts) - 1 else (0, 0)
+        vectors.append(vector_pass(shape, (previous, following), where))
+        depth = np.full(shape, 10.0, np.float32)
+        depth[where] = 4.0
+        depths.append(depth)
+        masks.append(where)
+    to_first, to_last = fusion.carry_maps(vectors, depths)
+    keys = {0: texture(shape), 4: texture(shape)}
+    fresh = {t: texture(shape) for t in (1, 2)}
+    out = {0: keys[0]}
+    for t in (1, 2):
+        carries = [
+            (to_first[t].sample(keys[0]), to_first[t].valid, 1 - t / 4),
+            (to_last[t].sample(keys[4]), to_last[t].valid, t / 4),
+        ]
+        step = fusion.backward_step(vectors[t], vectors[t - 1], depths[t], depths[t - 1])
+        out[t], _ = fusion.fuse_frame(fresh[t], carries, (step.sample(out[t - 1]), step.valid))
+    hidden_at_keys = masks[0] & ~to_first[2].valid & ~to_last[2].valid
+    # Seen at frames 1 and 2 (well inside: the blend's feather is 2 px) and at neither keyframe.
+    seen_since_1 = hidden_at_keys & ~masks[1] & ~masks[2]
+    seen_since_1[:, 12:] = False
+    seen_since_1[:, :10] = False
+    assert seen_since_1.any()
+    step = fusion.backward_step(vectors[2], vectors[1], depths[2], depths[1])
+    np.testing.assert_allclose(out[2][seen_since_1], step.sample(out[1])[seen_since_1], atol=1e-6)
+    assert not np.allclose(out[2][seen_since_1], fresh[2][seen_since_1])
+    # Just come into view at frame 2: its own stylisation.
+    new_at_2 = masks[1] & ~masks[2] & hidden_at_keys
+    assert new_at_2.any()
+    np.testing.assert_allclose(out[2][new_at_2], fresh[2][new_at_2], atol=1e-6)
