@@ -182,6 +182,7 @@ class _Span:
         """(Re)place the keyframes and every frame's key, e.g. after a new cut was found."""
         schedule = fusion.keyframe_schedule(len(self.frames), self.interval, self.cuts)
         self.roles = dict.fromkeys(range(len(self.frames)))
+        self.neighbours = {}
         for key in schedule:
             self.roles[key.index] = key.reason
         indices = [key.index for key in schedule]
@@ -195,6 +196,9 @@ class _Span:
         for index, (before, after) in self.neighbours.items():
             if self.roles[index] is None:
                 self.keys[index] = self.between_key(index, before, after, self.roles[after] == "cut")
+
+    def keyframe_before(self, index: int) -> int | None:
+        return max((i for i in range(index) if self.roles[i] is not None), default=None)
 
     def span_key(self, first: int, last: int) -> str:
         """Every scene frame from rendered frame `first` to `last`: the motion a carried picture follows."""
@@ -400,9 +404,6 @@ def animation_steps(
     # span's frames is redone (then its closing keyframe must fuse them even when it is current itself).
     chain: dict = {"waiting": [], "span_work": False}
 
-    def record_of(frame: int) -> dict | None:
-        return _record(layout, frame)
-
     # 1. Before the first frame: fingerprints of every scene frame, the keyframes and each frame's key
     span = _Span(frames, {}, {}, set(), continued is not None, coherence.keyframe_interval if coherent else 1)
     try:
@@ -414,7 +415,7 @@ def animation_steps(
                 span.own[frame] = state_key(span.fingerprints[frame], run_settings, anim)
             yield FrameStep(0, len(frames), frame, f"frame {frame}: checked")
         for index in range(1, len(frames)) if coherent else ():
-            record = record_of(frames[index]) or {}
+            record = _record(layout, frames[index]) or {}
             fusion_record = record.get("context", {}).get("fusion", {})
             if fusion_record.get("pair") == span.span_key(index - 1, index) and fusion_record.get("cut"):
                 span.cuts.add(index)
@@ -424,7 +425,7 @@ def animation_steps(
         raise
 
     def is_current(frame: int) -> bool:
-        record = record_of(frame)
+        record = _record(layout, frame)
         return (
             not anim.overwrite
             and record is not None
@@ -434,18 +435,6 @@ def animation_steps(
         )
 
     current = {frame: is_current(frame) for frame in frames}
-
-    def span_has_work(index: int) -> bool:
-        """Whether any frame of the span(s) the frame belongs to is redone."""
-        if not coherent:
-            return not current[frames[index]]
-        first, last = span.neighbours.get(index, (index, index))
-        if span.roles[index] is not None:  # a keyframe: the spans on both sides
-            before = [i for i, (_a, b) in span.neighbours.items() if b == index]
-            after = [i for i, (a, _b) in span.neighbours.items() if a == index]
-            first = min(before, default=index)
-            last = max(after, default=index)
-        return any(not current[frames[i]] for i in range(first, last + 1))
 
     def plan(frame: int) -> _FramePlan | None:
         index = index_of[frame]
@@ -555,7 +544,7 @@ def animation_steps(
             # Read now, not when planned: a cut found in the frame before may have moved the keyframes.
             prepared.context["state_key"] = span.keyframe_key(index, "cut", None) if cut else span.keys[index]
             request = prepared.request
-            first = span.neighbours.get(index, (None, None))[0] if reason is None else _previous_key(index)
+            first = span.neighbours[index][0] if reason is None else span.keyframe_before(index)
             if continued is not None and reason in (None, "interval", "last") and first is not None:
                 # The engine continues from the keyframe before, carried here (the fresh beauty where it is not
                 # seen), with the same seed: it repaints what is new without re-inventing what is there.
@@ -577,10 +566,6 @@ def animation_steps(
             if coherent:
                 close(index, cut, progress, abort)
             return planned, prepared, (stylised, reason)
-
-        def _previous_key(index: int) -> int | None:
-            before = [i for i in range(index) if span.roles[i] is not None]
-            return before[-1] if before else None
 
         return BackgroundJob(work).start()
 

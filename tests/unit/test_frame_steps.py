@@ -10,7 +10,7 @@ import pytest
 
 from stylepass_core.engine_api import Aborted
 from stylepass_core.errors import StylepassError
-from stylepass_core.frame_steps import FrameTally, frame_steps, run_to_end
+from stylepass_core.frame_steps import Collected, FrameTally, frame_steps, run_to_end
 
 
 class FakeJob:
@@ -141,3 +141,21 @@ def test_run_to_end_waits_between_steps_for_scripts():
     reported = []
     run_to_end(loop.steps(), reported.append)
     assert loop.tally.stylised == [1, 2, 3] and not any(step.waiting for step in reported)
+
+
+def test_a_job_may_finish_other_frames_and_count_its_own_as_skipped():
+    """Frames between keyframes are written by the keyframe's job: their own job finishes nothing, and a
+    current keyframe whose job only writes the frames before it counts as skipped."""
+    loop = Loop([1, 2, 3])
+    finished = {1: Collected(), 2: Collected(), 3: Collected(stylised=[1, 2], skipped=[3])}
+    loop.collect = lambda frame, job: finished[frame]
+    steps = loop.steps(overlap=False)
+    for frame in (1, 2, 3):
+        step = next(steps)
+        while not step.waiting:
+            step = next(steps)
+        assert loop.tally.stylised == []  # nothing is written before the last job
+        loop.jobs[frame].finish()
+    for step in steps:
+        pass
+    assert loop.tally.stylised == [1, 2] and loop.tally.skipped == [3]
