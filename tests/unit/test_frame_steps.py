@@ -156,6 +156,6 @@ def test_a_job_may_finish_other_frames_and_count_its_own_as_skipped():
             step = next(steps)
         assert loop.tally.stylised == []  # nothing is written before the last job
         loop.jobs[frame].finish()
-    for step in steps:
+    for _ in steps:
         pass
     assert loop.tally.stylised == [1, 2] and loop.tally.skipped == [3]
