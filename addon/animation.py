@@ -554,7 +554,9 @@ def animation_steps(
                 start = _fit(start.astype(np.float32), request.beauty.shape[:2])
                 request = replace(request, beauty=start, settings=continued)
             prepared = replace(prepared, request=request)
-            part = PartProgress(progress, PASS_SHARE, 1.0)
+            # A keyframe that closes a span gives the second half of its progress to fusing the frames before.
+            closing = coherent and reason is not None and bool(waiting)
+            part = PartProgress(progress, PASS_SHARE, 0.5 if closing else 1.0)
             if reason is None:
                 try:
                     result = prepared.runner(request.engine, request, part, abort)
@@ -563,8 +565,8 @@ def animation_steps(
                 return planned, prepared, _Between(index, prepared, result)
             stylised = run(prepared, part, abort, postprocess=lambda image: (image, {"keyframe": reason}))
             store.keep(frame, stylised.image)
-            if coherent:
-                close(index, cut, progress, abort)
+            if closing:
+                close(index, cut, PartProgress(progress, 0.5, 1.0), abort)
             return planned, prepared, (stylised, reason)
 
         return BackgroundJob(work).start()

@@ -70,6 +70,8 @@ class STYLEPASS_OT_stylise_animation(_AnimationRange, ModalJob, bpy.types.Operat
 
     escape_text = "Stylepass: stopping, cancelling the frame being stylised..."
     _steps = None
+    _job = None  # the frame job the latest step waited on, and its latest progress event
+    _job_event = None
     _stop: threading.Event | None = None
     _summary: animation.AnimationSummary | None = None
 
@@ -129,11 +131,21 @@ class STYLEPASS_OT_stylise_animation(_AnimationRange, ModalJob, bpy.types.Operat
             current = next(self._steps)
         except StopIteration:
             return _summary_report(self, self._summary)
-        self.show_progress(context, current.done / max(1, current.total))
+        # While a frame's job runs, its own progress says what it does (the pass render, the engine, the
+        # frames between two keyframes being fused and written).
+        poll = getattr(current.job, "poll", None)
+        events = poll() if poll is not None else []
+        if current.job is not self._job:
+            self._job, self._job_event = current.job, None
+        if events:
+            self._job_event = events[-1]
+        event = self._job_event if current.waiting else None
+        fraction = current.done + (event.fraction if event is not None else 0.0)
+        self.show_progress(context, fraction / max(1, current.total))
         if not self._stop.is_set():
+            doing = current.message + (f": {event.message}" if event is not None and event.message else "")
             self.show_status(
-                context,
-                f"Stylepass: {current.done} of {current.total} frames - {current.message} (Esc to stop)",
+                context, f"Stylepass: {current.done} of {current.total} frames - {doing} (Esc to stop)"
             )
         return None
 

@@ -1100,6 +1100,47 @@ def _view3d():
     return None, None, None
 
 
+def animate(frames: int) -> dict:
+    """The sphere rolls across the view over frames 1..`frames` (linear keys); 0 takes the animation away and
+    puts the sphere back, as the other tests expect a still scene."""
+    scene = bpy.data.scenes[SCENE_NAME]
+    sphere = scene.objects["Sphere"]
+    sphere.animation_data_clear()
+    start, end = (-2.5, 1.2, 1.0), (2.0, -1.5, 1.0)
+    sphere.location = start
+    for frame in range(1, frames + 1):
+        t = (frame - 1) / max(1, frames - 1)
+        sphere.location = [a + t * (b - a) for a, b in zip(start, end, strict=True)]
+        sphere.keyframe_insert("location", frame=frame)
+    if frames:
+        action = sphere.animation_data.action
+        curves = list(getattr(action, "fcurves", None) or ())
+        if not curves:  # Blender 5.x: layered actions keep F-curves in channelbags
+            curves = [c for layer in action.layers for strip in layer.strips for bag in strip.channelbags
+                      for c in bag.fcurves]  # fmt: skip
+        for curve in curves:
+            for point in curve.keyframe_points:
+                point.interpolation = "LINEAR"
+    scene.frame_set(1)
+    return {"frames": frames}
+
+
+def records(frames: list[int]) -> dict:
+    """What each stylised frame's record says about keyframe fusion."""
+    out = {}
+    for frame in frames:
+        path = os.path.join(OUTPUT_DIR, SCENE_NAME, "stylised", f"{frame:04d}.json")
+        try:
+            with open(path, encoding="utf-8") as stream:
+                record = json.load(stream)
+        except (OSError, ValueError):
+            out[frame] = None
+            continue
+        post, context = record.get("postprocess") or {}, record.get("context") or {}
+        out[frame] = {"keyframe": post.get("keyframe"), "keyframes": context.get("keyframes")}
+    return out
+
+
 def _handle(command: dict) -> dict:
     op = command["op"]
     if op == "gaps":
@@ -1122,6 +1163,10 @@ def _handle(command: dict) -> dict:
         return {"frame_start": scene.frame_start, "frame_end": scene.frame_end, **render_settings()}
     if op == "settings":
         return render_settings()
+    if op == "animate":
+        return animate(command["frames"])
+    if op == "records":
+        return records(command["frames"])
     if op == "show_image":
         return show_image(command["width"], command["height"])
     if op == "progress":

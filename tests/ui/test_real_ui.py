@@ -711,3 +711,79 @@ def test_escape_answers_during_a_long_engine_job(ui):
         ui.command("engine", seconds=0)
         ui.command("prefs", developer_ui=False)
         ui.command("scene", frame_start=1, frame_end=3)
+
+
+def test_stylise_animation_fuses_the_frames_between_keyframes(ui):
+    """Stylise Animation on a moving shot, as an artist runs it (issue 14): keyframes at 1, 5 and 8 (Keyframe
+    Interval 4); the status bar says when the frames between are fused; every frame lands with its record
+    naming its keyframes; the UI keeps drawing; a deleted frame between keyframes is redone alone."""
+    _require_extension(ui)
+    reference = _references(ui)
+    ui.command("engine", seconds=0)
+    ui.command("animate", frames=8)
+    ui.command("scene", frame_start=1, frame_end=8)
+    ui.command("stylepass", values={"keyframe_interval": 4, "temporal_coherence": True})
+    ui.command("prefs", developer_ui=True)
+    frames = list(range(1, 9))
+    try:
+        enter = ui.search("Stylise Animation", shot="11-search-stylise-animation")
+        fusing: list[list] = []
+
+        def finished(state):
+            for at, text in state["status_history"]:
+                if at > enter and text and "fusing" in text and not any(text == f[1] for f in fusing):
+                    if len(fusing) < 3:
+                        fusing.append([ui.copy_frame(), text])
+            return _ended(state, ANIMATION_OP, enter)
+
+        state = ui.wait_state(finished, 600, "Stylise Animation to finish", fail=ui.failure)
+        end = _ended(state, ANIMATION_OP, enter)
+        assert end["status"] in (None, ["FINISHED"]), f"Stylise Animation ended {end}"
+        for keep, (frame, _text) in enumerate(fusing):
+            if keep == 0:
+                ui.save_frame(frame, "12-animation-fusing-status", status_bar=True)
+            else:
+                ui.host_path(frame).unlink()
+        ui.screen.wait_settled(quiet=0.5)
+        ui.shot("13-after-stylise-animation")
+        records = {int(k): v for k, v in ui.command("records", frames=frames).items()}
+        gaps = ui.gaps(enter, end["t"])
+        runs = [r for r in state["engine_runs"] if r["start"] > enter]
+        figures = ui.figures["animation_fusion"] = {
+            "seconds": round(end["t"] - enter, 2),
+            "fusing_status": [text for _frame, text in fusing],
+            "max_gap": round(gaps["max_gap"], 3),
+            "reference_redraw_all_max_gap": reference["redraw_all_max_gap"],
+            "engine_runs": len(runs),
+            "records": records,
+        }
+        print(f"\n[{ui.suite}] keyframe fusion figures: {figures}")
+        assert {f: r["keyframe"] for f, r in records.items() if r and r["keyframe"]} == {
+            1: "first",
+            5: "interval",
+            8: "last",
+        }, records
+        assert [records[f]["keyframes"] for f in (2, 3, 4, 6, 7)] == [[1, 5]] * 3 + [[5, 8]] * 2, records
+        assert fusing, "the status bar never said the frames between keyframes were being fused"
+        limit = reference["redraw_all_max_gap"] + GAP_MARGIN
+        assert gaps["max_gap"] < limit, (
+            f"the UI stalled {gaps['max_gap']:.2f} s (limit {limit:.2f} s): {figures}"
+        )
+
+        # A frame between keyframes deleted on disk: running again redoes that frame alone.
+        path = next(e["path"] for e in state["stylised"] if e["path"].endswith(f"{SCENE}/stylised/0003.png"))
+        ui.host_path(path).unlink()
+        before = {e["path"]: e["mtime"] for e in ui.state()["stylised"]}
+        enter = ui.search("Stylise Animation")
+        state = ui.wait_state(
+            lambda s: _ended(s, ANIMATION_OP, enter), 300, "the second run to finish", fail=ui.failure
+        )
+        after = {e["path"]: e["mtime"] for e in state["stylised"]}
+        changed = sorted(p for p in after if before.get(p) != after[p])
+        runs = [r for r in state["engine_runs"] if r["start"] > enter]
+        assert [p.rsplit("/", 1)[-1] for p in changed] == ["0003.png"] and len(runs) == 1, (changed, runs)
+    finally:
+        ui.command("animate", frames=0)
+        ui.command("stylepass", values={"keyframe_interval": 12})
+        ui.command("prefs", developer_ui=False)
+        ui.command("scene", frame_start=1, frame_end=3)
