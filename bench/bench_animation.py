@@ -13,7 +13,8 @@ step 1 and 2, it prints against the goals:
 
 Step 2 is measured with the passes of every frame from the step 1 run of the same shot. The verdicts are
 printed, not asserted. Then frames per minute with the pass render and the engine run one after the other
-(serial) or overlapped, on the demo shot. Ratios are within this run. Runs inside `./run bench`.
+(serial) or overlapped, on the demo shot, and what fusing one frame between keyframes costs at 1920x1080
+against the neural-style engine on the same frame. Ratios are within this run. Runs inside `./run bench`.
 """
 
 import argparse
@@ -30,7 +31,7 @@ import flicker
 import numpy as np
 from demo_scene import animate_demo_scene, animate_fast_shot, build_demo_scene
 
-from stylepass_core import engine_api, exr, output_layout
+from stylepass_core import engine_api, exr, fusion, output_layout
 from stylepass_core.frame_steps import run_to_end
 from stylepass_core.settings import CoherenceSettings, EngineSettings
 
@@ -141,6 +142,8 @@ def measure(animate: Callable, frames: int, size: int) -> tuple[dict, tuple[floa
         for coherent in (False, True):
             seconds = run(scene, coherent, overlap=True, frame_step=step)
             figures[step, coherent] = flicker.shot_figures(passes, rendered, layout.stylised_dir)
+            if step == 1:  # cross-check: the bilinear warp of the frame before, as measured before issue 14
+                figures["bilinear", coherent] = flicker.sequence_figures(passes, rendered)["warping_error"]
             state = "on " if coherent else "off"
             print(
                 f"  ... step {step}, coherence {state}: {len(rendered)} frames in {seconds:.0f} s", flush=True
@@ -182,6 +185,10 @@ def report(name: str, figures: dict, speed: tuple[float, float], curve: bool) ->
             for coherent, figure in ((False, off), (True, on)):
                 values = " ".join("    -  " if e is None else f"{e:.5f}" for e in figure.errors)
                 print(f"    per-frame warping error, coherence {'on ' if coherent else 'off'}: {values}")
+    bilinear = figures["bilinear", True] / figures["bilinear", False]
+    print(
+        f"{'':34}cross-check, step 1 measured with a bilinear warp of the frame before: on / off {bilinear:.3f}"
+    )
     drift = abs(ratios[2] - ratios[1])
     mark = verdict(drift, STEP_GOAL, True)
     verdicts.append(mark)
@@ -207,6 +214,53 @@ def throughput(frames: int, size: int) -> None:
         print(
             f"frames per minute, {label}: serial {serial:.1f}, overlapped {overlapped:.1f} ({overlapped / serial:.2f}x)"
         )
+
+
+def fusion_cost(size: tuple[int, int] = (1080, 1920), span: int = 12) -> None:
+    """Seconds to fuse one frame between keyframes (its share of composing the span's maps both ways, two
+    one-sample carries, the step from the frame before, the blend) against the neural-style engine on the
+    same frame; synthetic motion: the view pans, a square crosses it."""
+    rng = np.random.default_rng(14)
+    height, width = size
+    vectors, depths = [], []
+    for frame in range(span + 1):
+        v = np.zeros((height, width, 4), np.float32)
+        v[...] = (-1.3, -0.4, -1.3, -0.4)
+        where = (slice(300, 700), slice(200 + 40 * frame, 600 + 40 * frame))
+        v[where] = (-41.3, -0.4, -41.3, -0.4)
+        d = np.full(size, 8.0, np.float32)
+        d[where] = 3.0
+        vectors.append(v)
+        depths.append(d)
+    picture = rng.random((height, width, 3), dtype=np.float32)
+    tick = time.perf_counter()
+    to_first, to_last = fusion.carry_maps(vectors, depths)
+    for i in range(1, span):
+        step = fusion.backward_step(vectors[i], vectors[i - 1], depths[i], depths[i - 1])
+        carries = [
+            (to_first[i].sample(picture), to_first[i].valid, 1 - i / span),
+            (to_last[i].sample(picture), to_last[i].valid, i / span),
+        ]
+        fusion.fuse_frame(picture, carries, (step.sample(picture), step.valid))
+    fused = (time.perf_counter() - tick) / (span - 1)
+    engine = engine_api.get_engine("NEURAL_STYLE")
+    request = engine_api.StyleRequest(
+        beauty=picture,
+        settings=engine.settings_type(),
+        controls={},
+        images={},
+        seed=0,
+        width=width,
+        height=height,
+    )
+    engine.run(request)  # warm: the model is loaded
+    tick = time.perf_counter()
+    engine.run(request)
+    seconds = time.perf_counter() - tick
+    print(
+        f"fusing one frame between keyframes at {width}x{height}: {fused:.2f} s, {fused / seconds:.2f}x the "
+        f"neural-style engine on the same frame ({seconds:.2f} s)"
+    )
 
 
 def main() -> None:
@@ -250,6 +304,7 @@ def main() -> None:
 
     if args.throughput_frames:
         throughput(args.throughput_frames, args.anim_size)
+    fusion_cost()
 
 
 if __name__ == "__main__":
