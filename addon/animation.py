@@ -326,16 +326,16 @@ def _close_span(
         progress.update(done, len(waiting), f"fusing frame {frame}")
         where = (frame - start) / (end - start)
         offset = frame - start
-        carries = [(to_first[offset].sample(key0), to_first[offset].valid, 1.0 - where)]
+        keyframes = [(to_first[offset], key0, 1.0 - where)]
         if key1 is not None:
-            carries.append((to_last[offset].sample(key1), to_last[offset].valid, where))
+            keyframes.append((to_last[offset], key1, where))
         before = frames[between.index - 1]  # the keyframe, one fused here, or a current one read back
         since = slice(before - start, offset + 1)
         step = fusion.carry_maps(vectors[since], depths[since], forward=False)[0][-1]
-        shown_before = (step.sample(store.picture(before)), step.valid)
+        shown_before = (step, store.picture(before))
 
-        def fused(image, carries=carries, shown_before=shown_before):
-            out, covered = fusion.fuse_frame(image, carries, shown_before, weight)
+        def fused(image, keyframes=keyframes, shown_before=shown_before):
+            out, covered = fusion.fuse_frame(image, keyframes, shown_before, weight)
             return out, {"keyframe": None, "carried_share": float(covered.mean())}
 
         result = between.result

@@ -237,11 +237,8 @@ def fusion_cost(size: tuple[int, int] = (1080, 1920), span: int = 12) -> None:
     to_first, to_last = fusion.carry_maps(vectors, depths)
     for i in range(1, span):
         step = fusion.backward_step(vectors[i], vectors[i - 1], depths[i], depths[i - 1])
-        carries = [
-            (to_first[i].sample(picture), to_first[i].valid, 1 - i / span),
-            (to_last[i].sample(picture), to_last[i].valid, i / span),
-        ]
-        fusion.fuse_frame(picture, carries, (step.sample(picture), step.valid))
+        keyframes = [(to_first[i], picture, 1 - i / span), (to_last[i], picture, i / span)]
+        fusion.fuse_frame(picture, keyframes, (step, picture))
     fused = (time.perf_counter() - tick) / (span - 1)
     engine = engine_api.get_engine("NEURAL_STYLE")
     request = engine_api.StyleRequest(

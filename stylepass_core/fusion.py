@@ -87,11 +87,20 @@ class FlowMap:
         valid &= np.maximum(spread_x, spread_y) <= TAP_SPREAD
         return FlowMap(taps.blend(x_taps), taps.blend(y_taps), valid)
 
-    def sample(self, image: np.ndarray) -> np.ndarray:
+    def sample(self, image: np.ndarray, where: np.ndarray | None = None) -> np.ndarray:
         """Frame B's `(H, W, C)` image at this map's points, with a Catmull-Rom kernel (clipped to the four
-        nearest values, so it never rings past its neighbours). Values where not `valid` are edge values."""
-        image = _check_array("image", image, (3,), self.shape)
-        return sample_cubic(np.asarray(image, dtype=np.float32), self.x, self.y)
+        nearest values, so it never rings past its neighbours). Values where not `valid` are edge values.
+
+        `where`: an `(H, W)` bool mask of the points wanted (default: `valid`); the others are 0. Sampling is
+        most of fusion's cost, and the pixels a carry cannot give are never read."""
+        image = np.asarray(_check_array("image", image, (3,), self.shape), dtype=np.float32)
+        where = self.valid if where is None else where
+        out = np.zeros(image.shape, dtype=np.float32)
+        if where.all():
+            out[...] = sample_cubic(image, self.x, self.y)
+        elif where.any():
+            out[where] = sample_cubic(image, self.x[where][None], self.y[where][None])[0]
+        return out
 
 
 def _displacement_map(vectors: np.ndarray, valid: np.ndarray) -> FlowMap:
@@ -228,32 +237,34 @@ def sample_cubic(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     y = np.clip(y, 0.0, height - 1).astype(np.float32)
     col = np.floor(x)
     row = np.floor(y)
-    weights_x = [w.reshape(-1, 1) for w in _catmull_rom(x - col)]
-    weights_y = [w.reshape(-1, 1) for w in _catmull_rom(y - row)]
+    weights_x = [w.ravel() for w in _catmull_rom(x - col)]
+    weights_y = [w.ravel() for w in _catmull_rom(y - row)]
     # Two replicated pixels before and after each row and column: every tap of every point exists, and one
-    # index (the top-left tap) serves all sixteen as shifted views of one flat array.
-    flat = np.pad(image, ((1, 2), (1, 2), (0, 0)), mode="edge").reshape(-1, channels)
+    # index (the top-left tap) serves all sixteen as shifted views of one flat plane. One plane at a time:
+    # gathers from a contiguous plane are faster than of (r, g, b) rows.
     stride = width + 3
     index = row.astype(np.intp).ravel()
     index *= stride
     index += col.astype(np.intp).ravel()
-    out = np.zeros((index.size, channels), dtype=np.float32)
-    line = np.empty_like(out)
-    values = np.empty_like(out)
-    low = high = None
-    for j in range(4):
-        line.fill(0.0)
-        for i in range(4):
-            flat[j * stride + i :].take(index, axis=0, out=values)
-            if j in (1, 2) and i in (1, 2):  # the four nearest pixels bound the result
-                low = values.copy() if low is None else np.minimum(low, values, out=low)
-                high = values.copy() if high is None else np.maximum(high, values, out=high)
-            values *= weights_x[i]
-            line += values
-        line *= weights_y[j]
-        out += line
-    np.clip(out, low, high, out=out)
-    return out.reshape(*x.shape, channels)
+    out = np.empty((channels, index.size), dtype=np.float32)
+    values, line, total = (np.empty(index.size, dtype=np.float32) for _ in range(3))
+    for channel in range(channels):
+        flat = np.pad(image[..., channel], ((1, 2), (1, 2)), mode="edge").ravel()
+        total.fill(0.0)
+        low = high = None
+        for j in range(4):
+            line.fill(0.0)
+            for i in range(4):
+                flat[j * stride + i :].take(index, out=values)
+                if j in (1, 2) and i in (1, 2):  # the four nearest pixels bound the result
+                    low = values.copy() if low is None else np.minimum(low, values, out=low)
+                    high = values.copy() if high is None else np.maximum(high, values, out=high)
+                values *= weights_x[i]
+                line += values
+            line *= weights_y[j]
+            total += line
+        np.clip(total, low, high, out=out[channel])
+    return np.moveaxis(out.reshape(channels, *x.shape), 0, -1)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -263,7 +274,7 @@ def _box_blur(image: np.ndarray, radius: int) -> np.ndarray:
     """Mean over the `(2 radius + 1)^2` square around each pixel of an `(H, W, C)` image, edges replicated."""
     size = 2 * radius + 1
     padded = np.pad(image, ((radius, radius), (radius, radius), (0, 0)), mode="edge")
-    sums = np.cumsum(padded, axis=0, dtype=np.float64)
+    sums = np.cumsum(padded, axis=0, dtype=np.float32)  # sums of at most a few thousand values in [0, 1]
     sums = np.concatenate([np.zeros_like(sums[:1]), sums])
     rows = sums[size:] - sums[:-size]
     sums = np.cumsum(rows, axis=1)
@@ -271,9 +282,19 @@ def _box_blur(image: np.ndarray, radius: int) -> np.ndarray:
     return ((sums[:, size:] - sums[:, :-size]) / size**2).astype(np.float32)
 
 
+def _smooth_where(picture: np.ndarray, valid: np.ndarray, radius: int) -> np.ndarray:
+    """The box-blurred picture from its valid pixels only (a normalised blur), so what a carry could not give
+    does not bleed into its smooth layer and read as detail."""
+    stacked = np.concatenate([picture * valid[..., None], valid[..., None].astype(np.float32)], axis=2)
+    blurred = _box_blur(stacked, radius)
+    return blurred[..., :3] / np.maximum(blurred[..., 3:], np.float32(1e-6))
+
+
 def _detail_correlation(details: list[np.ndarray], where: np.ndarray) -> float:
     """How alike two pictures' detail layers are where both are seen, in [0, 1] (0 when nothing is shared)."""
-    first, second = (np.asarray(d[where], dtype=np.float64) for d in details)
+    # Every other row and column: a statistic of the whole picture, at a quarter of the reads.
+    where = where[::2, ::2]
+    first, second = (np.asarray(d[::2, ::2][where], dtype=np.float64) for d in details)
     norm = np.sqrt(float((first * first).sum()) * float((second * second).sum()))
     return 0.0 if norm == 0.0 else float(np.clip((first * second).sum() / norm, 0.0, 1.0))
 
@@ -325,7 +346,9 @@ def fuse(
     ]
     if len(pictures) == 2:
         radius = max(2, round(min(shape) / 64))
-        smooth = [_box_blur(picture, radius) for picture in pictures]
+        smooth = [
+            _smooth_where(picture, soft > 0, radius) for picture, soft in zip(pictures, softs, strict=True)
+        ]
         details = [picture - low for picture, low in zip(pictures, smooth, strict=True)]
         rho = _detail_correlation(details, (softs[0] >= 1.0) & (softs[1] >= 1.0))
         a, b = parts
@@ -343,25 +366,40 @@ def fuse(
 
 def fuse_frame(
     fresh: np.ndarray,
-    carries: list[tuple[np.ndarray, np.ndarray, float]],
-    shown_before: tuple[np.ndarray, np.ndarray] | None = None,
+    keyframes: list[tuple[FlowMap, np.ndarray, float]],
+    before: tuple[FlowMap, np.ndarray] | None = None,
     weight: float = 1.0,
+    feather: int = 2,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """One frame between keyframes: the keyframes' carries (`fuse`) over what the frame before showed, carried
-    one step (`shown_before`: picture and validity), over this frame's own stylisation.
+    """One frame between keyframes: the keyframes carried to it (`fuse`), over what the frame before showed
+    carried one step, over this frame's own stylisation.
 
     A surface neither keyframe sees (hidden at both ends of the span) then keeps the look it had when it came
     into view instead of being stylised afresh, and so flickering, every frame; only a surface that has just
     come into view shows this frame's own stylisation.
 
+    Args:
+        fresh: `(H, W, C)` float, this frame's own stylisation.
+        keyframes: per keyframe, the map from this frame to it (`carry_maps`), its picture and its temporal
+            closeness in [0, 1].
+        before: the map from this frame to the frame before (`carry_maps` over the frames between) and what
+            that frame shows, or None.
+        weight, feather: as `fuse`.
+
     Returns:
         `(out, covered)` as `fuse`, `covered` being the keyframes' share.
     """
+    carries = [(flow.sample(picture), flow.valid, closeness) for flow, picture, closeness in keyframes]
     base = fresh
-    if shown_before is not None:
-        picture, valid = shown_before
-        base, _ = fuse(fresh, [(picture, valid, 1.0)], weight=weight)
-    return fuse(base, carries, weight=weight)
+    if before is not None:
+        flow, picture = before
+        # Only where the keyframes do not cover the frame entirely is the frame before read at all.
+        covered = np.zeros(flow.shape, dtype=np.float32)
+        for _picture, valid, _closeness in carries:
+            np.maximum(covered, feathered_mask(valid, feather), out=covered)
+        wanted = flow.valid & (covered < 1.0)
+        base, _ = fuse(fresh, [(flow.sample(picture, where=wanted), flow.valid, 1.0)], weight, feather)
+    return fuse(base, carries, weight, feather)
 
 
 # ------------------------------------------------------------------------------------------------------------

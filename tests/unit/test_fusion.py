@@ -292,12 +292,9 @@ def test_a_surface_neither_keyframe_sees_keeps_the_look_it_came_into_view_with()
     fresh = {t: texture(shape) for t in (1, 2)}
     out = {0: keys[0]}
     for t in (1, 2):
-        carries = [
-            (to_first[t].sample(keys[0]), to_first[t].valid, 1 - t / 4),
-            (to_last[t].sample(keys[4]), to_last[t].valid, t / 4),
-        ]
+        keyframes = [(to_first[t], keys[0], 1 - t / 4), (to_last[t], keys[4], t / 4)]
         step = fusion.backward_step(vectors[t], vectors[t - 1], depths[t], depths[t - 1])
-        out[t], _ = fusion.fuse_frame(fresh[t], carries, (step.sample(out[t - 1]), step.valid))
+        out[t], _ = fusion.fuse_frame(fresh[t], keyframes, (step, out[t - 1]))
     hidden_at_keys = masks[0] & ~to_first[2].valid & ~to_last[2].valid
     # Seen at frames 1 and 2 (well inside: the blend's feather is 2 px) and at neither keyframe.
     seen_since_1 = hidden_at_keys & ~masks[1] & ~masks[2]
