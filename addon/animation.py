@@ -593,7 +593,10 @@ def animation_steps(
             warnings.extend(stylised.alongside or ())
             summary.keyframes[frame] = reason
             if reason == "cut" and index_of[frame] not in span.cuts:
-                # A new cut: the keyframes after it move (the frames planned from here on see it).
+                # A new cut: the keyframes after it move. Frames planned from here on see it; the one frame
+                # already planned ahead (passes overlap the engine) was judged by the old placement. It can only
+                # have been skipped as current if its record matched while this frame's did not: rare, and
+                # then it keeps the look it had.
                 span.cuts.add(index_of[frame])
                 span.arrange()
             chain["waiting"] = []
