@@ -61,6 +61,7 @@ from .stylise import (
     build,
     build_inverse_here,
     check,
+    grouped_finish,
     output_size,
     passes_from_second_blender,
     run,
@@ -106,11 +107,26 @@ class AnimationSummary:
         return self.tally.stopped_early
 
 
+def _group_values(item) -> list:
+    """A style group's part of a frame's key: everything that shapes its layer."""
+    group = item.group
+    images = sorted((name, image.name_full) for name, image in item.images.items())
+    return [
+        group.name,
+        sorted(group.objects),
+        group.settings.to_plain(),
+        group.strength,
+        group.keep_colours,
+        images,
+    ]
+
+
 def state_key(fingerprint: str, run_settings: RunSettings, anim: AnimationOptions) -> str:
     """Hash of everything that shapes this frame's own result: its `pass_fingerprint`, the engine's and the
     frame's settings, and the coherence settings (every field of each, so a new setting can never be left out).
     What it takes from other frames is added by `_Span`."""
-    settings = [run_settings.engine.to_plain(), run_settings.frame.values(), anim.coherence.values()]
+    groups = [_group_values(item) for item in run_settings.groups]
+    settings = [run_settings.engine.to_plain(), run_settings.frame.values(), anim.coherence.values(), groups]
     text = json.dumps([fingerprint, settings], sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -562,6 +578,8 @@ def animation_steps(
                     result = prepared.runner(request.engine, request, part, abort)
                 except (ValueError, OSError, MemoryError) as error:  # as `run` reports them
                     raise StylepassError(f"The {prepared.engine} engine failed: {error}") from error
+                # The style groups run now too; the frame keeps their composite mix for when it is written.
+                prepared = replace(prepared, finish=grouped_finish(prepared, None, abort), groups=())
                 return planned, prepared, _Between(index, prepared, result)
             stylised = run(prepared, part, abort, postprocess=lambda image: (image, {"keyframe": reason}))
             store.keep(frame, stylised.image)

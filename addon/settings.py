@@ -6,12 +6,19 @@ properties: it would be saved into the .blend and undone by Ctrl+Z.
 """
 
 import bpy
-from bpy.props import BoolProperty, CollectionProperty, EnumProperty, PointerProperty, StringProperty
+from bpy.props import (
+    BoolProperty,
+    CollectionProperty,
+    EnumProperty,
+    IntProperty,
+    PointerProperty,
+    StringProperty,
+)
 
 from stylepass_core import conditioning
 from stylepass_core.engines.diffusion import DiffusionSettings
 from stylepass_core.engines.diffusion.presets import apply_preset
-from stylepass_core.settings import SCENE_GROUPS, EngineSettings, engine_settings
+from stylepass_core.settings import SCENE_GROUPS, EngineSettings, FrameSettings, engine_settings
 
 from . import ADDON_PACKAGE, properties
 
@@ -41,6 +48,56 @@ class StylepassModelFolder(bpy.types.PropertyGroup):
     )
 
 
+class StylepassGroupObject(bpy.types.PropertyGroup):
+    """One object named in a style group."""
+
+    object: PointerProperty(
+        type=bpy.types.Object,
+        name="Object",
+        description="An object whose pixels get this group's style",
+        update=properties.notify_changed,
+    )
+
+
+def _style_group_annotations() -> dict:
+    """A style group: its members and its own settings of every engine (the same generated groups as the
+    scene's), plus its own Strength and Keep Scene Colours."""
+    found = {
+        "objects": CollectionProperty(type=StylepassGroupObject, name="Objects"),
+        "object_index": IntProperty(name="Active Object", default=0, min=0),
+        "collection": PointerProperty(
+            type=bpy.types.Collection,
+            name="Collection",
+            description="Every object in this collection (and its child collections) is in the group",
+            update=properties.notify_changed,
+        ),
+        "semantic_class": EnumProperty(
+            name="Semantic Class",
+            description="Every object of this semantic class (Object Properties > Stylepass) is in the group",
+            items=_SEMANTIC_ITEMS,
+            default="NONE",
+            update=properties.notify_changed,
+        ),
+    }
+    found.update(properties.annotations(FrameSettings, only=("strength", "keep_colours")))
+    for cls in engine_settings():
+        found[cls.PROPERTY] = PointerProperty(
+            type=properties.group_for(cls), name=cls.LABEL, description=cls.DESCRIPTION
+        )
+    return found
+
+
+StylepassStyleGroup = type(
+    "StylepassStyleGroup",
+    (bpy.types.PropertyGroup,),
+    {
+        "__doc__": "A style group (`scene.stylepass.style_groups`): objects that get their own style",
+        "__module__": __name__,
+        "__annotations__": _style_group_annotations(),
+    },
+)
+
+
 def _engine_items() -> list[tuple[str, str, str]]:
     return [(cls.ENGINE, cls.LABEL, cls.DESCRIPTION) for cls in engine_settings()]
 
@@ -62,6 +119,8 @@ def _scene_annotations() -> dict:
         found[cls.PROPERTY] = PointerProperty(
             type=properties.group_for(cls), name=cls.LABEL, description=cls.DESCRIPTION
         )
+    found["style_groups"] = CollectionProperty(type=StylepassStyleGroup, name="Style Groups")
+    found["style_group_index"] = IntProperty(name="Active Style Group", default=0, min=0)
     return found
 
 
@@ -207,6 +266,8 @@ def preferences(context: bpy.types.Context | None = None) -> StylepassPreference
 classes = (
     StylepassModelFolder,
     *properties.generated_groups(),
+    StylepassGroupObject,
+    StylepassStyleGroup,
     StylepassSceneSettings,
     StylepassObjectSettings,
     StylepassPreferences,

@@ -20,11 +20,12 @@ import bpy
 import numpy as np
 
 from stylepass_core import exr
-from stylepass_core.engine_api import Aborted, Progress, StyleRequest, get_engine
+from stylepass_core.engine_api import Aborted, NullProgress, Progress, StyleRequest, get_engine
 from stylepass_core.errors import StylepassError
 from stylepass_core.jobs import BackgroundJob, PartProgress, ProgressEvent
 from stylepass_core.output_layout import ensure_writable
 from stylepass_core.settings import EngineSettings, FrameSettings, PassSettings, SettingsError
+from stylepass_core.style_groups import GroupedFinish, StyleGroup, assign, layer_map
 from stylepass_core.stylise_job import EngineRunner, Finish, StylisedFrame, run_in_process, stylise_frame
 from stylepass_core.takes import FrameTakes
 
@@ -42,6 +43,7 @@ from .scene_passes import (
     renderable_objects,
 )
 from .settings import chosen_engine, engine_group
+from .style_groups import SceneGroup, read_groups
 
 STYLISED_IMAGE = compositor.STYLISED_IMAGE
 # The pass render's share of a Stylise Frame's progress bar (the engine gets the rest).
@@ -57,12 +59,14 @@ class RunSettings:
         frame: Stylepass's own controls (Strength, Keep Scene Colours, objects, seed).
         passes: How the control passes are rendered and where files go.
         images: The Blender images the engine settings' image fields point at, by field name.
+        groups: The style groups (objects with their own style), each with its own settings of this engine.
     """
 
     engine: EngineSettings
     frame: FrameSettings = field(default_factory=FrameSettings)
     passes: PassOptions = field(default_factory=PassOptions)
     images: dict[str, bpy.types.Image] = field(default_factory=dict)
+    groups: tuple[SceneGroup, ...] = ()  # the style groups, for the scene's engine
 
     @classmethod
     def from_scene(cls, scene: bpy.types.Scene, prefs=None) -> "RunSettings":
@@ -86,7 +90,8 @@ class RunSettings:
             runtime.render_device(prefs),
             beauty_used=engine.uses_beauty() or frame.mixes_beauty(),
         )
-        return cls(engine=engine, frame=frame, passes=passes, images=images)
+        groups = read_groups(scene, engine_cls, host_values(engine_cls, prefs))
+        return cls(engine=engine, frame=frame, passes=passes, images=images, groups=groups)
 
 
 def host_values(engine_cls: type[EngineSettings], prefs) -> dict:
@@ -118,6 +123,10 @@ class PreparedFrame:
     timings: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     takes: FrameTakes | None = None  # where `run` keeps the frame's numbered take; None keeps none
+    # Style groups: each group's request and mix, and the layer map and depth they are composited by.
+    groups: tuple[tuple[StyleRequest, Finish], ...] = ()
+    group_layer: np.ndarray | None = None
+    group_depth: np.ndarray | None = None
 
     @property
     def engine(self) -> str:
@@ -174,21 +183,21 @@ def _check_model_files(settings: EngineSettings) -> None:
             raise StylepassError(f"{label}: '{value}' does not exist. Check the path, or use a model id.")
 
 
-def _pictures(run: RunSettings) -> dict[str, np.ndarray]:
-    """Pixels of the images the engine's settings use now (a style image only with Style Source Image...)."""
-    settings = run.engine
+def _pictures(settings: EngineSettings, images_by_field: dict, owner: str = "") -> dict[str, np.ndarray]:
+    """Pixels of the images the engine's settings use now (a style image only with Style Source Image...).
+    `owner` names where the settings live in messages ("Style group 'Ink': ")."""
     labels = {name: spec.label for name, _, spec, _ in settings.specs()}
     pictures = {}
     for name, why in settings.required_images().items():
-        image = run.images.get(name)
+        image = images_by_field.get(name)
         if image is None:
             raise StylepassError(
-                f"{labels[name]} is needed ({why}) but none is set: pick one in the Stylepass panel."
+                f"{owner}{labels[name]} is needed ({why}) but none is set: pick one in the Stylepass panel."
             )
         try:
             pictures[name] = images.image_to_display_rgb(image)
         except images.ImageError as error:
-            raise StylepassError(f"{labels[name]} unusable: {error}") from error
+            raise StylepassError(f"{owner}{labels[name]} unusable: {error}") from error
     return pictures
 
 
@@ -226,6 +235,40 @@ def _selected_objects(scene: bpy.types.Scene) -> set[str]:
     return {obj.name for obj in scene.objects if obj.stylepass.in_selection}
 
 
+@dataclass(frozen=True)
+class CheckedGroup:
+    """A style group checked on the main thread: its settings (model references resolved) and pictures."""
+
+    group: StyleGroup
+    pictures: dict[str, np.ndarray]
+    image_names: dict[str, str]
+
+
+def _check_groups(run: RunSettings, remote: bool) -> tuple[CheckedGroup, ...]:
+    """The style groups as the engine will run them.
+
+    Raises:
+        StylepassError: the engine cannot style groups yet, or a group's model or picture is missing.
+    """
+    checked = []
+    for scene_group in run.groups:
+        group = scene_group.group
+        owner = f"Style group '{group.name}': "
+        problem = group.settings.not_ready()
+        if problem:
+            raise StylepassError(owner + problem)
+        settings = group.settings.map_models(lambda value: _model_reference(value, remote))
+        if not remote:
+            try:
+                _check_model_files(settings)
+            except StylepassError as error:
+                raise StylepassError(owner + str(error)) from error
+        pictures = _pictures(settings, scene_group.images, owner)
+        names = {name: image.name_full for name, image in scene_group.images.items() if name in pictures}
+        checked.append(CheckedGroup(replace(group, settings=settings), pictures, names))
+    return tuple(checked)
+
+
 @dataclass
 class CheckedFrame:
     """A frame checked on the main thread and its pass render planned: plain data, so `build` runs anywhere."""
@@ -242,6 +285,7 @@ class CheckedFrame:
     new_seed: int | None
     warnings: list[str]
     started: float
+    groups: tuple[CheckedGroup, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -252,6 +296,7 @@ class EngineInputs:
     pictures: dict[str, np.ndarray]
     runner: EngineRunner
     selected: frozenset[str]  # objects in the Stylepass selection
+    groups: tuple[CheckedGroup, ...] = ()
 
 
 def engine_inputs(
@@ -265,6 +310,11 @@ def engine_inputs(
         StylepassError: the message says what to change.
     """
     settings = run.engine
+    if run.groups and not settings.STYLE_GROUPS:
+        raise StylepassError(
+            f"Style groups work with the Neural Style engine so far; {settings.LABEL} does not take them "
+            "yet (per-group prompts need regional prompting). Remove the style groups or switch the engine."
+        )
     # Objects linked since the last update are not in the view layer's list until it syncs (5.x defers it).
     view_layer.update()
     problem = settings.not_ready()
@@ -276,7 +326,7 @@ def engine_inputs(
     settings = settings.map_models(lambda value: _model_reference(value, remote))
     if not remote:
         _check_model_files(settings)
-    pictures = _pictures(run)
+    pictures = _pictures(settings, run.images)
     selected = frozenset(_selected_objects(scene))
     if run.frame.object_filter == "INCLUDE":
         if not selected:
@@ -293,7 +343,7 @@ def engine_inputs(
         {os.path.dirname(path) for path in settings.model_references().values() if os.path.isabs(path)}
     )
     runner = runtime.RUNTIME.runner_for(settings, prefs, folders)
-    return EngineInputs(settings, pictures, runner, selected)
+    return EngineInputs(settings, pictures, runner, selected, _check_groups(run, remote))
 
 
 def check(
@@ -330,6 +380,7 @@ def check(
         new_seed=new_seed,
         warnings=missing,
         started=start,
+        groups=inputs.groups,
     )
 
 
@@ -381,6 +432,19 @@ def build(checked: CheckedFrame, passes: PassSet) -> PreparedFrame:
         "blender_version": checked.plan.record["blender_version"],
         "pass_timings": passes.timings,
     }
+    groups, group_layer, group_depth, group_warnings = _group_requests(checked, passes, request, finish_with)
+    if groups:
+        context["style_groups"] = [
+            {
+                "name": item.group.name,
+                "objects": sorted(item.group.objects),
+                "settings": item.group.settings.to_plain(),
+                "strength": item.group.strength,
+                "keep_colours": item.group.keep_colours,
+                "images": item.image_names,
+            }
+            for item in checked.groups
+        ]
     return PreparedFrame(
         request=request,
         finish=finish_with,
@@ -395,8 +459,63 @@ def build(checked: CheckedFrame, passes: PassSet) -> PreparedFrame:
         png_level=round(frame_settings.png_compression * 9 / 100),
         new_seed=checked.new_seed,
         timings={"prepare": time.perf_counter() - checked.started},
-        warnings=[*checked.warnings, *passes.warnings],
+        warnings=[*checked.warnings, *passes.warnings, *group_warnings],
+        groups=groups,
+        group_layer=group_layer,
+        group_depth=group_depth,
     )
+
+
+def _group_requests(checked: CheckedFrame, passes: PassSet, request: StyleRequest, scene_finish: Finish):
+    """Each style group's request (the frame's, with the group's settings and pictures) and mix (the scene's,
+    with the group's Strength and Keep Scene Colours), and the layer map from the object-index pass.
+
+    Returns:
+        `(groups, layer, depth, warnings)`; `groups` is empty without style groups.
+
+    Raises:
+        StylepassError: a group's settings make an invalid request.
+    """
+    if not checked.groups:
+        return (), None, None, []
+    entries = [(entry.index, entry.name) for entry in passes.objects]
+    try:
+        assignment, warnings = assign(entries, [item.group for item in checked.groups])
+    except ValueError as error:
+        raise StylepassError(str(error)) from error
+    groups = []
+    for item in checked.groups:
+        group_request = replace(request, settings=item.group.settings, images=item.pictures)
+        frame = replace(checked.frame, strength=item.group.strength, keep_colours=item.group.keep_colours)
+        try:
+            group_request.validate()
+        except ValueError as error:
+            raise StylepassError(f"Style group '{item.group.name}': invalid settings: {error}") from error
+        groups.append((group_request, replace(scene_finish, frame=frame)))
+    layer = layer_map(np.asarray(passes.maps["object_index"]).astype(np.int32), assignment)
+    return tuple(groups), layer, np.asarray(passes.raw["depth"], dtype=np.float32), warnings
+
+
+def grouped_finish(prepared: PreparedFrame, progress: Progress | None, abort: threading.Event | None):
+    """Run every style group's engine (any thread) and return the frame's mix that composites them, or the
+    frame's own mix when there are no groups.
+
+    Raises:
+        Aborted, StylepassError (as `run`).
+    """
+    if not prepared.groups:
+        return prepared.finish
+    progress = progress or NullProgress()
+    share = 1.0 / (len(prepared.groups) + 1)  # the frame's own run takes the last share
+    layers = []
+    for number, (request, finish) in enumerate(prepared.groups):
+        part = PartProgress(progress, number * share, (number + 1) * share)
+        try:
+            result = prepared.runner(request.engine, request, part, abort)
+        except (ValueError, OSError, MemoryError) as error:
+            raise StylepassError(f"The {prepared.engine} engine failed on a style group: {error}") from error
+        layers.append((result.image, finish))
+    return GroupedFinish(prepared.finish, tuple(layers), prepared.group_layer, prepared.group_depth)
 
 
 @contextmanager
@@ -533,7 +652,7 @@ def run(
             prepared.request,
             prepared.png_path,
             prepared.json_path,
-            finish=prepared.finish,
+            finish=grouped_finish(prepared, progress, abort),
             # The take's colour space travels with its record, for when it is chosen again.
             context=dict(prepared.context, compositor_colour_space=prepared.compositor.colour_space),
             progress=progress,

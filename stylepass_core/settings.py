@@ -174,6 +174,9 @@ class EngineSettings(Settings):
         PROPERTY: the attribute under `scene.stylepass` that holds these settings in Blender.
         NEEDS_WORKER: runs in a worker process (needs torch), not inside Blender.
         USES_SEED: the result depends on the seed.
+        STYLE_GROUPS: objects can get their own style (`stylepass_core.style_groups`): one run per group,
+            composited by the object masks. An engine that must condition regions within one run (diffusion's
+            regional prompting) says False until it can.
         HOST_FIELDS: fields that belong to the machine, not the scene (the device): Blender keeps them in
             the add-on's preferences.
     """
@@ -186,6 +189,7 @@ class EngineSettings(Settings):
     PROPERTY: ClassVar[str]
     NEEDS_WORKER: ClassVar[bool] = False
     USES_SEED: ClassVar[bool] = False
+    STYLE_GROUPS: ClassVar[bool] = False
     HOST_FIELDS: ClassVar[tuple[str, ...]] = ()
 
     def not_ready(self) -> str:

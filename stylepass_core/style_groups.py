@@ -21,9 +21,11 @@ import numpy as np
 
 from .checks import check_number, describe
 from .conditioning import BACKGROUND_DEPTH
-from .settings import EngineSettings
+from .imageops import resize_nearest
+from .settings import EngineSettings, FrameSettings
+from .stylise_job import Finish
 
-__all__ = ["StyleGroup", "assign", "composite", "layer_map", "layer_weights"]
+__all__ = ["GroupedFinish", "StyleGroup", "assign", "composite", "layer_map", "layer_weights"]
 
 # The soft edge between two groups that touch at the same depth, in pixels on each side.
 EDGE_RADIUS = 3
@@ -214,3 +216,41 @@ def composite(pictures: Sequence[np.ndarray], weights: np.ndarray) -> np.ndarray
             raise ValueError(f"each picture must be {out.shape}, got {describe(picture)}")
         out += weight[..., None] * picture
     return out
+
+
+@dataclass(frozen=True, eq=False)
+class GroupedFinish:
+    """The frame writer's mix (`stylise_job.Finish`) for a frame with style groups: each layer mixed with the
+    render by its own Finish, then composited by `layer_weights` at the picture's size.
+
+    Attributes:
+        base: The scene's Finish (objects in no group and the background; its `frame` is the record's).
+        layers: Each group's engine picture and its Finish, in group order.
+        layer: `(H, W)` layer map at the pass size (`layer_map`).
+        depth: `(H, W)` Depth pass at the pass size.
+    """
+
+    base: Finish
+    layers: tuple[tuple[np.ndarray, Finish], ...]
+    layer: np.ndarray
+    depth: np.ndarray
+
+    @property
+    def frame(self) -> FrameSettings:
+        return self.base.frame
+
+    @property
+    def selection(self) -> tuple[int, ...]:
+        return self.base.selection
+
+    def weights(self, size: tuple[int, int]) -> np.ndarray:
+        """`(layers + 1, H, W)` weights at `size`."""
+        layer = resize_nearest(self.layer, size)
+        depth = resize_nearest(np.where(np.isfinite(self.depth), self.depth, np.inf).astype(np.float32), size)
+        return layer_weights(layer, len(self.layers), depth)
+
+    def apply(self, image: np.ndarray) -> np.ndarray:
+        pictures = [self.base.apply(image)]
+        for picture, finish in self.layers:
+            pictures.append(finish.apply(picture))
+        return composite(pictures, self.weights(image.shape[:2]))

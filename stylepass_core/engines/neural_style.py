@@ -142,6 +142,7 @@ _PRESET_CHOICES = tuple(
 class NeuralStyleSettings(EngineSettings):
     """Fast pretrained style transfer: a preset, a blend of two, or any picture as the style."""
 
+    STYLE_GROUPS = True
     ENGINE = "NEURAL_STYLE"
     LABEL = "Neural Style"
     DESCRIPTION = "Fast pretrained style transfer on the CPU, works offline"

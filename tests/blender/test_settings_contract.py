@@ -51,7 +51,8 @@ def _property_matches(group, name, kind, spec, default):
 
 def test_properties_are_the_dataclasses_one_to_one():
     scene_props = settings_module.StylepassSceneSettings.bl_rna.properties
-    expected = {"rna_type", "name", "engine"}
+    # Beside the generated fields: the engine choice and the style groups (each holds every engine's settings).
+    expected = {"rna_type", "name", "engine", "style_groups", "style_group_index"}
     for cls in SCENE_GROUPS:
         for name, kind, spec, default in cls.specs():
             _property_matches(settings_module.StylepassSceneSettings, name, kind, spec, default)
@@ -67,6 +68,11 @@ def test_properties_are_the_dataclasses_one_to_one():
             names.add(name)
         assert {p.identifier for p in group.bl_rna.properties} - {"rna_type", "name"} == names
     assert {p.identifier for p in scene_props} == expected
+    group_props = {p.identifier for p in settings_module.StylepassStyleGroup.bl_rna.properties}
+    assert group_props == {
+        "rna_type", "name", "objects", "object_index", "collection", "semantic_class", "strength", "keep_colours",
+        *(cls.PROPERTY for cls in engine_settings()),
+    }  # fmt: skip
     engine = scene_props["engine"]
     assert [item.identifier for item in engine.enum_items] == [cls.ENGINE for cls in engine_settings()]
 
