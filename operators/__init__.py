@@ -6,7 +6,7 @@
 
 import bpy
 
-from . import animation, diffusion_lists, engine, live, modal, passes, stylise, takes
+from . import animation, diffusion_lists, engine, live, modal, passes, style_groups, stylise, takes
 
 classes = (
     *passes.classes,
@@ -16,6 +16,7 @@ classes = (
     *diffusion_lists.classes,
     *takes.classes,
     *live.classes,
+    *style_groups.classes,
 )
 
 _register_classes, _unregister_classes = bpy.utils.register_classes_factory(classes)

@@ -8,11 +8,12 @@ settings).
 
 import bpy
 
-from . import object_properties, render_properties, takes, viewport
+from . import object_properties, render_properties, style_groups, takes, viewport
 
 classes = (*render_properties.classes, *viewport.classes, *object_properties.classes, *takes.classes)
 
-_register_classes, _unregister_classes = bpy.utils.register_classes_factory(classes)
+# The UI lists the panels draw are registered first.
+_register_classes, _unregister_classes = bpy.utils.register_classes_factory((*style_groups.lists, *classes))
 
 
 def register() -> None:

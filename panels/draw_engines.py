@@ -18,7 +18,11 @@ def draw_engine(layout: bpy.types.UILayout, scene: bpy.types.Scene) -> None:
     settings = scene.stylepass
     layout.prop(settings, "engine")
     cls = chosen_engine(settings)
-    group = engine_group(settings, cls)
+    draw_engine_settings(layout, engine_group(settings, cls), cls)
+
+
+def draw_engine_settings(layout: bpy.types.UILayout, group, cls) -> None:
+    """One engine's settings in `group` (the scene's, or a style group's own)."""
     draw = _DRAW.get(cls)
     if draw is not None:
         draw(layout, group)

@@ -3,10 +3,13 @@
 
 import bpy
 
+from .style_groups import draw_object_groups
 
-def draw_object(layout: bpy.types.UILayout, obj: bpy.types.Object) -> None:
+
+def draw_object(layout: bpy.types.UILayout, obj: bpy.types.Object, scene: bpy.types.Scene) -> None:
     layout.prop(obj.stylepass, "semantic_class")
     layout.prop(obj.stylepass, "in_selection")
+    draw_object_groups(layout, scene, obj)
 
 
 class OBJECT_PT_stylepass(bpy.types.Panel):
@@ -20,7 +23,7 @@ class OBJECT_PT_stylepass(bpy.types.Panel):
 
     def draw(self, context: bpy.types.Context) -> None:
         self.layout.use_property_split = True
-        draw_object(self.layout, context.object)
+        draw_object(self.layout, context.object, context.scene)
 
 
 classes = (OBJECT_PT_stylepass,)

@@ -1,9 +1,11 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""Stylepass in Properties > Render, with Output, Control Passes and Animation sub-panels. Layout only."""
+"""Stylepass in Properties > Render, with Style Groups, Output, Control Passes and Animation sub-panels. Layout
+only."""
 
 import bpy
 
 from .draw_common import draw_animation, draw_main, draw_output, draw_passes
+from .style_groups import draw_style_groups
 
 
 class _RenderProperties:
@@ -32,6 +34,13 @@ class STYLEPASS_PT_render(_RenderProperties, bpy.types.Panel):
         draw_main(self.layout, context.scene)
 
 
+class STYLEPASS_PT_render_style_groups(_RenderSubPanel, bpy.types.Panel):
+    bl_label = "Style Groups"
+
+    def draw(self, context: bpy.types.Context) -> None:
+        draw_style_groups(self.layout, context.scene)
+
+
 class STYLEPASS_PT_render_output(_RenderSubPanel, bpy.types.Panel):
     bl_label = "Output"
 
@@ -55,6 +64,7 @@ class STYLEPASS_PT_render_animation(_RenderSubPanel, bpy.types.Panel):
 
 classes = (
     STYLEPASS_PT_render,
+    STYLEPASS_PT_render_style_groups,
     STYLEPASS_PT_render_output,
     STYLEPASS_PT_render_passes,
     STYLEPASS_PT_render_animation,

@@ -27,7 +27,7 @@ class VIEW3D_PT_stylepass(_SidebarTab, bpy.types.Panel):
         if obj is not None and hasattr(obj, "stylepass"):
             layout.separator()
             layout.label(text=obj.name, icon="OBJECT_DATA")
-            draw_object(layout, obj)
+            draw_object(layout, obj, context.scene)
 
 
 class VIEW3D_PT_stylepass_passes(_SidebarTab, bpy.types.Panel):

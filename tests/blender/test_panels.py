@@ -32,6 +32,12 @@ class RecordingLayout:
     def template_ID(self, data, name, **kwargs):
         self.prop(data, name)
 
+    def template_list(self, list_type, list_id, data, name, active_data, active_name, **kwargs):
+        assert hasattr(bpy.types, list_type), f"no UI list {list_type}"
+        for holder, prop in ((data, name), (active_data, active_name)):
+            assert holder.bl_rna.properties.get(prop) is not None, f"{type(holder).__name__} has no {prop!r}"
+        self.calls.append(("list", name))
+
     def _operator(self, idname, *args, **kwargs):
         category, name = idname.split(".")
         assert hasattr(getattr(bpy.ops, category), name), f"no operator {idname}"
@@ -89,6 +95,11 @@ def test_every_panel_draws_with_existing_names(empty_file, engine, source):
     obj = bpy.data.objects.new("Thing", bpy.data.meshes.new("Thing"))
     scene.collection.objects.link(obj)
     bpy.context.view_layer.objects.active = obj
+    _draw_every_panel(bpy.context)
+    # Again with a style group: its members and its own settings of the engine are drawn too.
+    group = scene.stylepass.style_groups.add()
+    group.name = "Ink"
+    group.objects.add().object = obj
     _draw_every_panel(bpy.context)
     prefs = bpy.context.preferences.addons[panels.__package__.rpartition(".")[0]].preferences
     for location in ("MANAGED", "PYTHON", "REMOTE"):

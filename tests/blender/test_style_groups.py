@@ -146,3 +146,28 @@ def test_an_object_in_two_groups_takes_the_first_and_the_artist_is_told(empty_fi
     scene.stylepass.neural_style.style_preset = "style_03"
     ink, _ = _stylise(scene)
     np.testing.assert_array_equal(grouped[inner], ink[inner])
+
+
+def test_groups_are_made_from_the_selection_and_start_from_the_scenes_style(empty_file, out_dir):
+    scene, objects = _scene(empty_file, out_dir)
+    scene.stylepass.strength = 0.8
+    for obj in scene.objects:
+        obj.select_set(obj in (objects["box"], objects["sphere"]))
+    assert bpy.ops.stylepass.style_group_add() == {"FINISHED"}
+    assert bpy.ops.stylepass.style_group_add() == {"FINISHED"}
+    groups = scene.stylepass.style_groups
+    assert [g.name for g in groups] == ["Group 1", "Group 2"] and scene.stylepass.style_group_index == 1
+    first = groups[0]
+    assert sorted(e.object.name for e in first.objects) == ["Box", "Sphere"]
+    assert first.neural_style.style_preset == "style_07" and first.strength == pytest.approx(0.8)
+    scene.stylepass.style_group_index = 0
+    for obj in scene.objects:
+        obj.select_set(obj == objects["wall"])
+    assert bpy.ops.stylepass.style_group_assign() == {"FINISHED"}
+    assert bpy.ops.stylepass.style_group_assign() == {"FINISHED"}  # already in: listed once
+    assert sorted(e.object.name for e in first.objects) == ["Box", "Sphere", "Wall"]
+    first.object_index = 0
+    assert bpy.ops.stylepass.style_group_unassign() == {"FINISHED"}
+    assert len(first.objects) == 2
+    assert bpy.ops.stylepass.style_group_remove() == {"FINISHED"}
+    assert [g.name for g in groups] == ["Group 2"] and scene.stylepass.style_group_index == 0
