@@ -178,30 +178,48 @@ def layer_weights(
     tolerance = check_number("depth_tolerance", depth_tolerance, 0.0, 1.0)
     height, width = layer.shape
     weights = np.zeros((count + 1, height, width), dtype=np.float32)
+    for k in range(count + 1):
+        weights[k] = layer == k
     if radius == 0 or count == 0:
-        for k in range(count + 1):
-            weights[k] = layer == k
         return weights
+    # Only pixels whose window holds another layer get a soft edge: the rest are one layer (most of a frame).
+    band = _window_extreme(layer, radius, np.minimum) != _window_extreme(layer, radius, np.maximum)
+    if not band.any():
+        return weights
+    rows, cols = np.nonzero(band)
     inverse = _inverse_depth(np.asarray(depth, dtype=np.float32))
     pad = ((radius, radius), (radius, radius))
     padded_layer = np.pad(layer, pad, mode="edge")
     padded_inverse = np.pad(inverse, pad, mode="edge")
-    limit = np.maximum(inverse, np.float32(1e-12)) * np.float32(tolerance)
-    total = np.zeros((height, width), dtype=np.float32)
+    own = inverse[rows, cols]
+    own_limit = own * np.float32(tolerance)
+    shares = np.zeros((count + 1, rows.size), dtype=np.float32)
+    total = np.zeros(rows.size, dtype=np.float32)
     for dy in range(2 * radius + 1):
         for dx in range(2 * radius + 1):
-            near = padded_inverse[dy : dy + height, dx : dx + width]
+            near = padded_inverse[rows + dy, cols + dx]
             # One surface: close in inverse depth (background, 0, is only close to background).
-            same = np.abs(near - inverse) <= np.maximum(
-                limit, np.maximum(near, np.float32(1e-12)) * tolerance
-            )
-            same &= (near > 0) == (inverse > 0)
+            same = np.abs(near - own) <= np.maximum(own_limit, near * np.float32(tolerance))
+            same &= (near > 0) == (own > 0)
             total += same
-            which = padded_layer[dy : dy + height, dx : dx + width]
+            which = padded_layer[rows + dy, cols + dx]
             for k in range(count + 1):
-                weights[k] += same & (which == k)
-    weights /= total  # the centre pixel is always on its own surface, so total >= 1
+                shares[k] += same & (which == k)
+    weights[:, rows, cols] = shares / total  # the centre pixel is always on its own surface: total >= 1
     return weights
+
+
+def _window_extreme(values: np.ndarray, radius: int, pick) -> np.ndarray:
+    """The minimum or maximum (`pick`) over the `(2 radius + 1)^2` square around each pixel, edges replicated."""
+    height, width = values.shape
+    padded = np.pad(values, radius, mode="edge")
+    rows = padded[:height, :].copy()
+    for offset in range(1, 2 * radius + 1):
+        pick(rows, padded[offset : offset + height, :], out=rows)
+    out = rows[:, :width].copy()
+    for offset in range(1, 2 * radius + 1):
+        pick(out, rows[:, offset : offset + width], out=out)
+    return out
 
 
 def composite(pictures: Sequence[np.ndarray], weights: np.ndarray) -> np.ndarray:
@@ -211,10 +229,12 @@ def composite(pictures: Sequence[np.ndarray], weights: np.ndarray) -> np.ndarray
             f"weights must be ({len(pictures)}, H, W) for {len(pictures)} pictures, got {describe(weights)}"
         )
     out = np.zeros((*weights.shape[1:], 3), dtype=np.float32)
+    part = np.empty_like(out)
     for picture, weight in zip(pictures, weights, strict=True):
         if not isinstance(picture, np.ndarray) or picture.shape != out.shape:
             raise ValueError(f"each picture must be {out.shape}, got {describe(picture)}")
-        out += weight[..., None] * picture
+        np.multiply(picture, weight[..., None], out=part)
+        out += part
     return out
 
 
@@ -244,9 +264,10 @@ class GroupedFinish:
         return self.base.selection
 
     def weights(self, size: tuple[int, int]) -> np.ndarray:
-        """`(layers + 1, H, W)` weights at `size`."""
-        layer = resize_nearest(self.layer, size)
-        depth = resize_nearest(np.where(np.isfinite(self.depth), self.depth, np.inf).astype(np.float32), size)
+        """`(layers + 1, H, W)` weights at `size` (the passes' own size needs no resampling)."""
+        layer, depth = self.layer, self.depth
+        if layer.shape != size:
+            layer, depth = resize_nearest(layer, size), resize_nearest(depth, size)
         return layer_weights(layer, len(self.layers), depth)
 
     def apply(self, image: np.ndarray) -> np.ndarray:

@@ -96,3 +96,27 @@ def test_composite_takes_each_groups_pixels_from_its_own_picture():
     )
     with pytest.raises(ValueError, match="weights must be"):
         style_groups.composite(pictures[:2], weights)
+
+
+def test_grouped_finish_mixes_each_layer_with_its_own_settings_then_composites():
+    """The frame writer's mix for a frame with groups: the scene's Finish on the frame's picture, each group's
+    on its own picture (here a group at half Strength), composited by the layers at the picture's size."""
+    from stylepass_core.settings import FrameSettings
+    from stylepass_core.stylise_job import Finish
+
+    index, depth = scene()
+    beauty = np.zeros((40, 60, 3), np.float32)
+    layer = style_groups.layer_map(index, {2: 0})
+    half = Finish(FrameSettings(strength=0.5), beauty)
+    grouped = style_groups.GroupedFinish(
+        Finish(FrameSettings(), beauty), ((np.full((40, 60, 3), 0.8, np.float32), half),), layer, depth
+    )
+    out = grouped.apply(np.full((40, 60, 3), 0.2, np.float32))
+    assert np.allclose(out[14:26, 14:21], 0.4) and np.allclose(out[index == 1], 0.2)
+    assert grouped.frame == FrameSettings() and grouped.selection == ()
+    # Passes at half the output size (Pass Scale 50%): the layers are resampled to the picture.
+    big = style_groups.GroupedFinish(
+        Finish(FrameSettings(), beauty), ((np.full((80, 120, 3), 0.8, np.float32), half),), layer, depth
+    )
+    doubled = big.apply(np.full((80, 120, 3), 0.2, np.float32))
+    assert np.allclose(doubled[30:50, 30:40], 0.4) and np.allclose(doubled[60:, :10], 0.2)
