@@ -1125,6 +1125,22 @@ def animate(frames: int) -> dict:
     return {"frames": frames}
 
 
+def style_groups(clear: bool) -> list[dict]:
+    """The scene's style groups as the panel shows them (and, with `clear`, none left afterwards)."""
+    settings = bpy.data.scenes[SCENE_NAME].stylepass
+    groups = [
+        {
+            "name": group.name,
+            "objects": sorted(entry.object.name for entry in group.objects if entry.object is not None),
+            "style_preset": group.neural_style.style_preset,
+        }
+        for group in settings.style_groups
+    ]
+    if clear:
+        settings.style_groups.clear()
+    return groups
+
+
 def records(frames: list[int]) -> dict:
     """What each stylised frame's record says about keyframe fusion."""
     out = {}
@@ -1167,6 +1183,19 @@ def _handle(command: dict) -> dict:
         return animate(command["frames"])
     if op == "records":
         return records(command["frames"])
+    if op == "select":  # what clicking objects in the viewport does
+        scene = bpy.data.scenes[SCENE_NAME]
+        for obj in scene.objects:
+            obj.select_set(obj.name in command["names"])
+        bpy.context.view_layer.objects.active = scene.objects[command["active"]]
+        return {"selected": sorted(command["names"])}
+    if op == "groups":
+        return style_groups(command.get("clear", False))
+    if op == "undo_push":  # the harness changes the scene by script, which pushes no undo step of its own
+        window = bpy.context.window_manager.windows[0]
+        with bpy.context.temp_override(window=window, screen=window.screen):
+            bpy.ops.ed.undo_push(message=command["message"])
+        return {"pushed": command["message"]}
     if op == "show_image":
         return show_image(command["width"], command["height"])
     if op == "progress":

@@ -787,3 +787,45 @@ def test_stylise_animation_fuses_the_frames_between_keyframes(ui):
         ui.command("stylepass", values={"keyframe_interval": 12})
         ui.command("prefs", developer_ui=False)
         ui.command("scene", frame_start=1, frame_end=3)
+
+
+def test_style_group_from_the_selection_stylises_and_undoes(ui):
+    """Issue 15 as an artist starts it: select two objects, F3 > Add Style Group; the group holds them and
+    starts from the scene's style; Stylise Frame records it; Ctrl+Z takes the group away again."""
+    _require_extension(ui)
+    ui.command("engine", seconds=0)
+    ui.command("groups", clear=True)
+    ui.command("select", names=["Sphere", "Cone"], active="Sphere")
+    ui.command("prefs", developer_ui=True)
+    ui.command("undo_push", message="before the style group")
+    try:
+        ui.search("Add Style Group")
+        state = ui.wait_state(lambda s: ui.command("groups") or None, 30, "the new style group")
+        groups = ui.command("groups")
+        assert groups == [
+            {"name": "Group 1", "objects": ["Cone", "Sphere"], "style_preset": groups[0]["style_preset"]}
+        ]
+        ui.screen.wait_settled(quiet=0.5)
+        ui.shot("14-style-group-added")
+        enter = ui.search("Stylise Frame")
+        state = ui.wait_state(
+            lambda s: _ended(s, FRAME_OP, enter), 180, "Stylise Frame to finish", fail=ui.failure
+        )
+        assert _ended(state, FRAME_OP, enter)["status"] in (None, ["FINISHED"])
+        record = ui.command("records", frames=[1])
+        runs = [r for r in ui.state()["engine_runs"] if r["start"] > enter]
+        assert len(runs) == 2, runs  # the scene's style and the group's
+        ui.screen.wait_settled(quiet=0.5)
+        ui.shot("15-style-group-stylised")
+        ui.figures["style_group"] = {"groups": groups, "engine_runs": len(runs), "record": record}
+        # Undo back past Stylise Frame to before the group was added (the step pushed above).
+        presses = 0
+        while ui.command("groups") and presses < 3:
+            ui.key("ctrl+z")
+            presses += 1
+            ui.screen.wait_settled(quiet=0.5)
+        assert ui.command("groups") == [], "Ctrl+Z did not take the style group away"
+        ui.figures["style_group"]["undo_presses"] = presses
+    finally:
+        ui.command("groups", clear=True)
+        ui.command("prefs", developer_ui=False)
