@@ -59,6 +59,16 @@ class StylepassGroupObject(bpy.types.PropertyGroup):
     )
 
 
+def _engine_pointers() -> dict:
+    """One pointer per engine to its generated settings group (the scene's, and each style group's own)."""
+    return {
+        cls.PROPERTY: PointerProperty(
+            type=properties.group_for(cls), name=cls.LABEL, description=cls.DESCRIPTION
+        )
+        for cls in engine_settings()
+    }
+
+
 def _style_group_annotations() -> dict:
     """A style group: its members and its own settings of every engine (the same generated groups as the
     scene's), plus its own Strength and Keep Scene Colours."""
@@ -80,10 +90,7 @@ def _style_group_annotations() -> dict:
         ),
     }
     found.update(properties.annotations(FrameSettings, only=("strength", "keep_colours")))
-    for cls in engine_settings():
-        found[cls.PROPERTY] = PointerProperty(
-            type=properties.group_for(cls), name=cls.LABEL, description=cls.DESCRIPTION
-        )
+    found.update(_engine_pointers())
     return found
 
 
@@ -115,10 +122,7 @@ def _scene_annotations() -> dict:
         )
     }
     found.update(properties.annotations(*SCENE_GROUPS))
-    for cls in engine_settings():
-        found[cls.PROPERTY] = PointerProperty(
-            type=properties.group_for(cls), name=cls.LABEL, description=cls.DESCRIPTION
-        )
+    found.update(_engine_pointers())
     found["style_groups"] = CollectionProperty(type=StylepassStyleGroup, name="Style Groups")
     found["style_group_index"] = IntProperty(name="Active Style Group", default=0, min=0)
     return found
