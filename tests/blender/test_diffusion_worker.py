@@ -360,7 +360,7 @@ def test_the_readme_diffusion_example_runs(empty_file, out_dir, tiny_models, pre
     scene.render.engine = "CYCLES"
     scene.cycles.samples = 1
     scene.stylepass.output_dir = str(out_dir)
-    example = readme_python_examples()[1]
+    example = next(e for e in readme_python_examples() if "dreamshaper" in e)
     for placeholder, real in (
         ("/models/dreamshaper_8.safetensors", tiny_models / "tiny-sd15"),
         ("/models/control_v11f1p_sd15_depth", tiny_models / "tiny-controlnet-depth"),

@@ -8,7 +8,7 @@ import json
 import bpy
 import numpy as np
 import pytest
-from conftest import addon_module
+from conftest import addon_module, readme_python_examples
 from scenes import known_scene
 
 from stylepass_core import png
@@ -171,3 +171,14 @@ def test_groups_are_made_from_the_selection_and_start_from_the_scenes_style(empt
     assert len(first.objects) == 2
     assert bpy.ops.stylepass.style_group_remove() == {"FINISHED"}
     assert [g.name for g in groups] == ["Group 2"] and scene.stylepass.style_group_index == 0
+
+
+def test_the_readme_style_group_example_runs(empty_file, out_dir):
+    scene, objects = _scene(empty_file, out_dir)
+    buildings = bpy.data.collections.new("Buildings")
+    scene.collection.children.link(buildings)
+    buildings.objects.link(objects["box"])
+    example = next(e for e in readme_python_examples() if "style_groups" in e)
+    exec(compile(example, "README.md", "exec"), {})
+    record = json.loads((out_dir / scene.name / "stylised" / "0001.json").read_text())
+    assert [(g["name"], g["objects"]) for g in record["context"]["style_groups"]] == [("Buildings", ["Box"])]

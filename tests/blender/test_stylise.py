@@ -306,7 +306,9 @@ def test_the_readme_scripting_example_runs(empty_file, out_dir):
     scene, _ = _scene(empty_file, out_dir)
     painting = out_dir / "painting.png"
     png.write_png(painting, np.full((64, 64, 3), 200, np.uint8))
-    example = readme_python_examples()[0].replace("/path/painting.jpg", str(painting))
+    example = next(e for e in readme_python_examples() if "painting.jpg" in e).replace(
+        "/path/painting.jpg", str(painting)
+    )
     example = example.replace('"//stylepass/"', repr(str(out_dir)))
     exec(compile(example, "README.md", "exec"), {})
     _, record = _stylised(out_dir, scene)
