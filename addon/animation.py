@@ -31,7 +31,7 @@ from dataclasses import dataclass, field, replace
 import bpy
 import numpy as np
 
-from stylepass_core import exr, fusion, png, temporal
+from stylepass_core import fusion, png, temporal
 from stylepass_core.engine_api import StyleResult, check_abort
 from stylepass_core.errors import StylepassError
 from stylepass_core.frame_steps import Collected, FrameStep, FrameTally, frame_steps, run_to_end
@@ -50,6 +50,7 @@ from .scene_passes import (
     pass_fingerprint,
     plan_passes,
     publish,
+    read_raw,
     render_here,
 )
 from .stylise import (
@@ -237,15 +238,6 @@ def _digest(parts: list) -> str:
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
 
 
-def _frame_inputs(prepared: PreparedFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    height, width = prepared.request.output_size
-    passes = prepared.passes
-    beauty = _fit(passes.maps["beauty"], (height, width))
-    vectors = _fit(passes.raw["vector"], (height, width), scale_values=True)
-    depth = _fit(passes.raw["depth"], (height, width))
-    return beauty, vectors, depth
-
-
 class _Store:
     """Pictures and motion of the current span, by scene frame: kept from the frames stylised in this run, read
     from disk (on the engine thread) for the ones that were current. Plain data; no bpy."""
@@ -256,6 +248,13 @@ class _Store:
         self.beauty: dict[int, np.ndarray] = {}
         self.pictures: dict[int, np.ndarray] = {}
 
+    def add_motion(self, frame: int, raw: dict[str, np.ndarray]) -> None:
+        """A frame's Vector and Depth passes (`PassSet.raw`), at the output size."""
+        self.motion[frame] = (
+            _fit(raw["vector"], self.size, scale_values=True),
+            _fit(raw["depth"], self.size),
+        )
+
     def vectors_depth(self, frame: int, rendered: bool) -> tuple[np.ndarray, np.ndarray]:
         if frame not in self.motion:
             # A frame a step skipped has its motion-only passes; a rendered one its full passes (either may
@@ -263,15 +262,13 @@ class _Store:
             layouts = (self.layout, self.motion_layout) if rendered else (self.motion_layout, self.layout)
             for layout in layouts:
                 try:
-                    vector = exr.read_exr(layout.pass_file("vector", frame, "exr"))
-                    depth = exr.read_exr(layout.pass_file("depth", frame, "exr"))["Z"]
+                    raw = {name: read_raw(layout, name, frame) for name in ("vector", "depth")}
                     break
                 except (OSError, KeyError, ValueError) as error:
                     problem = error
             else:
                 raise StylepassError(f"The motion passes of frame {frame} cannot be read ({problem}).")
-            vectors = _fit(np.stack([vector[c] for c in "XYZW"], axis=-1), self.size, scale_values=True)
-            self.motion[frame] = (vectors, _fit(depth, self.size))
+            self.add_motion(frame, raw)
         return self.motion[frame]
 
     def beauty_of(self, frame: int) -> np.ndarray:
@@ -542,15 +539,11 @@ def animation_steps(
             for motion_plan, ticket in planned.motion:
                 if motion_plan.reused is None:
                     motion_plan.reused = develop(motion_plan, process.wait(ticket, None, abort))
-                motion = motion_plan.reused
-                store.motion[motion.frame] = (
-                    _fit(motion.raw["vector"], store.size, scale_values=True),
-                    _fit(motion.raw["depth"], store.size),
-                )
+                store.add_motion(motion_plan.reused.frame, motion_plan.reused.raw)
             prepared = build(planned.checked, passes)
             prepared.context.update(planned.context)
-            beauty, vectors, depth = _frame_inputs(prepared)
-            store.motion[frame], store.beauty[frame] = (vectors, depth), beauty
+            store.add_motion(frame, passes.raw)
+            beauty = store.beauty[frame] = _fit(passes.maps["beauty"], store.size)
             reason, cut = role, False
             if coherent and index > 0:
                 cut = _is_cut(store, frames[index - 1], frame, rendered, policy)

@@ -605,7 +605,8 @@ def _read_map(layout: SceneLayout, name: str, frame: int) -> np.ndarray:
     return decode_pass(name, png.read_png(layout.pass_file(name, frame)))
 
 
-def _read_raw(layout: SceneLayout, name: str, frame: int) -> np.ndarray:
+def read_raw(layout: SceneLayout, name: str, frame: int) -> np.ndarray:
+    """A raw pass of a frame from its EXR: depth `(H, W)`, normal `(H, W, 3)`, vector `(H, W, 4)`."""
     channels = exr.read_exr(layout.pass_file(name, frame, "exr"))
     if name == "depth":
         return channels["Z"]
@@ -666,7 +667,7 @@ def load_passes(layout: SceneLayout, frame: int, fingerprint: str) -> PassSet | 
     if not _all_files_exist(files):
         return None
     maps = _OnDisk(lambda name: _read_map(layout, name, frame))
-    raw = _OnDisk(lambda name: _read_raw(layout, name, frame))
+    raw = _OnDisk(lambda name: read_raw(layout, name, frame))
     try:
         # The beauty is nearly always wanted, and reading it proves the files are readable.
         maps["beauty"]
