@@ -94,14 +94,19 @@ def _style_group_annotations() -> dict:
     return found
 
 
-StylepassStyleGroup = type(
+def _property_group(name: str, doc: str, annotations: dict) -> type:
+    """A PropertyGroup class made from generated annotations."""
+    return type(
+        name,
+        (bpy.types.PropertyGroup,),
+        {"__doc__": doc, "__module__": __name__, "__annotations__": annotations},
+    )
+
+
+StylepassStyleGroup = _property_group(
     "StylepassStyleGroup",
-    (bpy.types.PropertyGroup,),
-    {
-        "__doc__": "A style group (`scene.stylepass.style_groups`): objects that get their own style",
-        "__module__": __name__,
-        "__annotations__": _style_group_annotations(),
-    },
+    "A style group (`scene.stylepass.style_groups`): objects that get their own style",
+    _style_group_annotations(),
 )
 
 
@@ -128,14 +133,10 @@ def _scene_annotations() -> dict:
     return found
 
 
-StylepassSceneSettings = type(
+StylepassSceneSettings = _property_group(
     "StylepassSceneSettings",
-    (bpy.types.PropertyGroup,),
-    {
-        "__doc__": "Per-scene Stylepass settings (`scene.stylepass`), generated from the core's settings classes",
-        "__module__": __name__,
-        "__annotations__": _scene_annotations(),
-    },
+    "Per-scene Stylepass settings (`scene.stylepass`), generated from the core's settings classes",
+    _scene_annotations(),
 )
 
 

@@ -42,6 +42,14 @@ def _active_group(context: bpy.types.Context):
     return None
 
 
+def _remove_active(context: bpy.types.Context, holder, collection: str, index: str) -> None:
+    """Remove the active item of a list (`holder.collection` at `holder.index`); the next one becomes active."""
+    items = getattr(holder, collection)
+    items.remove(getattr(holder, index))
+    setattr(holder, index, max(0, min(getattr(holder, index), len(items) - 1)))
+    properties.notify_changed(None, context)
+
+
 class STYLEPASS_OT_style_group_add(bpy.types.Operator):
     """Add a style group with the selected objects in it; it starts from the scene's style"""
 
@@ -74,10 +82,7 @@ class STYLEPASS_OT_style_group_remove(bpy.types.Operator):
         return _active_group(context) is not None
 
     def execute(self, context: bpy.types.Context) -> set[str]:
-        settings = context.scene.stylepass
-        settings.style_groups.remove(settings.style_group_index)
-        settings.style_group_index = max(0, min(settings.style_group_index, len(settings.style_groups) - 1))
-        properties.notify_changed(None, context)
+        _remove_active(context, context.scene.stylepass, "style_groups", "style_group_index")
         return {"FINISHED"}
 
 
@@ -115,10 +120,7 @@ class STYLEPASS_OT_style_group_unassign(bpy.types.Operator):
         return group is not None and 0 <= group.object_index < len(group.objects)
 
     def execute(self, context: bpy.types.Context) -> set[str]:
-        group = _active_group(context)
-        group.objects.remove(group.object_index)
-        group.object_index = max(0, min(group.object_index, len(group.objects) - 1))
-        properties.notify_changed(None, context)
+        _remove_active(context, _active_group(context), "objects", "object_index")
         return {"FINISHED"}
 
 
