@@ -31,7 +31,8 @@ from dataclasses import dataclass, field, replace
 import bpy
 import numpy as np
 
-from stylepass_core import fusion, png, temporal
+from stylepass_core import exr, fusion, png, temporal
+from stylepass_core.compositor_layers import VIEW_LAYER, pass_names
 from stylepass_core.engine_api import StyleResult, check_abort
 from stylepass_core.errors import StylepassError
 from stylepass_core.frame_steps import Collected, FrameStep, FrameTally, frame_steps, run_to_end
@@ -247,6 +248,7 @@ class _Store:
         self.motion: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self.beauty: dict[int, np.ndarray] = {}
         self.pictures: dict[int, np.ndarray] = {}
+        self.layers: dict[int, list[np.ndarray]] = {}  # the style groups' scene-linear layers
 
     def add_motion(self, frame: int, raw: dict[str, np.ndarray]) -> None:
         """A frame's Vector and Depth passes (`PassSet.raw`), at the output size."""
@@ -285,6 +287,25 @@ class _Store:
             self.pictures[frame] = self._read(self.layout.stylised_file(frame), frame)
         return self.pictures[frame]
 
+    def keep_layers(self, frame: int, layers: list[np.ndarray]) -> None:
+        """A frame's style group layers as its layers file stores them (half floats)."""
+        self.layers[frame] = [np.asarray(layer, np.float16).astype(np.float32) for layer in layers]
+
+    def layers_of(self, frame: int, names: list[str]) -> list[np.ndarray]:
+        """A frame's style group layers, in group order; `names` are the groups' names (read back by them)."""
+        if frame not in self.layers:
+            if not names:
+                return []
+            try:
+                passes = exr.group_passes(exr.read_exr(self.layout.layers_file(frame)), VIEW_LAYER)
+                found = [passes[item.layer] for item in pass_names(names)]
+            except (OSError, KeyError, ValueError) as error:
+                raise StylepassError(
+                    f"The style group layers of frame {frame} cannot be read ({error})."
+                ) from error
+            self.layers[frame] = [_fit(layer, self.size) for layer in found]
+        return self.layers[frame]
+
     def _read(self, path, frame: int) -> np.ndarray:
         try:
             return _fit(png.read_png_float(path)[..., :3], self.size)
@@ -292,7 +313,7 @@ class _Store:
             raise StylepassError(f"Frame {frame} cannot be read back ({error}).") from error
 
     def forget_before(self, frame: int) -> None:
-        for kept in (self.motion, self.beauty, self.pictures):
+        for kept in (self.motion, self.beauty, self.pictures, self.layers):
             for old in [f for f in kept if f < frame]:
                 del kept[old]
 
@@ -333,6 +354,9 @@ def _close_span(
     to_first, to_last = fusion.carry_maps(vectors, depths, forward=not cut)
     key0 = store.picture(start)
     key1 = None if cut else store.picture(end)
+    names = list(waiting[0].prepared.group_names) if waiting else []
+    key0_layers = store.layers_of(start, names)
+    key1_layers = None if cut else store.layers_of(end, names)
     for done, between in enumerate(waiting):
         frame = frames[between.index]
         check_abort(abort)  # frames already written stay: the next run fuses only the rest
@@ -351,13 +375,26 @@ def _close_span(
             out, covered = fusion.fuse_frame(image, keyframes, shown_before, weight)
             return out, {"keyframe": None, "carried_share": float(covered.mean())}
 
+        def fused_layers(layers, offset=offset, where=where, step=step, before=before):
+            # Each group's layer follows the same exact motion as the frame's picture.
+            out = []
+            for k, fresh in enumerate(layers):
+                keyframes = [(to_first[offset], key0_layers[k], 1.0 - where)]
+                if key1_layers is not None:
+                    keyframes.append((to_last[offset], key1_layers[k], where))
+                shown = (step, store.layers_of(before, names)[k])
+                out.append(fusion.fuse_frame(fresh, keyframes, shown, weight)[0])
+            return out
+
         result = between.result
         prepared = replace(between.prepared, runner=lambda *_args, result=result: result)
         prepared.context.update(
             state_key=span.between_key(between.index, first, last, cut),
             keyframes=[start, None if cut else end],
         )
-        store.keep(frame, run(prepared, None, None, postprocess=fused).image)
+        stylised = run(prepared, None, None, postprocess=fused, layer_postprocess=fused_layers)
+        store.keep(frame, stylised.image)
+        store.keep_layers(frame, stylised.alongside.layers)
 
 
 def animation_steps(
@@ -576,6 +613,7 @@ def animation_steps(
                 return planned, prepared, _Between(index, prepared, result)
             stylised = run(prepared, part, abort, postprocess=lambda image: (image, {"keyframe": reason}))
             store.keep(frame, stylised.image)
+            store.keep_layers(frame, stylised.alongside.layers)
             if closing:
                 close(index, cut, PartProgress(progress, 0.5, 1.0), abort)
             return planned, prepared, (stylised, reason)
@@ -601,7 +639,7 @@ def animation_steps(
             written = []
         else:
             stylised, reason = outcome
-            warnings.extend(stylised.alongside or ())
+            warnings.extend(stylised.alongside.warnings)
             summary.keyframes[frame] = reason
             if reason == "cut" and index_of[frame] not in span.cuts:
                 # A new cut: the keyframes after it move. Frames planned from here on see it; the one frame
@@ -640,7 +678,12 @@ def animation_steps(
         image = images.show_sequence(
             compositor.STYLISED_ROLE, STYLISED_IMAGE, first, colour_space, summary.warnings
         )
-        compositor.install(scene, image, sequence=(done[0], done[-1] - done[0] + 1), notes=summary.warnings)
+        names = [item.group.name for item in run_settings.groups]
+        layers = compositor.show_layers(
+            layout.layers_file(done[0]), names, colour_space, summary.warnings, sequence=True
+        )
+        sequence = (done[0], done[-1] - done[0] + 1)
+        compositor.install(scene, image, sequence=sequence, notes=summary.warnings, layers=layers)
     summary.seconds = time.perf_counter() - started
     yield FrameStep(len(frames), len(frames), frames[-1], "done")
 

@@ -3,22 +3,29 @@
 
 The group (a `CompositorNodeTree` datablock, "Stylepass" unless the artist has one by that name) has inputs
 Image (the render), Factor and Mask and outputs Image (render mixed with the stylised image by Factor x Mask)
-and Stylised. It is used by one group node in the scene's tree. A new or default tree gets it wired between
+and Stylised, then the frame's layers (`stylepass_core.compositor_layers`): Line Art, and each style group's
+"<group> Layer" and "<group> Mask". It is used by one group node in the scene's tree. A new or default tree gets it wired between
 Render Layers and the output; a tree the artist built gets the node added and fed from Render Layers, and none
 of their nodes or links change. The group is found by its ownership marker (`ownership.py`), never by name; a
 group whose inside the artist changed keeps their nodes: only its image is updated.
 """
 
+from dataclasses import dataclass
+from pathlib import Path
+
 import bpy
 
+from stylepass_core.compositor_layers import LINE_ART, LayerPasses, pass_names
 from stylepass_core.errors import StylepassError
 
-from . import ownership, versions
+from . import images, ownership, versions
 
 GROUP_NAME = "Stylepass"
 GROUP_ROLE = "group"
 STYLISED_IMAGE = "Stylepass stylised"
 STYLISED_ROLE = "stylised"
+LAYERS_IMAGE = "Stylepass layers"
+LAYERS_ROLE = "layers"
 GROUP_NODE_NAME = "Stylepass"
 
 COMPOSITOR_IS_GROUP = versions.COMPOSITOR_IS_GROUP
@@ -26,6 +33,33 @@ COMPOSITOR_IS_GROUP = versions.COMPOSITOR_IS_GROUP
 
 class CompositorError(StylepassError):
     """The compositor could not be set up; the message says why."""
+
+
+@dataclass(frozen=True)
+class Layers:
+    """The frame's layers file in Stylepass's multilayer Image datablock, and the style groups' passes in it."""
+
+    image: bpy.types.Image
+    passes: tuple[LayerPasses, ...] = ()
+
+    def outputs(self) -> list[tuple[str, str]]:
+        """The group's layer outputs, in order: (name, socket type)."""
+        out = [(LINE_ART, "NodeSocketFloat")]
+        for passes in self.passes:
+            out += [(passes.layer, "NodeSocketColor"), (passes.mask, "NodeSocketFloat")]
+        return out
+
+
+def show_layers(
+    path: Path, group_names: list[str], colour_space: str, notes: list[str], sequence: bool = False
+) -> Layers | None:
+    """The layers file `path` (the first of a sequence) in Stylepass's multilayer image, for `install`; None
+    when there is no such file (a take made before Stylepass wrote one)."""
+    if not path.is_file():
+        return None
+    show = images.show_sequence if sequence else images.show_file
+    image = show(LAYERS_ROLE, LAYERS_IMAGE, path, colour_space, notes)
+    return Layers(image, tuple(pass_names(group_names)))
 
 
 # The group itself -----------------------------------------------------------------------------------------
@@ -54,22 +88,29 @@ def ensure_group(
     sequence: tuple[int, int] | None = None,
     notes: list[str] | None = None,
     label: str | None = None,
+    layers: Layers | None = None,
 ) -> bpy.types.NodeTree:
     """Create, update or rebuild Stylepass's group around `image` (the stylised result). Returns the group.
 
     Args:
         sequence: (first frame, frame count) when `image` is an image sequence with one file per scene frame
             (file 0012 for frame 12): the node then shows the file of the frame being rendered or scrubbed.
+            The layers image is then a sequence too.
         notes: receives a sentence for the artist when a name was taken or their edits were kept.
         label: what the group's image node is labelled: the take it shows ("Take 3 · Style 7"), or
             "Stylised" when None.
+        layers: the frame's layers file, which becomes the group's layer outputs; None for a result without
+            one (a take made before Stylepass wrote them).
     """
     group = find_group()
-    if group is not None and not _is_current(group) and _edited_by_artist(group):
+    if group is not None and not _is_current(group, layers) and _edited_by_artist(group):
         stylised = group.nodes.get("Stylised")
         if stylised is not None and stylised.bl_idname == "CompositorNodeImage":
-            # Their nodes inside stay; only the image the group shows follows the new result.
+            # Their nodes inside stay; only the images the group shows follow the new result.
             _show(stylised, image, sequence, label)
+            shown = group.nodes.get(_LAYERS_NODE)
+            if layers is not None and shown is not None and shown.bl_idname == "CompositorNodeImage":
+                _show(shown, layers.image, sequence, "Layers")
             return group
         # The result has no place left in it: the group is theirs now, and Stylepass makes a new one.
         del group[ownership.ROLE_KEY]
@@ -82,17 +123,25 @@ def ensure_group(
     if group is None:
         group = bpy.data.node_groups.new(GROUP_NAME, "CompositorNodeTree")
         ownership.claim(group, GROUP_ROLE, GROUP_NAME, notes)
-    elif _is_current(group):
+    elif _is_current(group, layers):
         # Re-running only points the group at the new result: rebuilding it costs ~10 ms.
         _show(group.nodes["Stylised"], image, sequence, label)
+        if layers is not None:
+            _show(group.nodes[_LAYERS_NODE], layers.image, sequence, "Layers")
         return group
-    _ensure_socket(group, "Image", "INPUT", "NodeSocketColor")
-    _ensure_socket(
-        group, "Factor", "INPUT", "NodeSocketFloat", default_value=1.0, min_value=0.0, max_value=1.0
-    )
-    _ensure_socket(group, "Mask", "INPUT", "NodeSocketFloat", default_value=1.0, min_value=0.0, max_value=1.0)
-    _ensure_socket(group, "Image", "OUTPUT", "NodeSocketColor")
-    _ensure_socket(group, "Stylised", "OUTPUT", "NodeSocketColor")
+    wanted = _sockets(layers)
+    for item in list(group.interface.items_tree):
+        # Layer outputs of groups that are gone: the sockets go with them.
+        if getattr(item, "item_type", "SOCKET") == "SOCKET" and (item.in_out, item.name) not in {
+            (in_out, name) for in_out, name, _ in wanted
+        }:
+            group.interface.remove(item)
+    for in_out, name, socket_type in wanted:
+        limits = {}
+        if name in ("Factor", "Mask") and in_out == "INPUT":
+            limits = {"default_value": 1.0, "min_value": 0.0, "max_value": 1.0}
+        _ensure_socket(group, name, in_out, socket_type, **limits)
+    _order_outputs(group, [name for in_out, name, _ in wanted if in_out == "OUTPUT"])
     for item in group.interface.items_tree:
         if item.name == "Factor" and item.in_out == "INPUT" and hasattr(item, "subtype"):
             item.subtype = "FACTOR"
@@ -119,43 +168,76 @@ def ensure_group(
     links.new(group_in.outputs["Mask"], by_mask.factor)
     links.new(by_mask.result, group_out.inputs["Image"])
     links.new(stylised.outputs["Image"], group_out.inputs["Stylised"])
+    if layers is not None:
+        shown = nodes.new("CompositorNodeImage")
+        shown.name = _LAYERS_NODE
+        shown.location = (-500, -550)
+        _show(shown, layers.image, sequence, "Layers")
+        # The Image node's outputs are the file's passes (Blender reads the file to list them).
+        for name, _ in layers.outputs():
+            if name in shown.outputs:
+                links.new(shown.outputs[name], group_out.inputs[name])
     group[_LAYOUT_KEY] = _LAYOUT
+    group[_LINKS_KEY] = len(group.links)
     return group
 
 
 # Bump when `ensure_group` builds a different inside, so groups saved in older .blend files are rebuilt.
-_LAYOUT = 1
+_LAYOUT = 2
 _LAYOUT_KEY = "stylepass_layout"
-_SOCKETS = {
+_LINKS_KEY = "stylepass_links"  # how many links the build made (a layer the file lacks has none)
+_LAYERS_NODE = "Layers"
+_SOCKETS = (
     ("INPUT", "Image", "NodeSocketColor"),
     ("INPUT", "Factor", "NodeSocketFloat"),
     ("INPUT", "Mask", "NodeSocketFloat"),
     ("OUTPUT", "Image", "NodeSocketColor"),
     ("OUTPUT", "Stylised", "NodeSocketColor"),
-}
+)
 _NODES = {"Group Input", "Group Output", "Stylised", "Mix by Factor", "Mix by Mask"}
-_LINK_COUNT = 8
+
+
+def _sockets(layers: Layers | None) -> list[tuple[str, str, str]]:
+    """Every socket of the group for `layers`, in order: (in_out, name, socket type)."""
+    extra = [("OUTPUT", name, kind) for name, kind in layers.outputs()] if layers is not None else []
+    return [*_SOCKETS, *extra]
+
+
+def _order_outputs(group, names: list[str]) -> None:
+    """Put the group's outputs in `names` order (new layer outputs are appended where a group was inserted)."""
+    sockets = {
+        item.name: item
+        for item in group.interface.items_tree
+        if getattr(item, "item_type", "SOCKET") == "SOCKET" and item.in_out == "OUTPUT"
+    }
+    for position, name in enumerate(names):
+        item = sockets.get(name)
+        if item is not None and item.position != position:
+            group.interface.move(item, position)
 
 
 def _edited_by_artist(group) -> bool:
     """Whether the artist put nodes of their own inside the group (a grade, a blur...)."""
-    return any(node.name not in _NODES for node in group.nodes)
+    return any(node.name not in _NODES | {_LAYERS_NODE} for node in group.nodes)
 
 
-def _is_current(group) -> bool:
-    """Whether the group is exactly what `ensure_group` builds (this layout, untouched inside)."""
-    if group.get(_LAYOUT_KEY) != _LAYOUT or len(group.links) != _LINK_COUNT:
+def _is_current(group, layers: Layers | None) -> bool:
+    """Whether the group is exactly what `ensure_group` builds for `layers` (this layout, untouched inside)."""
+    if group.get(_LAYOUT_KEY) != _LAYOUT or len(group.links) != group.get(_LINKS_KEY):
         return False
-    if {node.name for node in group.nodes} != _NODES:
+    if {node.name for node in group.nodes} != (_NODES | {_LAYERS_NODE} if layers is not None else _NODES):
         return False
     if group.nodes["Stylised"].bl_idname != "CompositorNodeImage":
         return False
-    sockets = {
+    sockets = [
         (item.in_out, item.name, item.socket_type)
         for item in group.interface.items_tree
         if getattr(item, "item_type", "SOCKET") == "SOCKET"
-    }
-    return sockets == _SOCKETS
+    ]
+    wanted = _sockets(layers)
+    return sorted(sockets) == sorted(wanted) and [s for s in sockets if s[0] == "OUTPUT"] == [
+        s for s in wanted if s[0] == "OUTPUT"
+    ]
 
 
 def _show(node, image: bpy.types.Image | None, sequence: tuple[int, int] | None, label: str | None) -> None:
@@ -268,6 +350,7 @@ def install(
     sequence: tuple[int, int] | None = None,
     notes: list[str] | None = None,
     label: str | None = None,
+    layers: Layers | None = None,
 ) -> bpy.types.Node:
     """Build or update the Stylepass group and its node in the scene's compositor. Returns the group node.
 
@@ -279,8 +362,9 @@ def install(
         sequence: (first frame, frame count) for a per-frame image sequence (see `ensure_group`).
         notes: receives sentences for the artist (a name that was taken, edits that were kept).
         label: the take the group shows, for its image node's label (see `ensure_group`).
+        layers: the frame's layers file (see `ensure_group`).
     """
-    group = ensure_group(image, sequence, notes, label)
+    group = ensure_group(image, sequence, notes, label, layers)
     tree = scene_tree(scene)
     node = find_group_node(tree)
     if node is not None:

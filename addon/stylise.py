@@ -19,12 +19,18 @@ from pathlib import Path
 import bpy
 import numpy as np
 
-from stylepass_core import exr
-from stylepass_core.engine_api import Aborted, NullProgress, Progress, StyleRequest, get_engine
+from stylepass_core import compositor_layers, exr, imageops
+from stylepass_core.engine_api import Aborted, NullProgress, Progress, Regions, StyleRequest, get_engine
 from stylepass_core.errors import StylepassError
 from stylepass_core.jobs import BackgroundJob, PartProgress, ProgressEvent
 from stylepass_core.output_layout import ensure_writable
-from stylepass_core.settings import EngineSettings, FrameSettings, PassSettings, SettingsError
+from stylepass_core.settings import (
+    GROUPS_AS_REGIONS,
+    EngineSettings,
+    FrameSettings,
+    PassSettings,
+    SettingsError,
+)
 from stylepass_core.style_groups import GroupedFinish, StyleGroup, assign, layer_map
 from stylepass_core.stylise_job import EngineRunner, Finish, StylisedFrame, run_in_process, stylise_frame
 from stylepass_core.takes import FrameTakes
@@ -124,9 +130,11 @@ class PreparedFrame:
     warnings: list[str] = field(default_factory=list)
     takes: FrameTakes | None = None  # where `run` keeps the frame's numbered take; None keeps none
     # Style groups: each group's request and mix, and the layer map and depth they are composited by.
-    groups: tuple[tuple[StyleRequest, Finish], ...] = ()
+    groups: tuple[tuple[StyleRequest | None, Finish], ...] = ()  # None: a region of the frame's own run
     group_layer: np.ndarray | None = None
     group_depth: np.ndarray | None = None
+    group_names: tuple[str, ...] = ()
+    layers_exr: Path | None = None  # the compositor's layers file (`stylepass_core.compositor_layers`)
 
     @property
     def engine(self) -> str:
@@ -253,6 +261,11 @@ def _check_groups(run: RunSettings, remote: bool) -> tuple[CheckedGroup, ...]:
     checked = []
     for scene_group in run.groups:
         group = scene_group.group
+        if group.settings.STYLE_GROUPS == GROUPS_AS_REGIONS:
+            # One run with the scene's models: a region takes only its prompts (the engine's call), so the
+            # group's models and pictures are neither needed nor checked.
+            checked.append(CheckedGroup(group, {}, {}))
+            continue
         owner = f"Style group '{group.name}': "
         problem = group.settings.not_ready()
         if problem:
@@ -312,8 +325,8 @@ def engine_inputs(
     settings = run.engine
     if run.groups and not settings.STYLE_GROUPS:
         raise StylepassError(
-            f"Style groups work with the Neural Style engine so far; {settings.LABEL} does not take them "
-            "yet (per-group prompts need regional prompting). Remove the style groups or switch the engine."
+            f"The {settings.LABEL} engine does not take style groups. Remove the style groups or switch the "
+            "engine."
         )
     # Objects linked since the last update are not in the view layer's list until it syncs (5.x defers it).
     view_layer.update()
@@ -433,6 +446,8 @@ def build(checked: CheckedFrame, passes: PassSet) -> PreparedFrame:
         "pass_timings": passes.timings,
     }
     groups, group_layer, group_depth, group_warnings = _group_requests(checked, passes, request, finish_with)
+    if groups and settings.STYLE_GROUPS == GROUPS_AS_REGIONS:
+        request = _with_regions(request, checked, group_layer)
     if groups:
         context["style_groups"] = [
             {
@@ -453,6 +468,7 @@ def build(checked: CheckedFrame, passes: PassSet) -> PreparedFrame:
         json_path=layout.stylised_file(passes.frame, "json"),
         context=context,
         compositor_exr=layout.compositor_file(passes.frame),
+        layers_exr=layout.layers_file(passes.frame),
         takes=FrameTakes(layout, passes.frame),
         compositor=_resolve_target(checked.target),
         runner=checked.runner,
@@ -463,6 +479,7 @@ def build(checked: CheckedFrame, passes: PassSet) -> PreparedFrame:
         groups=groups,
         group_layer=group_layer,
         group_depth=group_depth,
+        group_names=tuple(item.group.name for item in checked.groups),
     )
 
 
@@ -483,17 +500,41 @@ def _group_requests(checked: CheckedFrame, passes: PassSet, request: StyleReques
         assignment, warnings = assign(entries, [item.group for item in checked.groups])
     except ValueError as error:
         raise StylepassError(str(error)) from error
+    layer = layer_map(np.asarray(passes.maps["object_index"]).astype(np.int32), assignment)
+    regional = request.settings.STYLE_GROUPS == GROUPS_AS_REGIONS
     groups = []
     for item in checked.groups:
-        group_request = replace(request, settings=item.group.settings, images=item.pictures)
+        # Regions: the frame's one run makes every group's picture (None), conditioned by `request.regions`.
+        group_request = (
+            None if regional else replace(request, settings=item.group.settings, images=item.pictures)
+        )
         frame = replace(checked.frame, strength=item.group.strength, keep_colours=item.group.keep_colours)
         try:
-            group_request.validate()
+            if group_request is not None:
+                group_request.validate()
         except ValueError as error:
             raise StylepassError(f"Style group '{item.group.name}': invalid settings: {error}") from error
         groups.append((group_request, replace(scene_finish, frame=frame)))
-    layer = layer_map(np.asarray(passes.maps["object_index"]).astype(np.int32), assignment)
     return tuple(groups), layer, np.asarray(passes.raw["depth"], dtype=np.float32), warnings
+
+
+def _with_regions(request: StyleRequest, checked: CheckedFrame, layer: np.ndarray) -> StyleRequest:
+    """The frame's request with the style groups as regions of its one run (`GROUPS_AS_REGIONS` engines).
+
+    Raises:
+        StylepassError: a group's settings make invalid regions.
+    """
+    regions = Regions(
+        layer=layer.astype(np.uint8 if len(checked.groups) < 256 else np.int32),
+        settings=tuple(item.group.settings for item in checked.groups),
+        names=tuple(item.group.name for item in checked.groups),
+    )
+    regional = replace(request, regions=regions)
+    try:
+        regional.validate()
+    except ValueError as error:
+        raise StylepassError(f"Invalid style groups: {error}") from error
+    return regional
 
 
 def grouped_finish(prepared: PreparedFrame, progress: Progress | None, abort: threading.Event | None):
@@ -506,16 +547,23 @@ def grouped_finish(prepared: PreparedFrame, progress: Progress | None, abort: th
     if not prepared.groups:
         return prepared.finish
     progress = progress or NullProgress()
-    share = 1.0 / (len(prepared.groups) + 1)  # the frame's own run takes the last share
+    runs = sum(request is not None for request, _ in prepared.groups)
+    share = 1.0 / (runs + 1)  # the frame's own run takes the last share
     layers = []
-    for number, (request, finish) in enumerate(prepared.groups):
+    for request, finish in prepared.groups:
+        if request is None:  # a region of the frame's own run
+            layers.append((None, finish))
+            continue
+        number = len([picture for picture, _ in layers if picture is not None])
         part = PartProgress(progress, number * share, (number + 1) * share)
         try:
             result = prepared.runner(request.engine, request, part, abort)
         except (ValueError, OSError, MemoryError) as error:
             raise StylepassError(f"The {prepared.engine} engine failed on a style group: {error}") from error
         layers.append((result.image, finish))
-    return GroupedFinish(prepared.finish, tuple(layers), prepared.group_layer, prepared.group_depth)
+    return GroupedFinish(
+        prepared.finish, tuple(layers), prepared.group_layer, prepared.group_depth, prepared.group_names
+    )
 
 
 @contextmanager
@@ -629,30 +677,45 @@ def run(
     progress: Progress | None = None,
     abort: threading.Event | None = None,
     postprocess=None,
+    layer_postprocess=None,
 ) -> StylisedFrame:
     """The engine and the result files (any thread; touches no bpy). `postprocess` see `stylise_frame`.
 
     Besides the PNG and its record it writes the compositor's copy: the scene-linear pixels that the scene's
-    view transform turns back into the PNG, as an EXR (half float unless the view needs more range).
-    `frame.alongside` holds its warnings. Without `postprocess` the three files are also kept as the frame's
-    next numbered take (`stylepass_core.takes`; `frame.take` names it), so no earlier result is lost.
+    view transform turns back into the PNG, as an EXR (half float unless the view needs more range), and the
+    compositor's layers file (`compositor_layers`: each style group's layer and mask, and the line art).
+    `frame.alongside` is a `CompositorCopy` (warnings, the layers as written). Without `postprocess` the files
+    are also kept as the frame's next numbered take (`stylepass_core.takes`; `frame.take` names it), so no
+    earlier result is lost.
+
+    Args:
+        layer_postprocess: turns the style groups' scene-linear layers (in group order) into the ones written
+            (an animation's in-between frames fuse them along the motion like the frame itself).
 
     Raises:
         StylepassError: the engine or a file write failed (the message says which); Aborted when `abort` was set.
     """
+    finish_with = grouped_finish(prepared, progress, abort)
 
-    def compositor_copy(image, place) -> list[str]:
+    def compositor_copy(image, place) -> CompositorCopy:
         pixels, warnings = prepared.compositor.convert(image)
         channels = {c: pixels[..., i] for i, c in enumerate("RGB")}
         exr.write_exr(place(prepared.compositor_exr), channels, half=pixels.dtype == np.float16)
-        return warnings
+        layers = _group_layers(prepared, finish_with, layer_postprocess)
+        line_art = prepared.passes.maps.get("lineart")
+        if line_art is not None and line_art.shape != image.shape[:2]:
+            line_art = imageops.resize_nearest(line_art, image.shape[:2])
+        if prepared.layers_exr is not None and (layers or line_art is not None):
+            channels = compositor_layers.channels(layers, line_art)
+            exr.write_exr(place(prepared.layers_exr), channels, half=True)
+        return CompositorCopy(warnings, [picture for _, picture, _ in layers])
 
     try:
         return stylise_frame(
             prepared.request,
             prepared.png_path,
             prepared.json_path,
-            finish=grouped_finish(prepared, progress, abort),
+            finish=finish_with,
             # The take's colour space travels with its record, for when it is chosen again.
             context=dict(prepared.context, compositor_colour_space=prepared.compositor.colour_space),
             progress=progress,
@@ -670,6 +733,27 @@ def run(
         raise StylepassError(f"The {prepared.engine} engine failed: {error}") from error
 
 
+@dataclass
+class CompositorCopy:
+    """What `run` wrote for the compositor besides the PNG: warnings for the artist, and the style groups'
+    scene-linear layers as the layers file holds them (in group order; empty without groups)."""
+
+    warnings: list[str]
+    layers: list[np.ndarray]
+
+
+def _group_layers(prepared: PreparedFrame, finish_with, layer_postprocess):
+    """Each style group's passes, scene-linear layer and mask, for the layers file."""
+    if not isinstance(finish_with, GroupedFinish):
+        return []
+    pictures, weights = finish_with.last()  # what the composite just used
+    linear = [prepared.compositor.convert(picture)[0] for picture in pictures[1:]]
+    if layer_postprocess is not None:
+        linear = layer_postprocess(linear)
+    names = compositor_layers.pass_names(finish_with.names or [f"Group {n + 1}" for n in range(len(linear))])
+    return [(names[k], linear[k], weights[k + 1]) for k in range(len(linear))]
+
+
 def finish(
     scene: bpy.types.Scene, prepared: PreparedFrame, frame: StylisedFrame
 ) -> tuple[bpy.types.Image, list]:
@@ -679,7 +763,7 @@ def finish(
         StylepassError: the compositor cannot take the group (the message says why).
     """
     # The compositor works in scene-linear light: it shows the EXR `run` wrote beside the PNG.
-    warnings = list(frame.alongside or [])
+    warnings = list(frame.alongside.warnings if frame.alongside is not None else [])
     image = images.show_file(
         compositor.STYLISED_ROLE,
         STYLISED_IMAGE,
@@ -688,7 +772,13 @@ def finish(
         warnings,
     )
     label = frame.take.name if frame.take is not None else None  # the group's image node names the take
-    compositor.install(scene, image, notes=warnings, label=label)
+    layers = None
+    if prepared.layers_exr is not None:
+        colour_space = prepared.compositor.colour_space
+        layers = compositor.show_layers(
+            prepared.layers_exr, list(prepared.group_names), colour_space, warnings
+        )
+    compositor.install(scene, image, notes=warnings, label=label, layers=layers)
     if prepared.new_seed is not None:
         scene.stylepass.seed = prepared.new_seed
     if not scene.render.use_compositing:

@@ -6,6 +6,7 @@ scene's takes folder, keeps the panels' reading cheap, and makes the compositor 
 """
 
 import functools
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,7 +97,7 @@ def choose(scene: bpy.types.Scene, number: int) -> tuple[Chosen, FrameTakes, lis
     notes: list[str] = []
     exr = takes.layout.compositor_file(takes.frame)
     if exr.is_file():
-        _show(scene, chosen.entry, exr, notes)
+        _show(scene, chosen.entry, takes, notes)
     else:
         notes.append(
             f"{chosen.entry.name} has no compositor copy ({exr}), so the compositor still shows what it showed."
@@ -104,8 +105,9 @@ def choose(scene: bpy.types.Scene, number: int) -> tuple[Chosen, FrameTakes, lis
     return chosen, takes, notes
 
 
-def _show(scene: bpy.types.Scene, entry: TakeEntry, exr: Path, notes: list[str]) -> None:
-    """Have the Stylepass image show the frame's new current file, as `stylise.finish` does for a new one."""
+def _show(scene: bpy.types.Scene, entry: TakeEntry, takes: FrameTakes, notes: list[str]) -> None:
+    """Have the Stylepass images show the frame's new current files, as `stylise.finish` does for a new one."""
+    exr = takes.layout.compositor_file(takes.frame)
     image = ownership.find(bpy.data.images, compositor.STYLISED_ROLE)
     in_sequence = (
         image is not None
@@ -128,7 +130,25 @@ def _show(scene: bpy.types.Scene, entry: TakeEntry, exr: Path, notes: list[str])
             compositor.STYLISED_ROLE, compositor.STYLISED_IMAGE, exr, colour_space, notes
         )
         label = entry.name
-    compositor.install(scene, image, notes=notes, label=label)
+    names = [group.get("name", "") for group in _record_context(takes.record_path).get("style_groups") or ()]
+    layers_file = takes.layout.layers_file(takes.frame)
+    layers = None
+    # A take made before Stylepass wrote layers files has none: another take's file must not stand in for it.
+    if in_sequence or layers_file.relative_to(takes.base).as_posix() in entry.files.values():
+        layers = compositor.show_layers(
+            layers_file, names, image.colorspace_settings.name, notes, in_sequence
+        )
+    compositor.install(scene, image, notes=notes, label=label, layers=layers)
+
+
+def _record_context(path: Path) -> dict:
+    """The context of the record at `path` (empty when unreadable)."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    context = record.get("context") if isinstance(record, dict) else None
+    return context if isinstance(context, dict) else {}
 
 
 def _known_colour_space(name: str) -> bool:

@@ -285,7 +285,7 @@ def _pass_exr(layout: SceneLayout, name: str, frame: int) -> dict[str, np.ndarra
     return exr.read_exr(layout.pass_file(name, frame, "exr"))
 
 
-def _motion(layout: SceneLayout, frame: int) -> tuple[np.ndarray, np.ndarray]:
+def motion(layout: SceneLayout, frame: int) -> tuple[np.ndarray, np.ndarray]:
     """A frame's `(H, W, 4)` Vector and `(H, W)` Depth passes."""
     raw = _pass_exr(layout, "vector", frame)
     return np.stack([raw[c] for c in "XYZW"], axis=-1), _pass_exr(layout, "depth", frame)["Z"]
@@ -310,7 +310,7 @@ def sequence_figures(layout: SceneLayout, frames: Sequence[int], stylised_dir=No
     for frame in frames:
         image = png.read_png_float(folder / f"{frame:04d}.png")[..., :3]
         images.append(image)
-        vec, depth = _motion(layout, frame)
+        vec, depth = motion(layout, frame)
         _check_size(frame, vec, image)
         if previous is not None:
             vectors.append(vec)
@@ -374,11 +374,11 @@ def shot_figures(layout: SceneLayout, frames: Sequence[int], stylised_dir: Path 
 
     # 2. Read the pictures, and the motion of every scene frame between the first and the last
     images = [png.read_png_float(folder / f"{frame:04d}.png")[..., :3] for frame in frames]
-    motion = [_motion(layout, frame) for frame in range(frames[0], frames[-1] + 1)]
-    _check_size(frames[0], motion[0][0], images[0])
+    motions = [motion(layout, frame) for frame in range(frames[0], frames[-1] + 1)]
+    _check_size(frames[0], motions[0][0], images[0])
 
     # 3. Figures
-    errors = carried_warping_errors(images, step_maps([m[0] for m in motion], [m[1] for m in motion], step))
+    errors = carried_warping_errors(images, step_maps([m[0] for m in motions], [m[1] for m in motions], step))
     measured = [(error, frame) for error, frame in zip(errors, frames, strict=True) if error is not None]
     if not measured:
         raise ValueError(f"frames {frames}: no pixel of any frame is seen in the frame before")

@@ -50,7 +50,12 @@ def draw_style_groups(layout: bpy.types.UILayout, scene: bpy.types.Scene) -> Non
     split.prop(group, "semantic_class")
     split.separator()
     cls = chosen_engine(settings)
-    draw_engine_settings(split, getattr(group, cls.PROPERTY), cls)
+    if cls.REGION_FIELDS:
+        # The frame's one run takes everything else from the scene: only what the region changes is shown.
+        for name in cls.REGION_FIELDS:
+            split.prop(getattr(group, cls.PROPERTY), name)
+    else:
+        draw_engine_settings(split, getattr(group, cls.PROPERTY), cls)
     split.prop(group, "strength")
     split.prop(group, "keep_colours")
 

@@ -250,6 +250,26 @@ def _buffer_of(source: str | os.PathLike | bytes) -> np.ndarray:
     return buffer[:filled]
 
 
+def channel_names(path: str | os.PathLike) -> list[str]:
+    """The channel names of a single-part EXR file, read from its header alone (a layers file's header is a
+    few hundred bytes; its pixels may be tens of megabytes).
+
+    Raises:
+        ExrError: not an EXR, or a header this reader does not parse; OSError: the file cannot be read.
+    """
+    with open(path, "rb") as handle:
+        head = handle.read(64 * 1024)
+    cursor = _Cursor(memoryview(head))
+    if bytes(cursor.take(4, "magic number")) != _MAGIC:
+        raise ExrError("not an OpenEXR file (bad magic number)")
+    cursor.take(4, "version")
+    part = _Part(0)
+    _parse_header(cursor, part)
+    if part.channels is None:
+        raise ExrError("EXR header lacks its channel list")
+    return [name for name, *_ in part.channels]
+
+
 def read_exr(source: str | os.PathLike | bytes) -> dict[str, np.ndarray]:
     """Read every channel of an uncompressed scanline OpenEXR file, single- or multi-part.
 

@@ -115,6 +115,11 @@ class SceneLayout:
         """The stylised frame as the compositor shows it: scene-linear pixels in an EXR."""
         return self.stylised_dir / "compositor" / f"{frame:04d}.exr"
 
+    def layers_file(self, frame: int) -> Path:
+        """The frame's compositor layers: each style group's stylised layer and mask, and the line art, as the
+        passes of one multilayer EXR (`stylepass_core.compositor_layers`)."""
+        return self.stylised_dir / "layers" / f"{frame:04d}.exr"
+
     def takes_dir(self, frame: int) -> Path:
         """Every take of the frame (numbered copies of its files) and their index (see `takes.py`)."""
         return self.stylised_dir / "takes" / f"{frame:04d}"

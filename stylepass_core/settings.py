@@ -163,6 +163,12 @@ class Settings:
         return found
 
 
+GROUPS_AS_LAYERS = "layers"
+"""`EngineSettings.STYLE_GROUPS`: each style group is its own run of the engine, composited by the object masks."""
+GROUPS_AS_REGIONS = "regions"
+"""`EngineSettings.STYLE_GROUPS`: one run of the engine, each group's settings applied inside its region only."""
+
+
 class EngineSettings(Settings):
     """Settings of one engine. Subclasses are frozen dataclasses registered with `register_settings`.
 
@@ -174,9 +180,12 @@ class EngineSettings(Settings):
         PROPERTY: the attribute under `scene.stylepass` that holds these settings in Blender.
         NEEDS_WORKER: runs in a worker process (needs torch), not inside Blender.
         USES_SEED: the result depends on the seed.
-        STYLE_GROUPS: objects can get their own style (`stylepass_core.style_groups`): one run per group,
-            composited by the object masks. An engine that must condition regions within one run (diffusion's
-            regional prompting) says False until it can.
+        STYLE_GROUPS: how objects get their own style (`stylepass_core.style_groups`): `GROUPS_AS_LAYERS`, one
+            run per group composited by the object masks (neural style); `GROUPS_AS_REGIONS`, one run in which
+            each group's settings condition only its region (`StyleRequest.regions`: diffusion's regional
+            prompting); "" for none.
+        REGION_FIELDS: with `GROUPS_AS_REGIONS`, the fields a group's settings give its region (a prompt);
+            the rest of the run's settings are the scene's.
         HOST_FIELDS: fields that belong to the machine, not the scene (the device): Blender keeps them in
             the add-on's preferences.
     """
@@ -189,7 +198,8 @@ class EngineSettings(Settings):
     PROPERTY: ClassVar[str]
     NEEDS_WORKER: ClassVar[bool] = False
     USES_SEED: ClassVar[bool] = False
-    STYLE_GROUPS: ClassVar[bool] = False
+    STYLE_GROUPS: ClassVar[str] = ""
+    REGION_FIELDS: ClassVar[tuple[str, ...]] = ()
     HOST_FIELDS: ClassVar[tuple[str, ...]] = ()
 
     def not_ready(self) -> str:

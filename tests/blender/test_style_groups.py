@@ -11,10 +11,12 @@ import pytest
 from conftest import addon_module, readme_python_examples
 from scenes import known_scene
 
-from stylepass_core import png
+from stylepass_core import compositor_layers, exr, png
 from stylepass_core.errors import StylepassError
 
+compositor = addon_module("addon.compositor")
 stylise = addon_module("addon.stylise")
+takes = addon_module("addon.takes")
 
 
 def _scene(empty_file, out_dir):
@@ -125,10 +127,6 @@ def test_bad_groups_are_refused_with_the_group_named_and_nothing_written(empty_f
     image_group.neural_style.style_source = "IMAGE"
     with pytest.raises(StylepassError, match="Style group 'Picture': Style Image is needed"):
         _stylise(scene)
-    scene.stylepass.engine = "DIFFUSION"
-    scene.stylepass.diffusion.model = "some/model"
-    with pytest.raises(StylepassError, match="Style groups work with the Neural Style engine so far"):
-        stylise.check(scene, bpy.context.view_layer, stylise.RunSettings.from_scene(scene))
     assert not list(out_dir.rglob("*.png"))
     del empty
 
@@ -182,3 +180,66 @@ def test_the_readme_style_group_example_runs(empty_file, out_dir):
     exec(compile(example, "README.md", "exec"), {})
     record = json.loads((out_dir / scene.name / "stylised" / "0001.json").read_text())
     assert [(g["name"], g["objects"]) for g in record["context"]["style_groups"]] == [("Buildings", ["Box"])]
+
+
+def _final_input(scene):
+    if compositor.COMPOSITOR_IS_GROUP:
+        tree = scene.compositing_node_group
+        return tree, next(n for n in tree.nodes if n.bl_idname == "NodeGroupOutput").inputs[0]
+    tree = scene.node_tree
+    return tree, next(n for n in tree.nodes if n.bl_idname == "CompositorNodeComposite").inputs["Image"]
+
+
+def _composited(scene, socket, path):
+    """F12 with `socket` as the compositor's result, saved as a 32-bit EXR: its scene-linear RGB."""
+    tree, final = _final_input(scene)
+    tree.links.new(socket, final)
+    scene.render.filepath = str(path)
+    settings = scene.render.image_settings
+    if hasattr(settings, "media_type"):
+        settings.media_type = "IMAGE"
+    settings.file_format = "OPEN_EXR"
+    settings.color_depth, settings.exr_codec, settings.color_mode = "32", "NONE", "RGB"
+    scene.render.use_file_extension = False
+    assert bpy.ops.render.render(write_still=True) == {"FINISHED"}
+    channels = exr.read_exr(path)
+    return np.stack([channels[c] for c in "RGB"], axis=-1)
+
+
+def test_the_compositor_shows_each_groups_layer_and_mask_as_on_disk(empty_file, out_dir, tmp_path):
+    scene, objects = _scene(empty_file, out_dir)
+    scene.view_settings.view_transform = "Standard"
+    _add_group(scene, "Ink", "style_03", objects["box"]).strength = 0.8
+    _add_group(scene, "Wash.2", "style_05", objects["sphere"])
+    _, result = _stylise(scene)
+    layers_file = out_dir / scene.name / "stylised" / "layers" / "0001.exr"
+    on_disk = exr.group_passes(exr.read_exr(layers_file), compositor_layers.VIEW_LAYER)
+    # A dot would split the channel name: "Wash.2" becomes "Wash_2".
+    assert sorted(on_disk) == ["Ink Layer", "Ink Mask", "Line Art", "Wash_2 Layer", "Wash_2 Mask"]
+    tree, final = _final_input(scene)
+    node = compositor.find_group_node(tree)
+    assert [s.name for s in node.outputs] == [
+        "Image", "Stylised", "Line Art", "Ink Layer", "Ink Mask", "Wash_2 Layer", "Wash_2 Mask"
+    ]  # fmt: skip
+    wired_to_final = final.links[0].from_socket
+    for name, passes in on_disk.items():
+        shown = _composited(scene, node.outputs[name], tmp_path / f"{name}.exr")
+        expected = passes if passes.shape[-1] == 3 else np.repeat(passes, 3, axis=-1)
+        np.testing.assert_array_equal(shown, expected, err_msg=name)
+    # The masks: 1 inside each group's objects (3 px in), 0 far outside; the layers are the whole frame.
+    box = _erode(_mask(result, "Box"), 3)
+    assert on_disk["Ink Mask"][box].min() == 1.0 and on_disk["Wash_2 Mask"][box].max() == 0.0
+    assert np.abs(np.diff(on_disk["Ink Layer"], axis=1)).mean() > 0.01  # a style, not a flat colour
+    assert 0.0 < on_disk["Line Art"].mean() < 0.5
+    tree.links.new(wired_to_final, final)
+
+    # A group removed: its outputs go, the artist's link from Image stays, and the first take still has its layers.
+    scene.stylepass.style_groups.remove(1)
+    _stylise(scene)
+    assert [s.name for s in node.outputs] == ["Image", "Stylised", "Line Art", "Ink Layer", "Ink Mask"]
+    assert final.links[0].from_socket == node.outputs["Image"]
+    takes.choose(scene, 1)
+    assert [s.name for s in node.outputs][-2:] == ["Wash_2 Layer", "Wash_2 Mask"]
+    kept = out_dir / scene.name / "stylised" / "takes" / "0001"
+    assert sorted(p.name for p in kept.glob("001.*")) == ["001.exr", "001.json", "001.layers.exr", "001.png"]
+    assert exr.read_exr(layers_file).keys() == exr.read_exr(kept / "001.layers.exr").keys()

@@ -134,6 +134,31 @@ def test_a_lost_or_broken_index_is_found_again_from_the_files(tmp_path):
     assert [t["number"] for t in json.loads(index_path.read_text())["takes"]] == [1, 2, 3]
 
 
+def test_the_compositor_layers_file_is_kept_with_its_take_and_found_again(tmp_path):
+    # Two files of a take end in .exr: the layers file is kept as "NNN.layers.exr", never over the copy.
+    layout = _layout(tmp_path)
+
+    def copies(levels, place):
+        place(layout.compositor_file(FRAME)).write_bytes(b"colour" + levels.tobytes())
+        place(layout.layers_file(FRAME)).write_bytes(b"layers" + levels.tobytes())
+
+    _stylise(layout, 20, alongside=copies)
+    _stylise(layout, 60, alongside=copies)
+    folder = layout.takes_dir(FRAME)
+    assert (folder / "001.layers.exr").read_bytes().startswith(b"layers")
+    assert (folder / "001.exr").read_bytes().startswith(b"colour")
+    (folder / "takes.json").unlink()
+    first = FrameTakes(layout, FRAME).read().takes[0]
+    assert first.files == {
+        "001.exr": "compositor/0001.exr",
+        "001.json": "0001.json",
+        "001.layers.exr": "layers/0001.exr",
+        "001.png": "0001.png",
+    }
+    FrameTakes(layout, FRAME).choose(1)
+    assert layout.layers_file(FRAME).read_bytes() == (folder / "001.layers.exr").read_bytes()
+
+
 def test_a_take_keeps_copies_not_links(tmp_path):
     # A program saving over the current file in place (Blender's Image > Save) must not change a take.
     layout = _layout(tmp_path)
