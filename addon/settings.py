@@ -16,6 +16,7 @@ from bpy.props import (
 )
 
 from stylepass_core import conditioning
+from stylepass_core.engines.comfyui import ComfyUISettings
 from stylepass_core.engines.diffusion import DiffusionSettings
 from stylepass_core.engines.diffusion.presets import apply_preset
 from stylepass_core.settings import SCENE_GROUPS, EngineSettings, FrameSettings, engine_settings
@@ -247,10 +248,18 @@ class StylepassPreferences(bpy.types.AddonPreferences):
         box.operator("stylepass.model_folder_add", icon="ADD")
         box.operator("stylepass.release_memory", icon="X")
 
+        box = layout.box()
+        box.label(text="ComfyUI engine: a server you run, with its own models", icon="NODETREE")
+        for name in ComfyUISettings.HOST_FIELDS:
+            box.prop(self, name)
+
 
 # The diffusion engine's machine-level settings (device, downloads) live here, generated like the scene's.
 StylepassPreferences.__annotations__.update(
     properties.annotations(DiffusionSettings, only=DiffusionSettings.HOST_FIELDS)
+)
+StylepassPreferences.__annotations__.update(
+    properties.annotations(ComfyUISettings, only=ComfyUISettings.HOST_FIELDS)
 )
 
 

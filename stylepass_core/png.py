@@ -72,10 +72,15 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
 def write_png(
     path: str | os.PathLike, image: np.ndarray, bit_depth: int = 8, compress_level: int = 1
 ) -> None:
-    """Write an image as a non-interlaced PNG, atomically.
+    """Write an image as a non-interlaced PNG (`encode_png`), atomically: through a temporary file in the same
+    folder, then renamed over `path`."""
+    write_blocks(path, _png_blocks(image, bit_depth, compress_level))
+
+
+def encode_png(image: np.ndarray, bit_depth: int = 8, compress_level: int = 1) -> bytes:
+    """An image as the bytes of a non-interlaced PNG (to send, not to keep).
 
     Args:
-        path: Destination; written through a temporary file in the same folder, then renamed over it.
         image: `(H, W)` or `(H, W, C)` with C = 1 (grey), 2 (grey + alpha), 3 (RGB) or 4 (RGBA). Floats are
             taken as [0, 1] (clipped, then rounded to the nearest level); uint8 and uint16 are stored as is.
         bit_depth: 8 or 16. Must be 8 for uint8 and 16 for uint16 input.
@@ -84,6 +89,10 @@ def write_png(
     Raises:
         ValueError: Unsupported shape, dtype, bit depth, level, or a float image containing NaN.
     """
+    return b"".join(_png_blocks(image, bit_depth, compress_level))
+
+
+def _png_blocks(image: np.ndarray, bit_depth: int, compress_level: int) -> list:
     # 1. Check inputs.
     image = np.asarray(image)
     if bit_depth not in (8, 16):
@@ -117,7 +126,7 @@ def write_png(
     blocks = [_SIGNATURE, _chunk(b"IHDR", header)]
     blocks += [_chunk(b"IDAT", piece) for piece in pieces]
     blocks.append(_chunk(b"IEND", b""))
-    write_blocks(path, blocks)
+    return blocks
 
 
 def _runs(indices: np.ndarray) -> list[tuple[int, int]]:

@@ -112,7 +112,7 @@ def test_from_plain_refuses_clearly():
 
 
 def test_engine_ids_come_from_the_registry():
-    assert [cls.ENGINE for cls in engine_settings()] == ["NEURAL_STYLE", "DIFFUSION"]
+    assert [cls.ENGINE for cls in engine_settings()] == ["NEURAL_STYLE", "DIFFUSION", "COMFYUI"]
     assert settings_class("DIFFUSION") is DiffusionSettings
     assert all(issubclass(cls, EngineSettings) for cls in engine_settings())
 

@@ -1,0 +1,184 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""`ComfyUISettings`: every setting of the ComfyUI engine, declared once (see `stylepass_core.settings`).
+
+Where a setting means what the diffusion engine's does, it has the diffusion engine's name, range and type:
+the prompt, negative prompt and style words, steps, guidance, denoise, the controls (`ControlUnit`: which pass
+drives which ControlNet, weight, start, end) and the LoRAs (`Lora`). Model names are the server's own (as its
+`/object_info` lists them), never files on this machine. ComfyUI names its sampling method in two parts,
+*Sampler* and *Scheduler*; they keep ComfyUI's names because that is what an artist sees in its node.
+"""
+
+from dataclasses import dataclass
+
+from ...settings import EngineSettings, SettingsError, setting
+from ..diffusion.settings import MAX_GUIDANCE, MAX_LORAS, MAX_STEPS, STYLE_PRESETS, ControlUnit, Lora
+
+DEFAULT_SERVER = "http://127.0.0.1:8188"
+WORKFLOW_INPUTS = (
+    "beauty",
+    "depth",
+    "normal",
+    "lineart",
+    "segmentation",
+    "prompt",
+    "negative_prompt",
+    "seed",
+)
+"""What Stylepass can feed into an artist's own workflow, each onto the node titled `Stylepass <Input>`."""
+
+
+@dataclass(frozen=True)
+class ComfyUISettings(EngineSettings):
+    """A ComfyUI server the artist already runs: Stylepass builds the workflow from the passes (or fills in the
+    artist's own), sends it and brings the picture back."""
+
+    ENGINE = "COMFYUI"
+    LABEL = "ComfyUI"
+    DESCRIPTION = "A ComfyUI server you run, with its own checkpoints, LoRAs and ControlNets"
+    ORDER = 30
+    PROPERTY = "comfyui"
+    USES_SEED = True
+    HOST_FIELDS = ("comfyui_server", "comfyui_headers", "comfyui_timeout")
+
+    # Model
+    checkpoint: str = setting(
+        "", "Checkpoint", "A checkpoint on the server (its CheckpointLoaderSimple list)"
+    )
+    # Prompt
+    prompt: str = setting("", "Prompt", "What the image should look like (any length)")
+    negative_prompt: str = setting(
+        "blurry, low quality", "Negative Prompt", "What the image should not look like"
+    )
+    style_preset: str = setting(
+        "none",
+        "Style",
+        "Words added to the prompt for a common look",
+        choices=tuple((key, label, f"Adds: {words}" if words else "The prompt alone")
+                      for key, (label, words, _) in STYLE_PRESETS.items()),
+    )  # fmt: skip
+    # Sampling
+    steps: int = setting(20, "Steps", "Denoising steps", min=1, max=MAX_STEPS, soft_max=60)
+    guidance: float = setting(
+        7.0, "Guidance", "How closely to follow the prompt (ComfyUI's CFG)", min=0.0, max=MAX_GUIDANCE,
+        soft_max=15.0,
+    )  # fmt: skip
+    denoise: float = setting(
+        0.75,
+        "Denoise",
+        "How much of the beauty pass is repainted: 1 paints from noise (text to image), lower keeps more of "
+        "the render (image to image)",
+        min=0.01,
+        max=1.0,
+        subtype="FACTOR",
+    )
+    sampler: str = setting("euler", "Sampler", "ComfyUI's sampler (its KSampler's sampler_name)")
+    scheduler: str = setting("normal", "Scheduler", "ComfyUI's noise schedule (its KSampler's scheduler)")
+    # Steering: the server's ControlNets and LoRAs, by the names it lists
+    controls: tuple[ControlUnit, ...] = setting((), "Controls", "ControlNet units", item=ControlUnit)
+    loras: tuple[Lora, ...] = setting((), "LoRAs", "LoRAs on the server mixed into the model", item=Lora)
+    # Bring your own workflow
+    workflow: str = setting(
+        "",
+        "Workflow",
+        "A workflow saved from ComfyUI in API format (Export (API)); Stylepass fills in the nodes titled "
+        "'Stylepass Beauty', 'Stylepass Depth', ..., 'Stylepass Prompt', 'Stylepass Seed'. Empty: Stylepass "
+        "builds the workflow from these settings",
+        subtype="FILE_PATH",
+        model=True,  # a file on this machine: '//' paths resolve and a missing file is refused like a model's
+    )
+    # Host (from the add-on's preferences)
+    comfyui_server: str = setting(DEFAULT_SERVER, "Server", "The ComfyUI server's address")
+    comfyui_headers: str = setting(
+        "",
+        "Headers",
+        "Extra HTTP headers for a proxy in front of the server, one 'Name: value' per line or separated by ';' "
+        "(e.g. Authorization: Bearer <token>)",
+    )
+    comfyui_timeout: float = setting(
+        600.0, "Timeout", "Seconds to wait for one picture before giving up", min=5.0, max=86400.0
+    )
+
+    def check(self) -> None:
+        maps = [unit.map for unit in self.controlnets]
+        twice = sorted({m for m in maps if maps.count(m) > 1})
+        if twice:
+            raise SettingsError(f"two enabled controls use the {twice[0]} pass: keep one")
+        for unit in self.controlnets:
+            if not unit.model.strip():
+                raise SettingsError(f"the {unit.map} control has no ControlNet: pick one of the server's")
+        names = [lora.file.strip() for lora in self.active_loras]
+        if len(names) > MAX_LORAS:
+            raise SettingsError(f"{len(names)} LoRAs are enabled; at most {MAX_LORAS}")
+        if any(not name for name in names):
+            raise SettingsError("an enabled LoRA has no name: pick one of the server's or disable it")
+        if self.denoise < 1.0 and int(self.steps * self.denoise) < 1:
+            raise SettingsError(
+                f"steps {self.steps} with denoise {self.denoise} leaves no denoising step: raise one of them"
+            )
+        try:
+            parse_headers(self.comfyui_headers)
+        except ValueError as error:
+            raise SettingsError(str(error)) from error
+
+    def not_ready(self) -> str:
+        if not self.comfyui_server.strip():
+            return (
+                "The ComfyUI engine needs the server's address: set it in Preferences > Add-ons > Stylepass."
+            )
+        if not self.workflow.strip() and not self.checkpoint.strip():
+            return (
+                "The ComfyUI engine needs a checkpoint: pick one of the server's (or choose a workflow file)."
+            )
+        return ""
+
+    def control_maps(self) -> tuple[str, ...]:
+        if self.workflow.strip():
+            # The artist's workflow takes whichever passes it has nodes for; all are sent to be safe.
+            return ("depth", "normal", "lineart", "segmentation")
+        return tuple(unit.map for unit in self.controlnets)
+
+    def uses_beauty(self) -> bool:
+        return bool(self.workflow.strip()) or self.img2img
+
+    def continuation(self, denoise: float) -> "ComfyUISettings":
+        amount = max(min(self.denoise, denoise), min(1.0, 1.0 / self.steps + 1e-6))
+        return self.replace(denoise=amount)
+
+    @property
+    def img2img(self) -> bool:
+        """Whether the run starts from the beauty pass (denoise below 1)."""
+        return self.denoise < 1.0
+
+    @property
+    def controlnets(self) -> tuple[ControlUnit, ...]:
+        """The enabled ControlNet units."""
+        return tuple(unit for unit in self.controls if unit.enabled)
+
+    @property
+    def active_loras(self) -> tuple[Lora, ...]:
+        """The enabled LoRAs."""
+        return tuple(lora for lora in self.loras if lora.enabled)
+
+    def styled_prompts(self) -> tuple[str, str]:
+        """The prompt and negative prompt with the style preset's words, as the diffusion engine adds them."""
+        _, positive, negative = STYLE_PRESETS[self.style_preset]
+        prompt = ", ".join(p for p in (self.prompt.strip(), positive) if p)
+        negative_prompt = ", ".join(p for p in (self.negative_prompt.strip(), negative) if p)
+        return prompt, negative_prompt
+
+
+def parse_headers(text: str) -> dict[str, str]:
+    """'Name: value' pairs, one per line or separated by ';', as a dict.
+
+    Raises:
+        ValueError: a pair without a colon or with an empty name.
+    """
+    headers = {}
+    for part in text.replace(";", "\n").splitlines():
+        if not part.strip():
+            continue
+        name, colon, value = part.partition(":")
+        if not colon or not name.strip():
+            raise ValueError(f"header {part.strip()!r} is not 'Name: value'")
+        headers[name.strip()] = value.strip()
+    return headers
