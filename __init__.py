@@ -14,11 +14,12 @@ except ImportError as error:  # some Linux distribution builds of Blender ship w
     ) from error
 
 from . import operators, panels
-from .addon import legacy, runtime, settings, style_previews
+from .addon import comfyui_server, legacy, runtime, settings, style_previews
 
 
 def register() -> None:
     settings.register()
+    comfyui_server.register()
     style_previews.register()
     legacy.register()
     operators.register()
@@ -32,4 +33,5 @@ def unregister() -> None:
     operators.unregister()
     legacy.unregister()
     style_previews.unregister()
+    comfyui_server.unregister()
     settings.unregister()

@@ -6,7 +6,7 @@
 
 import bpy
 
-from . import animation, diffusion_lists, engine, live, modal, passes, style_groups, stylise, takes
+from . import animation, comfyui, diffusion_lists, engine, live, modal, passes, style_groups, stylise, takes
 
 classes = (
     *passes.classes,
@@ -14,6 +14,7 @@ classes = (
     *animation.classes,
     *engine.classes,
     *diffusion_lists.classes,
+    *comfyui.classes,
     *takes.classes,
     *live.classes,
     *style_groups.classes,

@@ -1,9 +1,9 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""The diffusion settings' lists (ControlNet units, LoRAs) and its presets."""
+"""The lists of the scene's engine (ControlNet units, LoRAs: the diffusion and ComfyUI engines share them) and
+the diffusion presets."""
 
 import bpy
 
-from stylepass_core.engines.diffusion import DiffusionSettings
 from stylepass_core.engines.diffusion.presets import PRESETS
 from stylepass_core.engines.diffusion.settings import CONTROL_CHOICES
 
@@ -11,8 +11,10 @@ from ..addon import settings
 from .modal import Status
 
 
-def _diffusion(context: bpy.types.Context):
-    return settings.engine_group(context.scene.stylepass, DiffusionSettings)
+def _lists(context: bpy.types.Context):
+    """The chosen engine's settings, whose `controls` and `loras` these operators edit."""
+    scene_settings = context.scene.stylepass
+    return settings.engine_group(scene_settings, settings.chosen_engine(scene_settings))
 
 
 def _remove(collection, index: int) -> Status:
@@ -32,7 +34,7 @@ class STYLEPASS_OT_control_add(bpy.types.Operator):
     map: bpy.props.EnumProperty(name="Pass", description="Which pass drives it", items=list(CONTROL_CHOICES))
 
     def execute(self, context: bpy.types.Context) -> Status:
-        _diffusion(context).controls.add().map = self.map
+        _lists(context).controls.add().map = self.map
         return {"FINISHED"}
 
 
@@ -46,18 +48,18 @@ class STYLEPASS_OT_control_remove(bpy.types.Operator):
     index: bpy.props.IntProperty(name="Index", description="Which control", default=0)
 
     def execute(self, context: bpy.types.Context) -> Status:
-        return _remove(_diffusion(context).controls, self.index)
+        return _remove(_lists(context).controls, self.index)
 
 
 class STYLEPASS_OT_lora_add(bpy.types.Operator):
-    """Add a LoRA to the diffusion model"""
+    """Add a LoRA to the model"""
 
     bl_idname = "stylepass.lora_add"
     bl_label = "Add LoRA"
     bl_options = {"REGISTER", "UNDO"}
 
     def execute(self, context: bpy.types.Context) -> Status:
-        _diffusion(context).loras.add()
+        _lists(context).loras.add()
         return {"FINISHED"}
 
 
@@ -71,7 +73,7 @@ class STYLEPASS_OT_lora_remove(bpy.types.Operator):
     index: bpy.props.IntProperty(name="Index", description="Which LoRA", default=0)
 
     def execute(self, context: bpy.types.Context) -> Status:
-        return _remove(_diffusion(context).loras, self.index)
+        return _remove(_lists(context).loras, self.index)
 
 
 class STYLEPASS_OT_diffusion_preset(bpy.types.Operator):

@@ -6,6 +6,7 @@ An engine without a function here still gets every setting drawn, in declaration
 
 import bpy
 
+from stylepass_core.engines.comfyui import ComfyUISettings
 from stylepass_core.engines.diffusion import DiffusionSettings
 from stylepass_core.engines.neural_style import NeuralStyleSettings
 
@@ -119,5 +120,60 @@ def _draw_diffusion(layout: bpy.types.UILayout, group) -> None:
     layout.operator("stylepass.release_memory", icon="X")
 
 
+def _draw_comfyui(layout: bpy.types.UILayout, group) -> None:
+    # Names are picked from what the server lists (Read from Server); a name typed by hand works too.
+    lists = bpy.context.window_manager.stylepass_comfyui
+    row = layout.row(align=True)
+    row.label(text=lists.status or "Not read yet: press Read from Server", icon="URL")
+    row.operator("stylepass.comfyui_read", text="", icon="FILE_REFRESH")
+    if lists.server:
+        layout.label(text=lists.server)
+    layout.prop(group, "workflow")
+    own = bool(group.workflow)
+    col = layout.column()
+    col.active = not own  # an artist's own workflow takes only the prompts and the seed from here
+    col.prop_search(group, "checkpoint", lists, "checkpoints", icon="FILE_3D")
+    layout.prop(group, "prompt")
+    layout.prop(group, "negative_prompt")
+    layout.prop(group, "style_preset")
+    col = layout.column()
+    col.active = not own
+    col.prop(group, "steps")
+    col.prop(group, "denoise")
+    col.prop(group, "guidance")
+    col.prop_search(group, "sampler", lists, "samplers")
+    col.prop_search(group, "scheduler", lists, "schedulers")
+
+    box = col.box()
+    box.label(text="Controls", icon="MODIFIER")
+    for index, control in enumerate(group.controls):
+        sub = box.column(align=True)
+        row = sub.row(align=True)
+        row.prop(control, "enabled", text="")
+        row.prop(control, "map", text="")
+        row.prop(control, "weight", text="Weight")
+        row.operator("stylepass.control_remove", text="", icon="X").index = index
+        sub.prop_search(control, "model", lists, "controlnets", text="")
+        row = sub.row(align=True)
+        row.prop(control, "start")
+        row.prop(control, "end")
+    box.operator_menu_enum("stylepass.control_add", "map", text="Add Control", icon="ADD")
+
+    box = col.box()
+    box.label(text="LoRAs", icon="NODE_MATERIAL")
+    for index, lora in enumerate(group.loras):
+        row = box.row(align=True)
+        row.prop(lora, "enabled", text="")
+        row.prop_search(lora, "file", lists, "loras", text="")
+        row.prop(lora, "weight", text="")
+        row.operator("stylepass.lora_remove", text="", icon="X").index = index
+    box.operator("stylepass.lora_add", icon="ADD")
+    layout.operator("stylepass.release_memory", icon="X")
+
+
 # Keyed by settings class, never by engine id: the class is the engine's one contract.
-_DRAW = {NeuralStyleSettings: _draw_neural_style, DiffusionSettings: _draw_diffusion}
+_DRAW = {
+    NeuralStyleSettings: _draw_neural_style,
+    DiffusionSettings: _draw_diffusion,
+    ComfyUISettings: _draw_comfyui,
+}
