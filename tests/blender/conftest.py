@@ -8,12 +8,14 @@ identity). That the zip's own wheel serves the core is checked in a fresh Blende
 """
 
 import importlib
+import os
 import shutil
 import tempfile
 import warnings
 from pathlib import Path
 
 import blender_harness
+import comfyui_server
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,6 +57,15 @@ def out_dir(tmp_path):
 
 
 UNSET = "<unset enum>"
+
+
+@pytest.fixture(scope="session")
+def comfyui(tmp_path_factory):
+    """A real ComfyUI server on loopback (`tools/comfyui_server.py`), started the first time a test asks."""
+    if os.environ.get("STYLEPASS_COMFYUI") == "0":
+        pytest.skip("STYLEPASS_COMFYUI=0: the real ComfyUI server is switched off")
+    with comfyui_server.running(tmp_path_factory.mktemp("comfyui")) as server:
+        yield server
 
 
 def rna_snapshot(struct, depth: int = 3) -> dict:

@@ -1,0 +1,105 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
+"""The ComfyUI engine from Blender against a real ComfyUI on loopback: the panel's pickers read from the
+server, Stylise Frame through it with the same result handling as every engine (files, record, take,
+compositor group), and a server that is down refused with nothing written and the scene unchanged."""
+
+import json
+import socket
+
+import blender_harness
+import bpy
+import numpy as np
+import pytest
+from conftest import addon_module, diff_snapshots, scene_snapshot
+from scenes import known_scene
+
+from stylepass_core import png
+from stylepass_core.errors import StylepassError
+
+compositor = addon_module("addon.compositor")
+stylise = addon_module("addon.stylise")
+
+
+@pytest.fixture
+def prefs(comfyui):
+    prefs = bpy.context.preferences.addons[blender_harness.MODULE].preferences
+    saved = prefs.comfyui_server
+    prefs.comfyui_server = comfyui.url
+    yield prefs
+    prefs.comfyui_server = saved
+
+
+def _scene(empty_file, out_dir, comfyui):
+    scene = empty_file
+    known_scene(scene)
+    scene.render.engine = "CYCLES"
+    scene.cycles.samples = 1
+    scene.render.resolution_x, scene.render.resolution_y = 64, 48
+    scene.render.resolution_percentage = 100
+    s = scene.stylepass
+    s.output_dir = str(out_dir)
+    s.engine = "COMFYUI"
+    s.seed = 9
+    c = s.comfyui
+    c.checkpoint = comfyui.models.checkpoint
+    c.prompt = "a watercolour castle"
+    c.steps, c.denoise = 2, 0.99
+    control = c.controls.add()
+    control.map, control.model = "depth", comfyui.models.controlnet_depth
+    c.loras.add().file = comfyui.models.lora
+    return scene
+
+
+def test_the_pickers_list_what_the_server_has(comfyui, prefs):
+    assert bpy.ops.stylepass.comfyui_read() == {"FINISHED"}
+    lists = bpy.context.window_manager.stylepass_comfyui
+    assert lists.server == comfyui.url and "1 checkpoint(s), 1 LoRA(s), 2 ControlNet(s)" in lists.status
+    assert [item.name for item in lists.checkpoints] == [comfyui.models.checkpoint]
+    assert {item.name for item in lists.controlnets} == {
+        comfyui.models.controlnet_depth,
+        comfyui.models.controlnet_lineart,
+    }
+    assert "euler" in {item.name for item in lists.samplers} and "karras" in {
+        i.name for i in lists.schedulers
+    }
+
+
+def test_stylise_frame_through_comfyui_keeps_files_record_take_and_compositor(
+    empty_file, out_dir, comfyui, prefs
+):
+    scene = _scene(empty_file, out_dir, comfyui)
+    assert bpy.ops.stylepass.stylise() == {"FINISHED"}
+    folder = out_dir / scene.name / "stylised"
+    image = png.read_png(folder / "0001.png")
+    record = json.loads((folder / "0001.json").read_text())
+    assert image.shape[:2] == (48, 64)
+    assert record["engine"] == "COMFYUI" and record["result"]["server"] == comfyui.url
+    assert record["result"]["workflow"] == "built" and record["take"] == 1
+    assert record["request"]["settings"]["values"]["loras"][0]["file"] == comfyui.models.lora
+    assert (folder / "takes" / "0001" / "001.png").is_file()
+    node = compositor.find_group_node(
+        scene.compositing_node_group if compositor.COMPOSITOR_IS_GROUP else scene.node_tree
+    )
+    assert node is not None and node.node_tree.nodes["Stylised"].image is not None
+    beauty = png.read_png(out_dir / scene.name / "passes" / "beauty" / "0001.png")
+    assert np.abs(image[..., :3].astype(int) - beauty[..., :3].astype(int)).mean() > 3
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_a_server_that_is_down_is_named_and_nothing_changes(empty_file, out_dir, comfyui, prefs):
+    scene = _scene(empty_file, out_dir, comfyui)
+    prefs.comfyui_server = url = f"http://127.0.0.1:{_closed_port()}"
+    before = scene_snapshot(scene)
+    options = stylise.RunSettings.from_scene(scene, prefs)
+    with pytest.raises(StylepassError, match=f"Cannot reach the ComfyUI server at {url}"):
+        stylise.stylise(scene, bpy.context.view_layer, options, prefs=prefs)
+    assert not list((out_dir / scene.name).glob("stylised/*.png"))
+    assert diff_snapshots(before, scene_snapshot(scene)) == []
+    with pytest.raises(RuntimeError, match="Cannot reach the ComfyUI server"):  # reported as an error
+        bpy.ops.stylepass.comfyui_read()
+    assert "Cannot reach" in bpy.context.window_manager.stylepass_comfyui.status
