@@ -34,7 +34,9 @@ class RecordingLayout:
 
     def prop_search(self, data, name, search_data, search_name, **kwargs):
         prop = search_data.bl_rna.properties.get(search_name)
-        assert prop is not None and prop.type == "COLLECTION", f"{type(search_data).__name__} has no {search_name!r}"
+        assert prop is not None and prop.type == "COLLECTION", (
+            f"{type(search_data).__name__} has no {search_name!r}"
+        )
         self.prop(data, name)
 
     def template_list(self, list_type, list_id, data, name, active_data, active_name, **kwargs):
