@@ -140,8 +140,12 @@ class ComfyClient:
         preview: Callable[[bytes, str], None] | None = None,
         abort: threading.Event | None = None,
         deadline: float | None = None,
-    ) -> None:
+    ) -> dict[str, float]:
         """Wait for `prompt_id` to finish, reporting its steps (and step previews when the server sends them).
+
+        Returns:
+            When (`time.monotonic`) the server said it started the prompt ("started", absent when it ended
+            before the socket opened) and when it said it was done ("finished").
 
         Raises:
             Aborted: `abort` was set; the prompt was taken off the queue or interrupted.
@@ -153,10 +157,12 @@ class ComfyClient:
             socket = WebSocket(url, dict(self._session.headers), timeout=self.timeout)
         except WebSocketError as error:
             raise ComfyUIError(f"Cannot follow the ComfyUI server's progress: {error}") from error
+        times: dict[str, float] = {}
         with socket:
             # The prompt may have ended before the socket opened: the history says so.
             if self._finished(prompt_id):
-                return
+                times["finished"] = time.monotonic()
+                return times
             while True:
                 try:
                     check_abort(abort)
@@ -173,7 +179,8 @@ class ComfyClient:
                     message = socket.receive(0.25)
                 except WebSocketError as error:
                     if self._finished(prompt_id):
-                        return
+                        times["finished"] = time.monotonic()
+                        return times
                     raise ComfyUIError(f"The connection to the ComfyUI server broke: {error}") from error
                 if message is None:
                     continue
@@ -197,12 +204,14 @@ class ComfyClient:
                 if data.get("prompt_id") not in (None, prompt_id):
                     continue
                 kind = event.get("type")
-                if kind == "progress" and progress is not None:
+                if kind == "execution_start" and data.get("prompt_id") == prompt_id:
+                    times["started"] = time.monotonic()
+                elif kind == "progress" and progress is not None:
                     progress(int(data.get("value", 0)), int(data.get("max", 1)), "")
-                elif kind == "executing" and data.get("node") is None and data.get("prompt_id") == prompt_id:
-                    return
-                elif kind == "execution_success" and data.get("prompt_id") == prompt_id:
-                    return
+                elif kind in ("executing", "execution_success") and data.get("prompt_id") == prompt_id:
+                    if kind == "execution_success" or data.get("node") is None:
+                        times["finished"] = time.monotonic()
+                        return times
                 elif kind == "execution_error":
                     raise ComfyUIError(
                         f"The ComfyUI server failed in node #{data.get('node_id')} ({data.get('node_type')}): "

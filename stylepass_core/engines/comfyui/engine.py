@@ -137,9 +137,13 @@ class ComfyUIEngine(Engine):
             steps.update(done=value, total=maximum)
             progress.update(value, maximum + 1, f"ComfyUI: step {value}/{maximum}")
 
-        tick = time.perf_counter()
-        client.follow(prompt_id, on_step, None, abort, deadline=time.monotonic() + settings.comfyui_timeout)
-        timings["server"] = time.perf_counter() - tick
+        queued = time.monotonic()
+        times = client.follow(prompt_id, on_step, None, abort, deadline=queued + settings.comfyui_timeout)
+        # The server's own work, from its "started" to its "done" (what a faster server would shorten), and
+        # the wait for other prompts ahead of ours in its queue.
+        started_there = times.get("started", queued)
+        timings["server_queue"] = started_there - queued
+        timings["server_execution"] = times["finished"] - started_there
         tick = time.perf_counter()
         image = client.image(prompt_id)
         timings["fetch"] = time.perf_counter() - tick
