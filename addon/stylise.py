@@ -702,7 +702,11 @@ def run(
         channels = {c: pixels[..., i] for i, c in enumerate("RGB")}
         exr.write_exr(place(prepared.compositor_exr), channels, half=pixels.dtype == np.float16)
         layers = _group_layers(prepared, finish_with, layer_postprocess)
-        line_art = prepared.passes.maps.get("lineart")
+        try:
+            # Indexed, not `.get`: reused passes read each map from disk on first use (`_OnDisk`).
+            line_art = prepared.passes.maps["lineart"]
+        except (KeyError, OSError, ValueError):
+            line_art = None
         if line_art is not None and line_art.shape != image.shape[:2]:
             line_art = imageops.resize_nearest(line_art, image.shape[:2])
         if prepared.layers_exr is not None and (layers or line_art is not None):

@@ -405,6 +405,9 @@ def entry_from_record(
     strength = float(strength) if isinstance(strength, (int, float)) else None
     settings = _settings(request.get("settings"))
     style = style_label(settings, context.get("images") or {}) if settings is not None else "unknown style"
+    groups = context.get("style_groups")
+    if isinstance(groups, list) and groups:
+        style += f" + {len(groups)} style group{'s' if len(groups) > 1 else ''}"
     parts = [f"Take {number}", style]
     if seed is not None and (settings is None or type(settings).USES_SEED):
         parts.append(f"seed {seed}")

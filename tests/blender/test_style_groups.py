@@ -15,6 +15,7 @@ from stylepass_core import compositor_layers, exr, png
 from stylepass_core.errors import StylepassError
 
 compositor = addon_module("addon.compositor")
+runtime = addon_module("addon.runtime")
 stylise = addon_module("addon.stylise")
 takes = addon_module("addon.takes")
 
@@ -235,7 +236,10 @@ def test_the_compositor_shows_each_groups_layer_and_mask_as_on_disk(empty_file, 
 
     # A group removed: its outputs go, the artist's link from Image stays, and the first take still has its layers.
     scene.stylepass.style_groups.remove(1)
-    _stylise(scene)
+    runtime.RUNTIME.kept_passes.clear()  # the passes come back from disk, each map read on first use
+    _, again = _stylise(scene)
+    assert again.passes.reused
+    assert "Line Art" in exr.group_passes(exr.read_exr(layers_file), compositor_layers.VIEW_LAYER)
     assert [s.name for s in node.outputs] == ["Image", "Stylised", "Line Art", "Ink Layer", "Ink Mask"]
     assert final.links[0].from_socket == node.outputs["Image"]
     takes.choose(scene, 1)

@@ -23,7 +23,11 @@ Commands: gaps {t0, t1, overlap, inside}, compositor, engine {seconds}, scene {f
 pass_samples, resolution}, settings (a snapshot of render settings), show_image {width, height} (a
 reference: an EXR in the render view, without Stylepass), progress {t0, t1}, calls {t0, t1}, redraw {what:
 all|status, seconds}, prefs {developer_ui}, stylepass {values} (set scene.stylepass settings), live (the live preview's state), live_check {save} (the engine
-again on the shown picture's input), live_diffusion {url, token, model, controlnet | off}, live_shown, edit {object, location | frame}, shutdown.
+again on the shown picture's input), live_diffusion {url, token, model, controlnet | off}, live_shown, edit {object, location | frame}, make_groups {groups} (style groups made with Add Style Group),
+compositor_layers (the layers file and the Stylepass node's layer outputs), workspace {name} (the main
+window's workspace and areas), stylepass_node (its selection and screen position), viewer {keep, selection}
+(the Viewers fed from it; nodes the test made taken away again), node_editor {values} (the
+compositor node editor's backdrop and sidebar), shutdown.
 For bench/bench_live.py: live_trace {t0, t1, reset_view} (the live preview's captures, shown pictures, engine
 runs and redraws in a window), orbit {degrees_per_second, seconds} (a steady turntable orbit from a timer),
 view_turn {degrees} (one edit), view_set {elevation, heading, distance, target} (where the viewport looks
@@ -1141,6 +1145,214 @@ def style_groups(clear: bool) -> list[dict]:
     return groups
 
 
+def make_groups(specs: list[dict]) -> list[dict]:
+    """Style groups as an artist makes them one by one: select the objects, Add Style Group (Stylepass's own
+    operator, so each starts from the scene's style), rename it and pick its built-in style. `specs`:
+    [{"name", "objects", "style_preset"}]. The selection is put back afterwards."""
+    scene = bpy.data.scenes[SCENE_NAME]
+    window, area, _ = _view3d()
+    region = next(r for r in area.regions if r.type == "WINDOW")
+    selected = [obj for obj in scene.objects if obj.select_get()]
+    active = bpy.context.view_layer.objects.active
+    try:
+        for spec in specs:
+            for obj in scene.objects:
+                obj.select_set(obj.name in spec["objects"])
+            bpy.context.view_layer.objects.active = scene.objects[spec["objects"][0]]
+            with bpy.context.temp_override(window=window, screen=window.screen, area=area, region=region):
+                result = bpy.ops.stylepass.style_group_add()
+            if result != {"FINISHED"}:
+                raise RuntimeError(f"Add Style Group returned {result} for {spec}")
+            group = scene.stylepass.style_groups[-1]
+            group.name = spec["name"]
+            group.neural_style.style_preset = spec["style_preset"]
+    finally:
+        for obj in scene.objects:
+            obj.select_set(obj in selected)
+        bpy.context.view_layer.objects.active = active
+    return style_groups(False)
+
+
+def _compositor_tree(scene):
+    return scene.compositing_node_group if bpy.app.version >= (5, 0, 0) else scene.node_tree
+
+
+def _stylepass_node(tree):
+    """The scene tree's group node that uses Stylepass's group (the one Stylise Frame wired in)."""
+    found = [
+        node
+        for node in tree.nodes
+        if node.bl_idname == "CompositorNodeGroup"
+        and node.node_tree is not None
+        and node.node_tree.get("stylepass_role") == "group"
+    ]
+    if len(found) != 1:
+        raise RuntimeError(f"expected one Stylepass group node, found {[n.name for n in found]}")
+    return found[0]
+
+
+def compositor_layers() -> dict:
+    """What the artist gets from the compositor layers: the frame's layers file, the Stylepass node's outputs
+    by name (in order), and inside its group the Layers image node (its image, its outputs: the passes
+    Blender read from the file) and which of its outputs feed the group's outputs."""
+    scene = bpy.data.scenes[SCENE_NAME]
+    path = os.path.join(OUTPUT_DIR, SCENE_NAME, "stylised", "layers", f"{scene.frame_current:04d}.exr")
+    node = _stylepass_node(_compositor_tree(scene))
+    group = node.node_tree
+    shown = group.nodes.get("Layers")
+    return {
+        "layers_file": path,
+        "layers_file_size": os.path.getsize(path) if os.path.exists(path) else None,
+        "node": node.name,
+        "outputs": [socket.name for socket in node.outputs],
+        "layers_node": None
+        if shown is None
+        else {
+            "type": shown.bl_idname,
+            "image": None
+            if shown.image is None
+            else {
+                "name": shown.image.name,
+                "type": shown.image.type,
+                "filepath": bpy.path.abspath(shown.image.filepath),
+            },
+            "outputs": [socket.name for socket in shown.outputs],
+        },
+        "links_to_outputs": sorted(
+            [link.from_socket.name, link.to_socket.name]
+            for link in group.links
+            if link.from_node == shown and link.to_node.bl_idname == "NodeGroupOutput"
+        ),
+    }
+
+
+def _node_editor():
+    """(window, area, WINDOW region) of the first compositor node editor in the main window, or Nones."""
+    window = bpy.context.window_manager.windows[0]
+    for area in window.screen.areas:
+        if area.type == "NODE_EDITOR" and area.spaces.active.tree_type == "CompositorNodeTree":
+            return window, area, next(r for r in area.regions if r.type == "WINDOW")
+    return window, None, None
+
+
+def workspace(name: str | None = None) -> dict:
+    """The main window's workspace (set to `name` when given: the harness's way back if keys failed), the
+    workspaces in tab order, and the areas on screen: their type, rect (bottom-left origin), and for a
+    compositor node editor whether its backdrop shows, for an Image Editor its image."""
+    window = bpy.context.window_manager.windows[0]
+    if name is not None and window.workspace.name != name:
+        window.workspace = bpy.data.workspaces[name]
+    areas = []
+    for area in window.screen.areas:
+        space = area.spaces.active
+        entry = {
+            "type": area.type,
+            "ui_type": area.ui_type,
+            "rect": [area.x, area.y, area.width, area.height],
+        }
+        if area.type == "NODE_EDITOR":
+            entry["tree_type"] = space.tree_type
+            entry["backdrop"] = getattr(space, "show_backdrop", None)
+        if area.type == "IMAGE_EDITOR":
+            entry["image"] = space.image.name if space.image is not None else None
+        areas.append(entry)
+    return {
+        "workspace": window.workspace.name,
+        "fullscreen": window.screen.show_fullscreen,  # an area maximised (Ctrl+Space) or full screen
+        "workspaces": [w.name for w in bpy.data.workspaces],
+        "window": [window.width, window.height],
+        "areas": areas,
+    }
+
+
+def stylepass_node() -> dict:
+    """The Stylepass node as a compositor node editor shows it: selected and active or not, and where its
+    header's middle is on the screen (x, y from the top left), for a click; the editor's region and every
+    node's box on the screen (x0, y0, x1, y1 from the top left)."""
+    scene = bpy.data.scenes[SCENE_NAME]
+    tree = _compositor_tree(scene)
+    node = _stylepass_node(tree)
+    window, _area, region = _node_editor()
+    out = {
+        "node": node.name,
+        "select": node.select,
+        "active": tree.nodes.active.name if tree.nodes.active is not None else None,
+        "selected": sorted(n.name for n in tree.nodes if n.select),
+        "header": None,
+    }
+    if region is not None:
+        # Node space is the editor's view space times the UI scale (1 here); the header is ~20 px tall.
+        scale = bpy.context.preferences.system.ui_scale
+        x = (node.location.x + node.dimensions.x / 2) * scale
+        y = node.location.y * scale - 10
+        rx, ry = region.view2d.view_to_region(x, y, clip=False)
+        out["header"] = [region.x + rx, window.height - (region.y + ry)]
+        out["region"] = [region.x, region.y, region.width, region.height]
+        out["nodes"] = {}
+        for each in tree.nodes:
+            x0, y0 = region.view2d.view_to_region(*(each.location * scale), clip=False)
+            x1, y1 = region.view2d.view_to_region(
+                (each.location.x + each.dimensions.x) * scale,
+                (each.location.y - each.dimensions.y) * scale,
+                clip=False,
+            )
+            top = window.height - region.y
+            out["nodes"][each.name] = [region.x + x0, top - y0, region.x + x1, top - y1]
+    return out
+
+
+def node_editor(values: dict) -> dict:
+    """The compositor node editor's view settings: its backdrop (the active Viewer's image behind the nodes;
+    show_backdrop as the header's Backdrop button sets it, backdrop_zoom and backdrop_offset as the backdrop's
+    zoom and move do) and its sidebar (show_region_ui, N). `values` sets some; returns all as they were, and
+    the Viewer's image size."""
+    _window, area, _region = _node_editor()
+    space = area.spaces.active
+    names = ("show_backdrop", "backdrop_zoom", "backdrop_offset", "show_region_ui")
+    was = {name: getattr(space, name) for name in names}
+    was["backdrop_offset"] = list(was["backdrop_offset"])
+    for name, value in values.items():
+        if name not in names:
+            raise ValueError(f"not a node editor setting here: {name!r}")
+        setattr(space, name, value)
+    area.tag_redraw()
+    viewer = bpy.data.images.get("Viewer Node")
+    return {**was, "viewer_size": list(viewer.size) if viewer is not None else None}
+
+
+def viewer(keep: list[str] | None = None, selection: dict | None = None) -> dict:
+    """The Viewer nodes fed from the Stylepass node, and from which of its outputs (what an artist's
+    Ctrl+Shift+click on it makes). With `keep` (the tree's node names before), every other node is taken away
+    again and, with `selection` ({"selected": names, "active": name}, as `stylepass_node` told it), the
+    tree's selection put back."""
+    scene = bpy.data.scenes[SCENE_NAME]
+    tree = _compositor_tree(scene)
+    node = _stylepass_node(tree)
+    if keep is not None:
+        for other in [n for n in tree.nodes if n.name not in keep]:
+            tree.nodes.remove(other)
+        if selection is not None:
+            for other in tree.nodes:
+                other.select = other.name in selection["selected"]
+            tree.nodes.active = tree.nodes.get(selection["active"] or "")
+        for area in bpy.context.window_manager.windows[0].screen.areas:
+            area.tag_redraw()
+    viewers = [
+        {
+            "name": link.to_node.name,
+            "from": link.from_socket.name,
+            "active": tree.nodes.active == link.to_node,
+        }
+        for link in tree.links
+        if link.from_node == node and link.to_node.bl_idname == "CompositorNodeViewer"
+    ]
+    return {
+        "viewers": viewers,
+        "nodes": sorted(n.name for n in tree.nodes),
+        "selected": sorted(n.name for n in tree.nodes if n.select),
+    }
+
+
 def records(frames: list[int]) -> dict:
     """What each stylised frame's record says about keyframe fusion."""
     out = {}
@@ -1191,6 +1403,18 @@ def _handle(command: dict) -> dict:
         return {"selected": sorted(command["names"])}
     if op == "groups":
         return style_groups(command.get("clear", False))
+    if op == "make_groups":
+        return make_groups(command["groups"])
+    if op == "compositor_layers":
+        return compositor_layers()
+    if op == "workspace":
+        return workspace(command.get("name"))
+    if op == "stylepass_node":
+        return stylepass_node()
+    if op == "node_editor":
+        return node_editor(command.get("values", {}))
+    if op == "viewer":
+        return viewer(command.get("keep"), command.get("selection"))
     if op == "undo_push":  # the harness changes the scene by script, which pushes no undo step of its own
         window = bpy.context.window_manager.windows[0]
         with bpy.context.temp_override(window=window, screen=window.screen):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import shutil
 import struct
 import time
 
@@ -829,3 +830,255 @@ def test_style_group_from_the_selection_stylises_and_undoes(ui):
     finally:
         ui.command("groups", clear=True)
         ui.command("prefs", developer_ui=False)
+
+
+# Three style groups, one object each, in looks far from the scene's own (Ochre Hatch, left on the sky and the
+# sphere) and from each other: (group, object, built-in style).
+THREE_GROUPS = (
+    ("Cube", "Cube", "style_24"),  # Delft Blue
+    ("Cone", "Cone", "style_20"),  # Red Ember
+    ("Ground", "Ground", "style_13"),  # Lime Thicket
+)
+
+
+def _screen_point(window_height: int, rect: list[int]) -> tuple[int, int]:
+    """Screen point (top-left origin) of the middle of a Blender rect [x, y, w, h] (bottom-left origin)."""
+    x, y, width, height = rect
+    return x + width // 2, window_height - (y + height // 2)
+
+
+def _to_workspace(ui, name: str, key: str) -> dict:
+    """Press `key` (Ctrl+PageUp or Ctrl+PageDown: Blender cycles workspaces in the top bar's tab order) until
+    the main window shows workspace `name`, as an artist flips through the tabs; the `workspace` answer."""
+    info = ui.command("workspace")
+    seen = [info["workspace"]]
+    while info["workspace"] != name:
+        assert len(seen) <= len(info["workspaces"]), f"{key} went {seen}, never to {name}"
+        before = ui.screen.grab()
+        ui.key(key)
+        ui.screen.wait_change(before, what=f"{key} to change the workspace")
+        ui.screen.wait_settled(quiet=0.3, timeout=60)
+        info = ui.command("workspace")
+        seen.append(info["workspace"])
+    return info
+
+
+def _poll(ui, op: str, check, timeout: float, what: str) -> dict:
+    """Ask the Blender side `op` until `check(answer)` holds (keys and the compositor act between its ticks)."""
+    deadline = time.monotonic() + timeout
+    while not check(answer := ui.command(op)):
+        if time.monotonic() > deadline:
+            raise UISessionError(f"waited {timeout:.0f} s for {what}; last {op}: {answer}")
+        time.sleep(0.1)
+    return answer
+
+
+def _backdrop_beside(shown: dict, size: list[int], window_height: int) -> tuple[float, list[int]]:
+    """Backdrop zoom and offset that put the picture (`size`) in the room right of the Stylepass and Viewer
+    nodes and below any node further right (the output), from the `stylepass_node` answer."""
+    nodes = shown["nodes"]
+    x, y, width, height = shown["region"]
+    margin = 16
+    left = max(nodes["Stylepass"][2], nodes["Viewer"][2]) + margin
+    right = x + width - margin
+    above = [box[3] for name, box in nodes.items() if box[2] > left and name != "Viewer"]
+    top = max([nodes["Stylepass"][1], *above]) + margin
+    bottom = max(nodes["Stylepass"][3], nodes["Viewer"][3])
+    zoom = min((right - left) / size[0], (bottom - top) / size[1], 1.0)
+    assert zoom > 0.3, f"no room beside the nodes for the backdrop: {shown}"
+    # The offset moves the picture's middle from the region's middle, in pixels, y up.
+    middle = (x + width / 2, window_height - (y + height / 2))
+    offset = [round((left + right) / 2 - middle[0]), round(middle[1] - (top + bottom) / 2)]
+    return round(zoom, 3), offset
+
+
+def test_three_style_groups_and_their_compositor_layers(ui):
+    """Three style groups in three built-in styles on three objects, the scene's style on the rest; F3 >
+    Stylise Frame; the frame's layers file is written and the Stylepass node in the compositor has the outputs
+    Line Art and, per group in group order, "<group> Layer" and "<group> Mask", fed by the file's passes. The
+    artist opens the Compositing workspace, maximises the node editor and frames the node (View All, click it,
+    View Selected), then Ctrl+Shift+clicks it until a Viewer shows the first group's layer on the backdrop.
+    Everything the test changed goes back: Viewer, selection, backdrop, sidebar, maximised area, workspace,
+    groups."""
+    _require_extension(ui)
+    ui.command("engine", seconds=0)
+    ui.command("groups", clear=True)
+    ui.command("edit", frame=1)  # the frame whose layers file is checked
+    start = ui.command("workspace")
+    enter = time.monotonic()
+    tree = selection = view = None
+    try:
+        # 1. The groups, each made with Add Style Group from its object and given its own style.
+        specs = [{"name": g, "objects": [o], "style_preset": s} for g, o, s in THREE_GROUPS]
+        groups = ui.command("make_groups", groups=specs)
+        assert groups == [{"name": g, "objects": [o], "style_preset": s} for g, o, s in THREE_GROUPS], groups
+
+        # 2. F3 > Stylise Frame over the viewport: the scene's style and each group's run, and the result shows.
+        state = ui.state()
+        ui.mouse_to(*ui.region_centre(state["view3d"]))
+        ui.screen.wait_settled(quiet=0.5)
+        enter = ui.search("Stylise Frame")
+        state = ui.wait_state(
+            lambda s: _ended(s, FRAME_OP, enter), 180, "Stylise Frame to finish", fail=ui.failure
+        )
+        end = _ended(state, FRAME_OP, enter)
+        assert end["status"] in (None, ["FINISHED"]), f"Stylise Frame ended {end}"
+        runs = [r for r in state["engine_runs"] if r["start"] > enter]
+        assert len(runs) == 1 + len(THREE_GROUPS), runs  # the scene's style and each group's
+        state = ui.wait_state(
+            lambda s: len(s["windows"]) > 1 or any("IMAGE_EDITOR" in w["areas"] for w in s["windows"]),
+            20,
+            "the result shown in an Image Editor or the render view",
+        )
+        for window in state["windows"][1:]:
+            ui.screen.wait_drawn(ui.window_box(window), what="the render view with the result")
+        ui.screen.wait_settled(quiet=0.5)
+        ui.shot("16-three-style-groups-result")
+        stylised = [e["path"] for e in state["stylised"] if e["path"].endswith(f"{SCENE}/stylised/0001.png")]
+        shutil.copyfile(ui.host_path(stylised[0]), ui.shots / "16-three-style-groups-frame.png")
+        _tidy(ui, FRAME_OP, enter)  # closes the render view
+
+        # 3. The layers file and the Stylepass node's outputs, in group order, fed from the file's passes.
+        layers = ui.command("compositor_layers")
+        wanted = [f"{group} {kind}" for group, _, _ in THREE_GROUPS for kind in ("Layer", "Mask")]
+        ui.figures["three_style_groups"] = {"groups": groups, "engine_runs": len(runs), "layers": layers}
+        assert layers["layers_file"].endswith(f"{SCENE}/stylised/layers/0001.exr"), layers
+        assert layers["layers_file_size"], f"no layers file: {layers}"
+        assert layers["outputs"] == ["Image", "Stylised", "Line Art", *wanted], layers["outputs"]
+        shown = layers["layers_node"]
+        assert shown and shown["image"] and shown["image"]["type"] == "MULTILAYER", layers
+        assert shown["image"]["filepath"] == layers["layers_file"], layers
+        # Line Art included: passes reused from an earlier run read it from disk too.
+        assert [[name, name] for name in sorted([*wanted, "Line Art"])] == sorted(
+            layers["links_to_outputs"]
+        ), layers
+
+        tree = ui.command("compositor")
+
+        # 4. As the artist looks at it: the Compositing workspace; over its node editor Ctrl+Space (maximise the
+        # area), View All, a click on the Stylepass node's header and View Selected.
+        info = _to_workspace(ui, "Compositing", "ctrl+Prior")  # 3 tabs left of Layout
+        editors = [a for a in info["areas"] if a.get("tree_type") == "CompositorNodeTree"]
+        assert editors, f"no compositor node editor in the Compositing workspace: {info['areas']}"
+        height = info["window"][1]
+        ui.mouse_to(*_screen_point(height, editors[0]["rect"]))
+        before = ui.screen.grab()
+        ui.key("ctrl+space")
+        ui.screen.wait_change(before, what="Ctrl+Space to maximise the node editor")
+        ui.screen.wait_settled(quiet=0.5)
+        maximised = ui.command("workspace")
+        assert maximised["fullscreen"] and [a["type"] for a in maximised["areas"]] == ["NODE_EDITOR"], (
+            maximised
+        )
+        ui.key("Home")  # View All
+        ui.screen.wait_settled(quiet=0.5)
+        node = ui.command("stylepass_node")
+        selection = {"selected": node["selected"], "active": node["active"]}
+        ui.mouse_to(*node["header"])
+        ui.session.xdotool("click", "1")
+        ui.screen.wait_settled(quiet=0.3)
+        clicked = ui.command("stylepass_node")
+        assert clicked["selected"] == [node["node"]] and clicked["active"] == node["node"], (node, clicked)
+        ui.key("KP_Decimal")  # View Selected
+        region = clicked["region"]
+        ui.mouse_to(region[0] + 40, height - (region[1] + region[3] // 2))  # off the node: no tooltip
+        ui.screen.wait_settled(quiet=0.5)
+        framed = ui.command("stylepass_node")
+        box, middle = framed["nodes"][node["node"]], _screen_point(height, region)
+        off = [abs((box[0] + box[2]) / 2 - middle[0]), abs((box[1] + box[3]) / 2 - middle[1])]
+        assert max(off) < 25, f"View Selected left the node {off} px off the editor's middle: {framed}"
+        ui.shot("17-compositor-stylepass-node")
+
+        # 5. One group's layer through a Viewer, as an artist makes one: Ctrl+Shift+click on the node links
+        # its next output to a Viewer, so click until it is the first group's layer; then the backdrop (turned
+        # on as its header button does), the sidebar closed (N), View All, and the backdrop moved and zoomed
+        # (as Alt+MMB and Alt+V do) into the room right of the nodes: the nodes and the layer side by side.
+        view = ui.command("node_editor")
+        wanted_layer = f"{THREE_GROUPS[0][0]} Layer"
+        fed = []
+        for _ in range(len(layers["outputs"])):
+            ui.mouse_to(*ui.command("stylepass_node")["header"])
+            clicked_at = time.monotonic()
+            ui.session.xdotool(
+                "keydown", "ctrl", "keydown", "shift", "click", "1", "keyup", "shift", "keyup", "ctrl"
+            )
+            ui.screen.wait_settled(quiet=0.3)
+            viewers = ui.command("viewer")["viewers"]
+            fed.append([v["from"] for v in viewers])
+            if fed[-1] == [wanted_layer]:
+                break
+        assert fed[-1] == [wanted_layer], f"Ctrl+Shift+click fed the Viewer from {fed}, never {wanted_layer}"
+        ui.figures["three_style_groups"]["ctrl_shift_clicks"] = fed
+        ui.command("node_editor", values={"show_backdrop": True})
+        ui.mouse_to(*_screen_point(height, maximised["areas"][0]["rect"]))
+        if view["show_region_ui"]:
+            ui.key("n")
+            _poll(ui, "node_editor", lambda r: not r["show_region_ui"], 10, "N to close the sidebar")
+        ui.key("Home")
+        ui.screen.wait_settled(quiet=0.5)
+        size = ui.command("settings")["resolution"][:2]
+        _poll(ui, "node_editor", lambda r: r["viewer_size"] == size, 60, "the compositor to run the Viewer")
+        ui.wait_state(
+            lambda s: any(c[0] > clicked_at and c[1] is not None for c in s["composites"]),
+            60,
+            "the compositor's run for the Viewer of the last click",
+        )
+        shown = ui.command("stylepass_node")
+        zoom, offset = _backdrop_beside(shown, size, height)
+        ui.command("node_editor", values={"backdrop_zoom": zoom, "backdrop_offset": offset})
+        # A click on the Stylepass node makes it the active node again: the backdrop keeps the picture, and the
+        # move-and-scale gizmo Blender draws on it while a Viewer is active goes.
+        ui.mouse_to(*shown["header"])
+        ui.session.xdotool("click", "1")
+        _poll(
+            ui, "stylepass_node", lambda r: r["active"] == node["node"], 10, "the click on the Stylepass node"
+        )
+        ui.mouse_to(region[0] + 40, height - (region[1] + region[3] // 2))
+        ui.screen.wait_settled(quiet=1.0, timeout=60)
+        ui.shot("18-compositor-viewer-backdrop")
+        ui.figures["three_style_groups"].update(
+            workspace=info,
+            maximised=maximised,
+            node_editor=view,
+            backdrop=[zoom, offset],
+            nodes=shown["nodes"],
+        )
+
+        # 6. Everything put back: the tree as Stylise Frame left it (and its selection), the editor's view
+        # settings, the area (Ctrl+Space), the workspace (Ctrl+PageDown back to Layout).
+        _put_back(ui, tree, selection, view, start["workspace"])
+        after = ui.command("stylepass_node")
+        assert [after["selected"], after["active"]] == [node["selected"], node["active"]], (node, after)
+        assert ui.command("compositor") == tree, "the test left the compositor's tree changed"
+        back = ui.command("workspace")
+        assert back["workspace"] == start["workspace"] and not back["fullscreen"], back
+    finally:
+        _tidy(ui, FRAME_OP, enter)
+        _put_back(ui, tree, selection, view, start["workspace"])
+        ui.command("groups", clear=True)
+        state = ui.state()
+        if state["view3d"]:
+            ui.mouse_to(*ui.region_centre(state["view3d"]))
+
+
+def _put_back(ui, tree: dict | None, selection: dict | None, view: dict | None, workspace: str) -> None:
+    """Undo what the compositor part of the test changed, whatever of it happened (also after a failure): the
+    Viewer (nodes not in `tree`, the `compositor` answer before) and the node selection, a maximised area,
+    the node editor's view settings, the workspace."""
+    if tree is not None:
+        keep = [node["name"] for node in tree["tree"]["nodes"]]
+        ui.command("viewer", keep=keep, selection=selection)
+    info = ui.command("workspace")
+    if info["fullscreen"]:  # Ctrl+Space over the maximised node editor gives its area back
+        ui.mouse_to(*_screen_point(info["window"][1], info["areas"][0]["rect"]))
+        before = ui.screen.grab()
+        ui.key("ctrl+space")
+        ui.screen.wait_change(before, what="Ctrl+Space to give the node editor's area back")
+        ui.screen.wait_settled(quiet=0.5)
+    if view is not None and ui.command("workspace")["workspace"] == "Compositing":
+        ui.command("node_editor", values={k: v for k, v in view.items() if k != "viewer_size"})
+    if ui.command("workspace")["workspace"] != workspace:
+        try:
+            _to_workspace(ui, workspace, "ctrl+Next")
+        finally:
+            ui.command("workspace", name=workspace)  # the way back if the keys failed

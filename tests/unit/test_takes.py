@@ -352,3 +352,7 @@ def test_names_show_the_seed_where_it_matters_and_a_strength_below_one():
     assert entry.colour_space == "Linear Rec.709" and entry.seed == 42 and entry.strength == 0.5
     unknown = takes.entry_from_record(4, {"request": {"settings": {"engine": "GONE"}}}, {}, takes.RECOVERED)
     assert unknown.name == "Take 4 · unknown style"
+    # A take with style groups says so: three groups in other styles are not the scene's style alone.
+    record["context"]["style_groups"] = [{"name": "Ink"}, {"name": "Sky"}, {"name": "Hero"}]
+    grouped = takes.entry_from_record(5, record, {}, takes.FROM_STYLISE_FRAME)
+    assert grouped.name == "Take 5 · a village + 3 style groups · seed 42 · strength 0.50"
