@@ -711,7 +711,8 @@ def run(
             line_art = imageops.resize_nearest(line_art, image.shape[:2])
         if prepared.layers_exr is not None and (layers or line_art is not None):
             channels = compositor_layers.channels(layers, line_art)
-            exr.write_exr(place(prepared.layers_exr), channels, half=True)
+            # Compressed (ZIPS): masks and flat regions shrink to little, and an animation keeps one per frame.
+            exr.write_exr(place(prepared.layers_exr), channels, half=True, compress=True)
         return CompositorCopy(warnings, [picture for _, picture, _ in layers])
 
     try:

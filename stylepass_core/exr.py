@@ -1,5 +1,5 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""OpenEXR reader and writer in plain numpy, for the uncompressed scanline files Stylepass asks Blender for.
+"""OpenEXR reader and writer in plain numpy, for the scanline files Stylepass asks Blender for and writes.
 
 Blender has no Python API that hands render passes over as arrays in background mode, so Stylepass saves the
 render result as a multilayer EXR with codec NONE and reads it back here. Uncompressed scanline data is a
@@ -15,10 +15,15 @@ What Blender writes (`save_render`, OPEN_EXR_MULTILAYER, codec NONE, 32 bit), ch
   `use_exr_interleave = True` 5.x writes one part like 4.5 (but keeps the `Object Index` name).
 
 `read_exr` returns every channel under its full name, so callers see the same keys for both layouts.
+
+Stylepass's own files are uncompressed too, except what it keeps many of (the compositor's layers files):
+those use ZIPS (one scanline per zlib stream), which Blender and every OpenEXR reader read, and which this
+reader decodes as well.
 """
 
 import os
 import struct
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -39,6 +44,7 @@ _FLAG_TILED = 0x200
 _FLAG_LONG_NAMES = 0x400
 _FLAG_DEEP = 0x800
 _FLAG_MULTIPART = 0x1000
+_NO_COMPRESSION, _ZIPS_COMPRESSION = 0, 2
 
 _COMPRESSION_NAMES = (
     "NO_COMPRESSION",
@@ -151,14 +157,14 @@ def _parse_header(cursor: _Cursor, part: _Part) -> None:
 def _check_part(part: _Part, multipart: bool, flags: int) -> tuple[int, int, int, int]:
     """Refuse what this reader does not decode, naming the reason. Returns the data window."""
     label = f"EXR part {part.index} ({part.name!r})" if multipart else "EXR file"
-    only = "Stylepass reads only the uncompressed scanline EXR it writes itself (codec NONE)"
+    only = "Stylepass reads only the scanline EXR it writes itself (codec NONE or ZIPS)"
     if flags & _FLAG_DEEP or (part.type or "").startswith("deep"):
         raise ExrError(f"{label} holds deep data; {only}")
     if (flags & _FLAG_TILED and not multipart) or part.has_tiles or part.type == "tiledimage":
         raise ExrError(f"{label} is tiled; {only}")
     if part.channels is None or part.compression is None or part.data_window is None:
         raise ExrError(f"{label} lacks a required attribute (channels, compression or dataWindow)")
-    if part.compression != 0:
+    if part.compression not in (_NO_COMPRESSION, _ZIPS_COMPRESSION):
         code = part.compression
         name = _COMPRESSION_NAMES[code] if code < len(_COMPRESSION_NAMES) else f"unknown compression {code}"
         raise ExrError(f"{label} uses {name}; {only}")
@@ -186,18 +192,29 @@ def _decode_part(
     prefix = 12 if multipart else 8
     if offsets.size != height:
         raise ExrError(f"EXR part {part.index} has {offsets.size} chunks for {height} lines")
-    if offsets.size and (offsets.min() < 0 or offsets.max() > buf.size - prefix - line_bytes):
+    zips = part.compression == _ZIPS_COMPRESSION
+    smallest = prefix if zips else prefix + line_bytes
+    if offsets.size and (offsets.min() < 0 or offsets.max() > buf.size - smallest):
         raise ExrError(f"EXR part {part.index} is truncated: a line's data lies beyond the end of the file")
     heads = buf[offsets[:, None] + np.arange(prefix)].view("<i4")
     if multipart and np.any(heads[:, 0] != part.index):
         raise ExrError(f"EXR part {part.index} is corrupt: its offset table points at another part's data")
     rows = heads[:, -2].astype(np.int64) - part.data_window[1]
-    if np.any(heads[:, -1] != line_bytes):
+    if (
+        (np.any(heads[:, -1] > line_bytes) or np.any(heads[:, -1] < 0))
+        if zips
+        else np.any(heads[:, -1] != line_bytes)
+    ):
         raise ExrError(f"EXR part {part.index} is corrupt: a line holds other than {line_bytes} bytes")
     if not np.array_equal(np.sort(rows), np.arange(height)):
         raise ExrError(
             f"EXR part {part.index} is corrupt: its lines do not cover the dataWindow exactly once"
         )
+    if zips:
+        lines = _unzip_lines(
+            buf, offsets + prefix, heads[:, -1].astype(np.int64), rows, line_bytes, part.index
+        )
+        return _channels_of(lines, channels, sizes, width)
 
     # 2. All lines as one (H, line_bytes) byte matrix. Writers store the records back to back, so this is
     # normally a strided view of the file; otherwise copy line by line.
@@ -218,7 +235,11 @@ def _decode_part(
         for row, offset in zip(rows.tolist(), offsets.tolist(), strict=True):
             lines[row] = buf[offset + prefix : offset + prefix + line_bytes]
 
-    # 3. Within a line each channel is a run of `width` samples, in channel-list order.
+    return _channels_of(lines, channels, sizes, width)
+
+
+def _channels_of(lines: np.ndarray, channels, sizes, width: int) -> list[tuple[str, np.ndarray]]:
+    """Within a line each channel is a run of `width` samples, in channel-list order."""
     out = []
     column = 0
     for (name, pixel_type, _xs, _ys), size in zip(channels, sizes, strict=True):
@@ -226,6 +247,48 @@ def _decode_part(
         column += width * size
         # A view with a wider dtype needs only the last axis contiguous, which column slices are.
         out.append((name, block.view(_PIXEL_DTYPES[pixel_type]).astype(np.float32)))
+    return out
+
+
+def _unzip_lines(
+    buf: np.ndarray, starts: np.ndarray, sizes: np.ndarray, rows: np.ndarray, line_bytes: int, index: int
+) -> np.ndarray:
+    """ZIPS lines (`_zip_lines` undone) as one `(H, line_bytes)` byte matrix, top row first."""
+    lines = np.empty((rows.size, line_bytes), dtype=np.uint8)
+    packed = np.empty_like(lines)
+    raw = np.zeros(rows.size, dtype=bool)
+    for row, start, size in zip(rows.tolist(), starts.tolist(), sizes.tolist(), strict=True):
+        data = buf[start : start + size]
+        if size == line_bytes:  # a line zlib could not shrink is stored as it is
+            lines[row], raw[row] = data, True
+            continue
+        try:
+            packed[row] = np.frombuffer(zlib.decompress(data.tobytes(), bufsize=line_bytes), dtype=np.uint8)
+        except (zlib.error, ValueError) as error:
+            raise ExrError(f"EXR part {index} is corrupt: line {row} does not inflate ({error})") from error
+    # Undo the predictor (each byte was stored as its difference to the one before, plus 128), then the split
+    # into even and odd bytes.
+    packed[:, 1:] -= np.uint8(128)
+    np.cumsum(packed, axis=1, dtype=np.uint8, out=packed)
+    half = (line_bytes + 1) // 2
+    unpacked = np.empty_like(packed)
+    unpacked[:, 0::2], unpacked[:, 1::2] = packed[:, :half], packed[:, half:]
+    lines[~raw] = unpacked[~raw]
+    return lines
+
+
+def _zip_lines(lines: np.ndarray, level: int) -> list[bytes]:
+    """Each line as OpenEXR's ZIPS stores it: even bytes then odd bytes, each byte as the difference to the one
+    before plus 128, deflated; a line that would not shrink is stored as it is."""
+    half = (lines.shape[1] + 1) // 2
+    packed = np.empty_like(lines)
+    packed[:, :half], packed[:, half:] = lines[:, 0::2], lines[:, 1::2]
+    predicted = packed.copy()
+    predicted[:, 1:] = packed[:, 1:] - packed[:, :-1] + np.uint8(128)
+    out = []
+    for line, row in zip(predicted, lines, strict=True):
+        data = zlib.compress(line.tobytes(), level)
+        out.append(data if len(data) < row.size else row.tobytes())
     return out
 
 
@@ -337,8 +400,10 @@ def _attribute(name: str, type_name: str, value: bytes) -> bytes:
     return name.encode() + b"\0" + type_name.encode() + b"\0" + struct.pack("<i", len(value)) + value
 
 
-def write_exr(path: str | os.PathLike, channels: Mapping[str, np.ndarray], half: bool = False) -> None:
-    """Write a single-part, uncompressed, scanline OpenEXR file atomically.
+def write_exr(
+    path: str | os.PathLike, channels: Mapping[str, np.ndarray], half: bool = False, compress: bool = False
+) -> None:
+    """Write a single-part scanline OpenEXR file atomically, uncompressed or (`compress`) ZIPS.
 
     Args:
         path: Destination; written through a temporary file in the same folder, then renamed over it.
@@ -346,6 +411,7 @@ def write_exr(path: str | os.PathLike, channels: Mapping[str, np.ndarray], half:
             same shape. uint32 arrays are stored as UINT; any other real dtype as FLOAT (or HALF).
         half: Store non-uint32 channels as 16-bit HALF instead of 32-bit FLOAT (values beyond +-65504
             become infinite).
+        compress: Deflate each scanline (ZIPS, lossless): slower to write, often a fraction of the size.
 
     Raises:
         ValueError: No channels, a bad channel name, or arrays that are not one common `(H, W)` shape.
@@ -380,7 +446,9 @@ def write_exr(path: str | os.PathLike, channels: Mapping[str, np.ndarray], half:
     header = b"".join(
         (
             _attribute("channels", "chlist", chlist + b"\0"),
-            _attribute("compression", "compression", b"\0"),
+            _attribute(
+                "compression", "compression", bytes([_ZIPS_COMPRESSION if compress else _NO_COMPRESSION])
+            ),
             _attribute("dataWindow", "box2i", window),
             _attribute("displayWindow", "box2i", window),
             _attribute("lineOrder", "lineOrder", b"\0"),
@@ -408,8 +476,16 @@ def write_exr(path: str | os.PathLike, channels: Mapping[str, np.ndarray], half:
             target[...] = array
         column += width * dtype.itemsize
     first = len(preamble) + 8 * height
-    offsets = first + np.arange(height, dtype="<u8") * np.uint64(8 + line_bytes)
-    write_blocks(path, [preamble, offsets.astype("<u8").tobytes(), records])
+    if not compress:
+        offsets = first + np.arange(height, dtype="<u8") * np.uint64(8 + line_bytes)
+        write_blocks(path, [preamble, offsets.astype("<u8").tobytes(), records])
+        return
+    chunks = []
+    for row, data in enumerate(_zip_lines(records[:, 8:], level=1)):
+        chunks.append(struct.pack("<ii", row, len(data)) + data)
+    sizes = np.array([len(chunk) for chunk in chunks], dtype=np.uint64)
+    offsets = first + np.concatenate(([0], np.cumsum(sizes)[:-1])).astype("<u8")
+    write_blocks(path, [preamble, offsets.astype("<u8").tobytes(), *chunks])
 
 
 def _layer_pass_channel(name: str, view_layer: str | None) -> tuple[str, str, str] | None:
