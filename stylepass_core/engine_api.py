@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """The engine interface: what an engine is given, what it returns, how it reports progress and stops.
 
-    StyleRequest (beauty + control maps + the engine's settings) --Engine.run(progress, abort)--> StyleResult
+    StyleRequest (beauty + control maps + the engine's settings [+ regions]) --Engine.run(progress, abort)-->
+    StyleResult
 
 Requests and results split into a JSON-able header and named numpy arrays (`to_parts` / `from_parts`), so
 they cross a process or network boundary without pickle. Engines register by id; `get_engine` keeps one warm
@@ -19,11 +20,13 @@ import numpy as np
 
 from .checks import describe
 from .errors import StylepassError
-from .settings import EngineSettings, register_settings
+from .settings import GROUPS_AS_LAYERS, GROUPS_AS_REGIONS, EngineSettings, register_settings
 from .settings import from_plain as settings_from_plain
 
 # Bump when the header layout changes; `from_parts` refuses other formats instead of misreading them.
 # 2: engine-neutral request (settings object, images); 1 had neural-style fields and a params dict.
+# The optional "regions" key (with its "regions.layer" array) kept 2: a request without regions is the same
+# bytes as before, and a side that does not know the key refuses it by name ("unknown ['regions']").
 FORMAT_VERSION = 2
 
 
@@ -74,7 +77,79 @@ def check_abort(abort: threading.Event | None) -> None:
 # Request and result
 
 
-# eq=False: field-wise == on numpy arrays is ambiguous, so requests and results compare by identity.
+# eq=False: field-wise == on numpy arrays is ambiguous, so regions, requests and results compare by identity.
+@dataclass(frozen=True, eq=False)
+class Regions:
+    """Style groups as regions of one run: which pixels each group's settings condition.
+
+    Only for engines whose settings say `STYLE_GROUPS = GROUPS_AS_REGIONS` (diffusion's regional prompting);
+    engines that run once per group get no regions.
+
+    Attributes:
+        layer: `(H, W)` integer array (uint8 or int32) matching the beauty, values 0..N: 0 = the request's
+            own settings (objects in no group and the background), k = style group k.
+        settings: N settings objects, group k's at index k - 1, each of the request settings' class. The engine
+            says which of their fields it reads (diffusion: prompt, negative prompt and style preset); the rest
+            come from the request's own settings.
+        names: N group names, for records and messages.
+    """
+
+    layer: np.ndarray
+    settings: tuple[EngineSettings, ...]
+    names: tuple[str, ...]
+
+    @property
+    def count(self) -> int:
+        """N, the number of groups (the layer's values run 0..N)."""
+        return len(self.names)
+
+    def validate(self, settings: EngineSettings, size: tuple[int, int]) -> None:
+        """Check the fields against the request's settings and the beauty's `(H, W)`.
+
+        Raises:
+            ValueError: naming the bad field and quoting its value.
+        """
+        if settings.STYLE_GROUPS != GROUPS_AS_REGIONS:
+            how = "as separate runs" if settings.STYLE_GROUPS == GROUPS_AS_LAYERS else "not at all"
+            raise ValueError(
+                f"engine {settings.ENGINE} takes style groups {how}, not regions: send the request without regions"
+            )
+        if not isinstance(self.names, tuple) or not all(isinstance(n, str) and n for n in self.names):
+            raise ValueError(
+                f"regions.names must be a tuple of non-empty strings, got {describe(self.names)}"
+            )
+        if not self.names:
+            raise ValueError("regions need at least one group; send regions=None for none")
+        if not isinstance(self.settings, tuple) or len(self.settings) != len(self.names):
+            raise ValueError(
+                f"regions.settings must be a tuple of {len(self.names)} settings (one per name in "
+                f"regions.names), got {describe(self.settings)}"
+            )
+        for name, group in zip(self.names, self.settings, strict=True):
+            if type(group) is not type(settings):
+                raise ValueError(
+                    f"regions.settings of group {name!r} must be {type(settings).__name__} like the request's "
+                    f"settings, got {describe(group)}"
+                )
+        layer = self.layer
+        if not isinstance(layer, np.ndarray) or layer.shape != size:
+            raise ValueError(
+                f"regions.layer must be a {size} array matching the beauty, got {describe(layer)}"
+            )
+        if layer.dtype.kind not in "iu":
+            raise ValueError(f"regions.layer must have an integer dtype (uint8 or int32), got {layer.dtype}")
+        low, high = int(layer.min()), int(layer.max())
+        if low < 0 or high > self.count:
+            raise ValueError(
+                f"regions.layer values must be in [0, {self.count}] (0 = no group, k = group k of "
+                f"{self.count}), got values in [{low}, {high}]"
+            )
+
+    def plain(self) -> dict[str, Any]:
+        """The JSON-able part (the header's `"regions"`); the layer travels as the array `"regions.layer"`."""
+        return {"names": list(self.names), "settings": [group.to_plain() for group in self.settings]}
+
+
 @dataclass(eq=False)
 class StyleRequest:
     """Everything an engine needs to stylise one frame, and nothing it does not.
@@ -96,6 +171,8 @@ class StyleRequest:
         seed: Seed for engines that sample noise (>= 0); deterministic engines record and ignore it.
         width: Output width in pixels, or None for the beauty's width. Give both or neither.
         height: Output height in pixels, or None for the beauty's height.
+        regions: Style groups as regions of this one run (`Regions`), for engines that take them
+            (`settings.STYLE_GROUPS == GROUPS_AS_REGIONS`); None for the request's settings everywhere.
     """
 
     beauty: np.ndarray
@@ -105,6 +182,7 @@ class StyleRequest:
     seed: int = 0
     width: int | None = None
     height: int | None = None
+    regions: Regions | None = None
 
     @property
     def engine(self) -> str:
@@ -173,6 +251,12 @@ class StyleRequest:
             if value is not None and (not _is_int(value) or value < 1):
                 raise ValueError(f"{name} must be an int >= 1 or None, got {value!r}")
 
+        # 4. Regions
+        if self.regions is not None:
+            if not isinstance(self.regions, Regions):
+                raise ValueError(f"regions must be a Regions object or None, got {describe(self.regions)}")
+            self.regions.validate(self.settings, size)
+
     def to_parts(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """Split into a JSON-able header and named arrays (the arrays are not copied).
 
@@ -197,6 +281,8 @@ class StyleRequest:
             arrays[f"control.{name}"] = control
         for name, image in self.images.items():
             arrays[f"image.{name}"] = image
+        if self.regions is not None:
+            arrays["regions.layer"] = self.regions.layer
         header: dict[str, Any] = {
             "kind": "StyleRequest",
             "format": FORMAT_VERSION,
@@ -207,6 +293,8 @@ class StyleRequest:
             "controls": list(self.controls),
             "images": list(self.images),
         }
+        if self.regions is not None:
+            header["regions"] = self.regions.plain()
         header["arrays"] = _array_specs(arrays)
         return header, arrays
 
@@ -220,8 +308,29 @@ class StyleRequest:
                 not validate.
         """
         _check_header(
-            header, "StyleRequest", {"settings", "seed", "width", "height", "controls", "images"}, arrays
+            header,
+            "StyleRequest",
+            {"settings", "seed", "width", "height", "controls", "images"},
+            arrays,
+            optional=frozenset({"regions"}),
         )
+        regions = header.get("regions")
+        if (regions is None) != ("regions.layer" not in arrays):
+            raise ValueError("the header's regions and the array 'regions.layer' come together or not at all")
+        if regions is not None:
+            if (
+                not isinstance(regions, dict)
+                or set(regions) != {"names", "settings"}
+                or not all(isinstance(regions[key], list) for key in regions)
+            ):
+                raise ValueError(
+                    f"the header's regions must be {{names: [...], settings: [...]}}, got {regions!r}"
+                )
+            regions = Regions(
+                layer=arrays["regions.layer"],
+                settings=tuple(settings_from_plain(plain) for plain in regions["settings"]),
+                names=tuple(regions["names"]),
+            )
         request = cls(
             beauty=arrays["beauty"],
             settings=settings_from_plain(header["settings"]),
@@ -230,6 +339,7 @@ class StyleRequest:
             seed=header["seed"],
             width=header["width"],
             height=header["height"],
+            regions=regions,
         )
         request.validate()
         return request
@@ -485,7 +595,13 @@ def _array_specs(arrays: dict[str, np.ndarray]) -> dict[str, dict[str, Any]]:
     return {name: {"shape": list(a.shape), "dtype": a.dtype.str} for name, a in arrays.items()}
 
 
-def _check_header(header: dict[str, Any], kind: str, fields: set[str], arrays: dict[str, np.ndarray]) -> None:
+def _check_header(
+    header: dict[str, Any],
+    kind: str,
+    fields: set[str],
+    arrays: dict[str, np.ndarray],
+    optional: frozenset[str] = frozenset(),
+) -> None:
     if not isinstance(header, dict) or header.get("kind") != kind:
         got = header.get("kind") if isinstance(header, dict) else header
         raise ValueError(f"header is not a {kind} header: kind={got!r}")
@@ -494,7 +610,7 @@ def _check_header(header: dict[str, Any], kind: str, fields: set[str], arrays: d
             f"{kind} header format {header.get('format')!r} is not supported (this side speaks "
             f"{FORMAT_VERSION}): update Stylepass on the older side (Blender or the worker)"
         )
-    expected = fields | {"kind", "format", "arrays"}
+    expected = fields | {"kind", "format", "arrays"} | (optional & set(header))
     if set(header) != expected:
         raise ValueError(
             f"{kind} header fields differ: missing {sorted(expected - set(header))}, "

@@ -203,7 +203,7 @@ def test_package_imports_neither_torch_nor_diffusers():
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
     ).stdout
-    assert out.strip() == "[] ['DIFFUSION', 'NEURAL_STYLE']"
+    assert out.strip() == "[] ['COMFYUI', 'DIFFUSION', 'NEURAL_STYLE']"
 
 
 def test_snap_size():

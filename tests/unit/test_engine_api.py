@@ -21,6 +21,7 @@ from stylepass_core.engine_api import (
     EngineUnavailable,
     NullProgress,
     Progress,
+    Regions,
     StyleRequest,
     StyleResult,
 )
@@ -167,7 +168,7 @@ def test_the_request_holds_no_engine_or_finishing_fields():
     # One engine-neutral request: the look is the engine's settings, the mix with the render is the frame
     # writer's (`stylise_job.Finish`), never a field of the request.
     names = set(StyleRequest.__dataclass_fields__)
-    assert names == {"beauty", "settings", "controls", "images", "seed", "width", "height"}
+    assert names == {"beauty", "settings", "controls", "images", "seed", "width", "height", "regions"}
     request = StyleRequest(beauty=np.zeros((2, 2, 3), np.float32), settings=NeuralStyleSettings())
     assert request.engine == NeuralStyleSettings.ENGINE == "NEURAL_STYLE"
 
@@ -333,6 +334,125 @@ def test_from_parts_validates_the_rebuilt_request():
     extra["arrays"]["image.other"] = header["arrays"]["image.picture"]
     with pytest.raises(ValueError, match=r"images\['other'\] is not an image setting of TEST_PROBE"):
         StyleRequest.from_parts(extra, {**arrays, "image.other": arrays["image.picture"]})
+
+
+# -- Regions (style groups as regions of one run) ---------------------------------------------------------
+
+
+def _regional_request(**regions_overrides) -> StyleRequest:
+    layer = np.zeros((12, 16), np.uint8)
+    layer[:6, :8] = 1
+    layer[6:, 8:] = 2
+    values = {
+        "layer": layer,
+        "settings": (
+            DiffusionSettings(prompt="a glass vase", style_preset="ink"),
+            DiffusionSettings(prompt="a stone wall", negative_prompt=""),
+        ),
+        "names": ("Vase", "Wall"),
+    }
+    values.update(regions_overrides)
+    return StyleRequest(
+        beauty=np.full((12, 16, 3), 0.5, np.float32),
+        settings=DiffusionSettings(model="m", prompt="a room"),
+        seed=3,
+        regions=Regions(**values),
+    )
+
+
+def test_regions_round_trip():
+    request = _regional_request()
+    request.validate()
+    header, arrays = request.to_parts()
+    assert set(arrays) == {"beauty", "regions.layer"}
+    assert header["regions"] == {
+        "names": ["Vase", "Wall"],
+        "settings": [group.to_plain() for group in request.regions.settings],
+    }
+    assert request.header()["regions"] == header["regions"]  # the record carries them too
+    back = StyleRequest.from_parts(*_transport(header, arrays))
+    assert back.regions.names == ("Vase", "Wall") and back.regions.count == 2
+    assert back.regions.settings == request.regions.settings
+    assert all(type(group) is DiffusionSettings for group in back.regions.settings)
+    assert back.regions.layer.dtype == np.uint8
+    np.testing.assert_array_equal(back.regions.layer, request.regions.layer)
+    assert back.settings == request.settings and back.seed == 3
+
+    # int32 layers travel as int32
+    wide = _regional_request(layer=request.regions.layer.astype(np.int32))
+    assert StyleRequest.from_parts(*_transport(*wide.to_parts())).regions.layer.dtype == np.int32
+
+
+def test_a_request_without_regions_has_the_header_it_always_had():
+    # No "regions" key at all: a worker that predates regions reads it as before.
+    request = _request()
+    header, arrays = request.to_parts()
+    assert "regions" not in header and "regions.layer" not in arrays
+    assert StyleRequest.from_parts(*_transport(header, arrays)).regions is None
+    # An explicit null is read as no regions, too.
+    assert StyleRequest.from_parts({**header, "regions": None}, arrays).regions is None
+
+
+def test_regions_header_and_array_come_together():
+    header, arrays = _regional_request().to_parts()
+    without_array = {k: v for k, v in arrays.items() if k != "regions.layer"}
+    specs = {k: v for k, v in header["arrays"].items() if k != "regions.layer"}
+    with pytest.raises(ValueError, match="come together"):
+        StyleRequest.from_parts({**header, "arrays": specs}, without_array)
+    with pytest.raises(ValueError, match="come together"):
+        StyleRequest.from_parts({k: v for k, v in header.items() if k != "regions"}, arrays)
+    with pytest.raises(ValueError, match=r"names: \[\.\.\.\], settings"):
+        StyleRequest.from_parts({**header, "regions": {"names": "Vase", "settings": []}}, arrays)
+    bad = {**header["regions"], "settings": [{"engine": "NOPE", "schema": 1, "values": {}}] * 2}
+    with pytest.raises(SettingsError, match="unknown engine 'NOPE'"):
+        StyleRequest.from_parts({**header, "regions": bad}, arrays)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            {"layer": np.zeros((12, 15), np.uint8)},
+            r"regions.layer must be a \(12, 16\) array matching the beauty",
+        ),
+        ({"layer": np.zeros((12, 16, 1), np.uint8)}, "regions.layer must be a"),
+        ({"layer": [[0] * 16] * 12}, "regions.layer must be a"),
+        ({"layer": np.zeros((12, 16), np.float32)}, r"integer dtype \(uint8 or int32\), got float32"),
+        ({"layer": np.full((12, 16), 3, np.int32)}, r"values must be in \[0, 2\].*got values in \[3, 3\]"),
+        ({"layer": np.full((12, 16), -1, np.int32)}, r"got values in \[-1, -1\]"),
+        ({"names": ("Vase",)}, "regions.settings must be a tuple of 1 settings"),
+        ({"names": ["Vase", "Wall"]}, "regions.names must be a tuple of non-empty strings"),
+        ({"names": ("Vase", "")}, "regions.names must be a tuple of non-empty strings"),
+        ({"names": (), "settings": ()}, "at least one group"),
+        (
+            {"settings": (DiffusionSettings(), NeuralStyleSettings())},
+            "regions.settings of group 'Wall' must be DiffusionSettings like the request's settings, got "
+            "NeuralStyleSettings",
+        ),
+        ({"settings": [DiffusionSettings(), DiffusionSettings()]}, "regions.settings must be a tuple of 2"),
+    ],
+)
+def test_regions_validate_names_the_bad_field(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        _regional_request(**overrides).validate()
+
+
+def test_regions_only_for_engines_that_take_them():
+    beauty = np.full((12, 16, 3), 0.5, np.float32)
+    regions = Regions(np.zeros((12, 16), np.uint8), (NeuralStyleSettings(),), ("Vase",))
+    request = StyleRequest(beauty=beauty, settings=NeuralStyleSettings(), regions=regions)
+    with pytest.raises(ValueError, match="NEURAL_STYLE takes style groups as separate runs, not regions"):
+        request.validate()
+    probe = StyleRequest(
+        beauty=beauty,
+        settings=ProbeSettings(use_depth=False),
+        regions=Regions(np.zeros((12, 16), np.uint8), (ProbeSettings(),), ("Vase",)),
+    )
+    with pytest.raises(ValueError, match="TEST_PROBE takes style groups not at all, not regions"):
+        probe.validate()
+    with pytest.raises(ValueError, match="regions must be a Regions object or None"):
+        StyleRequest(beauty=beauty, settings=DiffusionSettings(), regions={"layer": 0}).validate()
+    assert settings.GROUPS_AS_REGIONS == DiffusionSettings.STYLE_GROUPS
 
 
 # -- Progress and abort -------------------------------------------------------------------------------------

@@ -45,7 +45,7 @@ def test_the_core_has_one_import_identity_and_nothing_inserts_into_sys_path():
 def test_stylepass_mix_never_crosses_the_worker():
     # Strength, Keep Scene Colours and the object selection are applied by the frame writer in Blender.
     fields = {field.name for field in dataclasses.fields(StyleRequest)}
-    assert fields == {"beauty", "settings", "controls", "images", "seed", "width", "height"}
+    assert fields == {"beauty", "settings", "controls", "images", "seed", "width", "height", "regions"}
     for cls in engine_settings():
         names = {name for name, *_ in cls.specs()}
         assert not names & {"strength", "keep_colours", "object_filter"}, cls.__name__

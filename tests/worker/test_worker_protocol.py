@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from worker_helpers import make_request
 
-from stylepass_core.engine_api import StyleResult
+from stylepass_core.engine_api import Regions, StyleResult
 from stylepass_core.engines.diffusion import ControlUnit, DiffusionSettings, Lora
 from stylepass_core.engines.neural_style import NeuralStyleSettings
 from stylepass_core.worker import protocol
@@ -131,6 +131,28 @@ def test_request_and_result_round_trip():
     back_result, meta = protocol.decode_result(*protocol.decode_frame(frame.to_bytes()))
     np.testing.assert_array_equal(back_result.image, result.image)
     assert back_result.info == result.info and meta["timings"] == {"run": 0.5}
+
+
+def test_request_with_regions_round_trip():
+    # Style groups as regions: the layer map (uint8 or int32) and each group's settings travel exactly.
+    layer = np.zeros((16, 24), np.uint8)
+    layer[:8, :12] = 1
+    layer[8:, 12:] = 2
+    groups = (
+        DiffusionSettings(prompt="a glass vase", style_preset="ink"),
+        DiffusionSettings(prompt="a stone wall", negative_prompt="", loras=(Lora(file="l.safetensors"),)),
+    )
+    for dtype in (np.uint8, np.int32):
+        request = make_request(
+            (16, 24),
+            settings=DiffusionSettings(model="sd15/tiny.safetensors", prompt="a room"),
+            regions=Regions(layer=layer.astype(dtype), settings=groups, names=("Vase", "Wall")),
+        )
+        frame = protocol.encode_submit("DIFFUSION", request)  # "auto" precision, as the client sends
+        _, back, _ = protocol.decode_submit(*protocol.decode_frame(frame.to_bytes()))
+        assert back.regions.names == ("Vase", "Wall") and back.regions.settings == groups
+        assert back.regions.layer.dtype == dtype
+        np.testing.assert_array_equal(back.regions.layer, layer)  # bit-exact even at "auto" precision
 
 
 def test_submit_engine_is_the_settings_engine():

@@ -9,8 +9,9 @@ for them with `importlib.util.find_spec`, and models load on the first `run`.
 
 Modules: `settings` (every setting, typed and checked), `controls` (control map -> ControlNet image, per convention),
 `models` (sources, pickle refusal, families, loading), `prompts` (chunked long-prompt embeddings),
-`pipeline` (warm model cache, one run), `device` (device and dtype), `engine` (the `Engine`),
-`live` (the fast few-step preset of the viewport's live preview: `live_settings`).
+`pipeline` (warm model cache, one run), `regions` (style groups' prompts confined to their regions),
+`device` (device and dtype), `engine` (the `Engine`), `live` (the fast few-step preset of the viewport's
+live preview: `live_settings`).
 
 Request fields used
 -------------------
@@ -21,11 +22,15 @@ Request fields used
 * `seed`: the noise seed (same seed, settings and device -> same pixels).
 * `width`/`height`: the generation size is the output size snapped to multiples of 8 (at least 64); the result
   is resized back to the output size and `info["notes"]` says so.
+* `regions`: style groups as regions of the one run (`regions.py`): group k's prompt, negative prompt and
+  style preset condition only the pixels where `regions.layer == k`, the scene's everywhere else; all other
+  settings are the request's. Not with an IP-Adapter.
 
 The result carries in `info`: mode (txt2img/img2img), device and dtype, what was loaded, the seed, sizes,
-prompt tokens and chunks, steps run, ControlNet units with their conventions, notes and warnings, package
-versions, and timings (`load`, `text_encoder`, `unet`, `controlnet`, `vae_decode`, `total`, and `overhead`:
-everything that is not loading or UNet/ControlNet/VAE compute).
+prompt tokens and chunks, steps run, ControlNet units with their conventions, a regional run's regions (name,
+tokens, coverage) and attention layers, notes and warnings, package versions, and timings (`load`,
+`text_encoder`, `unet`, `controlnet`, `vae_decode`, `total`, and `overhead`: everything that is not loading or
+UNet/ControlNet/VAE compute).
 """
 
 from .engine import DiffusionEngine, OutOfMemory, snap_size

@@ -24,6 +24,7 @@ from ...engine_api import (
     register_engine,
 )
 from . import controls
+from .regions import SCENE, RegionPrompts
 from .settings import STYLE_PRESETS, DiffusionSettings
 
 SIZE_MULTIPLE = 8  # the VAE downsamples by 8 and the UNet needs whole latent pixels
@@ -106,9 +107,13 @@ class DiffusionEngine(Engine):
     ) -> StyleResult:
         """Generate one frame; see `Engine.run`; `request.settings` is a `DiffusionSettings`.
 
+        With `request.regions`, one denoising run in which each style group's prompt, negative prompt and style
+        preset condition only its region (`regions.py`); everything else is `request.settings`.
+
         Raises:
             ValueError: an invalid request or param, a missing control map, a model that is missing, unsafe,
-                not a pipeline or of the wrong family for a ControlNet (the message says what to change).
+                not a pipeline or of the wrong family for a ControlNet, regions with an IP-Adapter (the message
+                says what to change).
             EngineUnavailable: torch/diffusers missing; `OutOfMemory` when the device runs out of memory.
             Aborted: `abort` was set; the engine stays ready for the next request.
         """
@@ -121,6 +126,7 @@ class DiffusionEngine(Engine):
         if settings.not_ready():
             raise ValueError(settings.not_ready())
         prompt, negative = self._styled_prompts(settings)
+        region_prompts = self._region_prompts(request, (prompt, negative))
         settings = settings.replace(negative_prompt=negative)
         out_h, out_w = request.output_size
         gen_h, gen_w = self._generation_size(request)
@@ -184,6 +190,7 @@ class DiffusionEngine(Engine):
                     progress=progress,
                     abort=abort,
                     steps_before=2,
+                    region_prompts=region_prompts,
                 )
             except Exception as error:
                 if not is_out_of_memory(error):
@@ -219,6 +226,28 @@ class DiffusionEngine(Engine):
         prompt = ", ".join(p for p in (settings.prompt.strip(), positive) if p)
         negative_prompt = ", ".join(p for p in (settings.negative_prompt.strip(), negative) if p)
         return prompt, negative_prompt
+
+    @classmethod
+    def _region_prompts(cls, request: StyleRequest, scene: tuple[str, str]) -> RegionPrompts | None:
+        """The regions' prompt pairs (the scene's styled `scene` first), or None for a plain run.
+
+        Raises:
+            ValueError: regions together with an IP-Adapter.
+        """
+        regions = request.regions
+        if regions is None:
+            return None
+        if request.settings.ip_adapter is not None:
+            raise ValueError(
+                f"style groups as regions ({', '.join(regions.names)}) cannot be combined with an IP-Adapter, "
+                "which puts its own processors on the same attention layers: clear the IP-Adapter, or take the "
+                "objects out of their style groups"
+            )
+        return RegionPrompts(
+            layer=regions.layer,
+            names=(SCENE, *regions.names),
+            prompts=(scene, *(cls._styled_prompts(group) for group in regions.settings)),
+        )
 
     @staticmethod
     def _generation_size(request: StyleRequest) -> tuple[int, int]:

@@ -35,7 +35,8 @@ Rules, each keeping what the artist chose where it already suits a preview:
    `models.find_tiny_vae` for where it looks (`vae_tiny/` in the model folder, `taesd`/`taesdxl` beside it or
    at the top of a model folder, the Hugging Face cache). A VAE the artist set is kept.
 6. Everything else as the artist set it: prompt and style, the control units (maps, ControlNets, weights,
-   start and end), LoRAs, IP-Adapter, precision and memory settings, device.
+   start and end), LoRAs, IP-Adapter, precision and memory settings, device. Style groups are not part of a
+   preview: a live request carries no regions, so the scene's prompt applies everywhere.
 
 The seed is the request's (the caller passes the frame's seed), and every sampler draws its noise from a
 generator seeded with it, so the same view gives the same picture every time. Sizes: the engine generates

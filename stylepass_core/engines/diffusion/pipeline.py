@@ -14,6 +14,9 @@
   autoencoder by `models.find_tiny_vae`;
 * the pipeline objects themselves (txt2img / img2img, with or without ControlNets), which share all modules.
 
+A regional run (style groups as regions, `regions.py`) changes no cached state: its attention processors are
+on the UNet's and ControlNets' cross-attention layers for that one call only.
+
 Every load is counted in `counts` (keys "base", "controlnet", "lora", "vae", "ip_adapter"), so tests and the
 benchmark can prove a warm request loads nothing.
 
@@ -31,7 +34,7 @@ import numpy as np
 
 from ...engine_api import Progress, check_abort
 from ...worker.model_paths import configured_model_dirs
-from . import models, prompts
+from . import models, prompts, regions
 from .device import DevicePlan
 from .settings import TINY_VAE, DiffusionSettings
 
@@ -447,8 +450,12 @@ class ModelCache:
         progress: Progress,
         abort: Any,
         steps_before: int,
+        region_prompts: regions.RegionPrompts | None = None,
     ) -> tuple[np.ndarray, dict[str, Any]]:
         """Run the active pipeline once and decode; returns `(H, W, 3)` float32 in [0, 1] and facts.
+
+        `region_prompts` (region 0 the scene's `prompt` and `settings.negative_prompt`) makes it one regional
+        run: every region's conditioning applies inside its region only (`regions.py`).
 
         Raises:
             Aborted: between two denoising steps when `abort` is set (or `progress.update` raises it).
@@ -463,25 +470,34 @@ class ModelCache:
         self.timer.seconds.clear()
         device = pipe._execution_device  # the GPU even when offloading parks the models in RAM
 
-        # 1. Prompt embeddings (any length)
+        # 1. Prompt embeddings (any length; a regional run's regions one after the other)
         started = time.perf_counter()
         sdxl = self.base_config.family == "sdxl"
         tokenizers = [pipe.tokenizer, pipe.tokenizer_2] if sdxl else [pipe.tokenizer]
         encoders = [pipe.text_encoder, pipe.text_encoder_2] if sdxl else [pipe.text_encoder]
-        embeddings = prompts.encode(
-            tokenizers,
-            encoders,
-            prompt,
-            settings.negative_prompt,
-            sdxl=sdxl,
-            zeros_for_empty_negative=bool(getattr(pipe.config, "force_zeros_for_empty_prompt", False)),
-            device=device,
-            dtype=dtype,
-            clip_skip=settings.clip_skip,
-        )
+
+        def encode(positive: str, negative: str) -> prompts.PromptEmbeddings:
+            return prompts.encode(
+                tokenizers,
+                encoders,
+                positive,
+                negative,
+                sdxl=sdxl,
+                zeros_for_empty_negative=bool(getattr(pipe.config, "force_zeros_for_empty_prompt", False)),
+                device=device,
+                dtype=dtype,
+                clip_skip=settings.clip_skip,
+            )
+
+        if region_prompts is None:
+            embeddings = scene = encode(prompt, settings.negative_prompt)
+        else:
+            per_region = [encode(*pair) for pair in region_prompts.prompts]
+            embeddings, spans = regions.concatenate(per_region)
+            scene = per_region[0]
         self.timer.seconds["text_encoder"] += time.perf_counter() - started
-        facts["prompt_tokens"] = embeddings.tokens
-        facts["prompt_chunks"] = embeddings.chunks
+        facts["prompt_tokens"] = scene.tokens
+        facts["prompt_chunks"] = scene.chunks
 
         # 2. Pipeline arguments
         kwargs: dict[str, Any] = {
@@ -526,7 +542,19 @@ class ModelCache:
 
         progress.update(steps_before, total, "Denoising")
         started = time.perf_counter()
-        latents = pipe(callback_on_step_end=on_step_end, **kwargs).images
+        if region_prompts is None:
+            latents = pipe(callback_on_step_end=on_step_end, **kwargs).images
+        else:
+            scale = int(pipe.vae_scale_factor)
+            latent_size = (height // scale, width // scale)
+            weights = regions.level_weights(region_prompts.layer, region_prompts.count, latent_size)
+            controlnet = getattr(pipe, "controlnet", None)
+            nets = list(getattr(controlnet, "nets", [controlnet] if controlnet is not None else []))
+            processor = regions.RegionalAttention(spans, weights)
+            with regions.installed([pipe.unet, *nets], processor) as layers:
+                latents = pipe(callback_on_step_end=on_step_end, **kwargs).images
+            facts["regions"] = region_prompts.describe(per_region, spans)
+            facts["regional_attention_layers"] = {"unet": layers[0], "controlnets": layers[1:]}
         facts["denoise_seconds"] = time.perf_counter() - started
         facts["steps_run"] = int(getattr(pipe, "_num_timesteps", expected) or expected)
         check_abort(abort)

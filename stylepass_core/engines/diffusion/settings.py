@@ -10,7 +10,14 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from ...conditioning import CONTROL_MAPS as CONTROL_MAPS  # the maps a ControlNet unit can take
-from ...settings import EngineSettings, Settings, SettingsError, register_settings, setting
+from ...settings import (
+    GROUPS_AS_REGIONS,
+    EngineSettings,
+    Settings,
+    SettingsError,
+    register_settings,
+    setting,
+)
 
 MAX_STEPS = 150
 MAX_GUIDANCE = 30.0
@@ -129,6 +136,9 @@ class DiffusionSettings(EngineSettings):
     PROPERTY = "diffusion"
     NEEDS_WORKER = True
     USES_SEED = True
+    # One denoising run; a group's prompt, negative prompt and style apply inside its region only (`regions.py`).
+    STYLE_GROUPS = GROUPS_AS_REGIONS
+    REGION_FIELDS = ("prompt", "negative_prompt", "style_preset")
     HOST_FIELDS = ("device", "allow_network")
 
     # Model
