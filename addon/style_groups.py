@@ -68,9 +68,12 @@ def read_groups(
         except ValueError as error:
             raise StylepassError(f"Style group '{item.name}': {error}") from error
         if not group.objects:
+            # A deleted object leaves its row behind, empty: say so, the artist may not know why it is empty.
+            gone = sum(entry.object is None for entry in item.objects)
+            why = f" (its {'object was' if gone == 1 else f'{gone} objects were'} deleted)" if gone else ""
             raise StylepassError(
-                f"Style group '{item.name}' has no objects: add objects, a collection or a semantic class to it, "
-                "or remove it."
+                f"Style group '{item.name}' has no objects{why}: add objects, a collection or a semantic class "
+                "to it, or remove it."
             )
         groups.append(SceneGroup(group, images))
     return tuple(groups)

@@ -8,7 +8,7 @@ import json
 import bpy
 import numpy as np
 import pytest
-from conftest import addon_module, readme_python_examples
+from conftest import addon_module, diff_snapshots, readme_python_examples, scene_snapshot
 from scenes import known_scene
 
 from stylepass_core import compositor_layers, exr, png
@@ -128,6 +128,15 @@ def test_bad_groups_are_refused_with_the_group_named_and_nothing_written(empty_f
     image_group.neural_style.style_source = "IMAGE"
     with pytest.raises(StylepassError, match="Style group 'Picture': Style Image is needed"):
         _stylise(scene)
+    scene.stylepass.style_groups.remove(0)
+    cone = bpy.data.objects.new("Cone", bpy.data.meshes.new("Cone"))
+    scene.collection.objects.link(cone)
+    _add_group(scene, "Gone", "style_03", cone)
+    bpy.data.objects.remove(cone)
+    before = scene_snapshot(scene)
+    with pytest.raises(StylepassError, match=r"Style group 'Gone' has no objects \(its object was deleted\)"):
+        _stylise(scene)
+    assert diff_snapshots(before, scene_snapshot(scene)) == []
     assert not list(out_dir.rglob("*.png"))
     del empty
 
