@@ -10,11 +10,13 @@ import blender_harness
 import bpy
 import numpy as np
 import pytest
+import scenes
 from conftest import addon_module, diff_snapshots, scene_snapshot
 from scenes import known_scene
 
 from stylepass_core import png
 from stylepass_core.errors import StylepassError
+from stylepass_core.settings import CoherenceSettings
 
 compositor = addon_module("addon.compositor")
 stylise = addon_module("addon.stylise")
@@ -29,9 +31,9 @@ def prefs(comfyui):
     prefs.comfyui_server = saved
 
 
-def _scene(empty_file, out_dir, comfyui):
+def _scene(empty_file, out_dir, comfyui, build=known_scene):
     scene = empty_file
-    known_scene(scene)
+    build(scene)
     scene.render.engine = "CYCLES"
     scene.cycles.samples = 1
     scene.render.resolution_x, scene.render.resolution_y = 64, 48
@@ -103,3 +105,31 @@ def test_a_server_that_is_down_is_named_and_nothing_changes(empty_file, out_dir,
     with pytest.raises(RuntimeError, match="Cannot reach the ComfyUI server"):  # reported as an error
         bpy.ops.stylepass.comfyui_read()
     assert "Cannot reach" in bpy.context.window_manager.stylepass_comfyui.status
+
+
+def test_an_animation_through_comfyui_continues_each_frame_from_the_one_before(
+    empty_file, out_dir, comfyui, prefs
+):
+    animation = addon_module("addon.animation")
+    scene = _scene(empty_file, out_dir, comfyui, build=lambda s: scenes.animated_scene(s, frames=3))
+    run_settings = stylise.RunSettings.from_scene(scene, prefs)
+    run_settings = stylise.replace(run_settings, passes=run_settings.passes.replace(show_images=False))
+    options = animation.AnimationOptions(1, 3, coherence=CoherenceSettings(keyframe_interval=12))
+    summary = animation.stylise_animation(scene, bpy.context.view_layer, run_settings, options, prefs=prefs)
+    assert summary.stylised == [1, 2, 3] and summary.keyframes == {1: "first", 3: "last"}
+    folder = out_dir / scene.name / "stylised"
+    records = [json.loads((folder / f"{frame:04d}.json").read_text()) for frame in (1, 2, 3)]
+    assert all(record["engine"] == "COMFYUI" for record in records)
+    # The last keyframe starts from the first, carried along the motion: image to image at Repaint, the seed kept.
+    assert (
+        records[2]["result"]["mode"] == "img2img"
+        and records[2]["result"]["seed"] == records[0]["result"]["seed"]
+    )
+    image = (
+        compositor.find_group_node(
+            scene.compositing_node_group if compositor.COMPOSITOR_IS_GROUP else scene.node_tree
+        )
+        .node_tree.nodes["Stylised"]
+        .image
+    )
+    assert image.source == "SEQUENCE"
