@@ -15,8 +15,10 @@ from conftest import addon_module, diff_snapshots, scene_snapshot
 from scenes import known_scene
 
 from stylepass_core import png
+from stylepass_core.engine_api import StyleRequest
 from stylepass_core.errors import StylepassError
-from stylepass_core.settings import CoherenceSettings
+from stylepass_core.settings import CoherenceSettings, FrameSettings
+from stylepass_core.stylise_job import Finish
 
 compositor = addon_module("addon.compositor")
 stylise = addon_module("addon.stylise")
@@ -133,3 +135,29 @@ def test_an_animation_through_comfyui_continues_each_frame_from_the_one_before(
         .image
     )
     assert image.source == "SEQUENCE"
+
+
+def test_the_live_preview_runs_a_shorter_comfyui_job_and_writes_no_files(empty_file, out_dir, comfyui, prefs):
+    live_capture = addon_module("addon.live_capture")
+    live_preview = addon_module("addon.live_preview")
+    scene = _scene(empty_file, out_dir, comfyui)
+    scene.stylepass.comfyui.steps = 30
+    run = stylise.RunSettings.from_scene(scene, prefs)
+    inputs = stylise.engine_inputs(scene, bpy.context.view_layer, run, prefs)
+    settings = inputs.settings.live()
+    assert (
+        settings.steps == 6 and settings.checkpoint == comfyui.models.checkpoint
+    )  # the rest as Stylise Frame
+    rows, cols = np.mgrid[0:48, 0:64] / 64.0
+    beauty = np.dstack([rows, cols, 0.5 + 0 * rows]).astype(np.float32)
+    depth = (1.0 - rows).astype(np.float32)
+    request = StyleRequest(beauty=beauty, settings=settings, controls={"depth": depth}, seed=1)
+    view = live_capture.ViewFrame(None, None, 64, 48, camera=False)
+    frame = FrameSettings()
+    live = live_preview.LiveRequest(request, Finish(frame=frame, beauty=beauty), inputs.runner, view)
+    job = live_preview._start_job(live)
+    assert job.wait(300) and job.error is None, job.error
+    image, returned, info = job.result
+    assert returned is live and image.shape == (48, 64, 3)
+    assert info["steps"]["total"] == 6
+    assert list(out_dir.rglob("*")) == []

@@ -155,3 +155,6 @@ def test_settings_share_the_diffusion_engines_names_and_refuse_bad_values():
     assert parse_headers("Authorization: Bearer x; X-Team: a") == {"Authorization": "Bearer x", "X-Team": "a"}
     assert "needs a checkpoint" in ComfyUISettings().not_ready()
     assert ComfyUISettings(workflow="/some/file.json").not_ready() == ""
+    # The viewport preview: fewer steps, never fewer than image to image needs for one.
+    assert _settings(steps=30).live().steps == 6 and _settings(steps=4).live().steps == 4
+    assert _settings(steps=40, denoise=0.1).live().steps == 10

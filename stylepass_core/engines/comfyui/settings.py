@@ -8,12 +8,14 @@ drives which ControlNet, weight, start, end) and the LoRAs (`Lora`). Model names
 *Sampler* and *Scheduler*; they keep ComfyUI's names because that is what an artist sees in its node.
 """
 
+import math
 from dataclasses import dataclass
 
 from ...settings import EngineSettings, SettingsError, setting
 from ..diffusion.settings import MAX_GUIDANCE, MAX_LORAS, MAX_STEPS, STYLE_PRESETS, ControlUnit, Lora
 
 DEFAULT_SERVER = "http://127.0.0.1:8188"
+LIVE_STEPS = 6  # the viewport preview's steps at most: a quick look, the final frame keeps the artist's
 WORKFLOW_INPUTS = (
     "beauty",
     "depth",
@@ -139,6 +141,11 @@ class ComfyUISettings(EngineSettings):
 
     def uses_beauty(self) -> bool:
         return bool(self.workflow.strip()) or self.img2img
+
+    def live(self) -> "ComfyUISettings":
+        # The same workflow with fewer steps (at least one step of image to image remains).
+        steps = min(self.steps, max(LIVE_STEPS, math.ceil(1.0 / self.denoise)))
+        return self.replace(steps=steps)
 
     def continuation(self, denoise: float) -> "ComfyUISettings":
         amount = max(min(self.denoise, denoise), min(1.0, 1.0 / self.steps + 1e-6))
