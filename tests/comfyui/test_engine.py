@@ -240,3 +240,15 @@ def test_a_refusal_explains_comfyuis_host_and_origin_check(comfyui):
             ComfyUIEngine().run(_request(_settings(comfyui, comfyui_server=url)))
     finally:
         server.shutdown()
+
+
+def test_release_memory_asks_the_server_to_unload_and_the_next_run_loads_again(comfyui):
+    engine = ComfyUIEngine()
+    engine.run(_request(_settings(comfyui)))
+    engine.client(_settings(comfyui)).free()  # POST /free: raises ComfyUIError unless the server agreed
+    engine.release()  # Release Memory: the same for every server this engine talked to
+    assert engine.run(_request(_settings(comfyui))).image.shape == (SIZE, SIZE, 3)
+    # A server that is gone holds nothing: releasing then is quiet.
+    gone = ComfyUIEngine()
+    gone.client(_settings(comfyui, comfyui_server=f"http://127.0.0.1:{_free_port()}"))
+    gone.release()
