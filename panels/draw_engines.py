@@ -73,30 +73,7 @@ def _draw_diffusion(layout: bpy.types.UILayout, group) -> None:
     layout.prop(group, "guidance")
     layout.prop(group, "scheduler")
 
-    box = layout.box()
-    box.label(text="Controls", icon="MODIFIER")
-    for index, control in enumerate(group.controls):
-        col = box.column(align=True)
-        row = col.row(align=True)
-        row.prop(control, "enabled", text="")
-        row.prop(control, "map", text="")
-        row.prop(control, "weight", text="Weight")
-        row.operator("stylepass.control_remove", text="", icon="X").index = index
-        col.prop(control, "model", text="")
-        row = col.row(align=True)
-        row.prop(control, "start")
-        row.prop(control, "end")
-    box.operator_menu_enum("stylepass.control_add", "map", text="Add Control", icon="ADD")
-
-    box = layout.box()
-    box.label(text="LoRAs", icon="NODE_MATERIAL")
-    for index, lora in enumerate(group.loras):
-        row = box.row(align=True)
-        row.prop(lora, "enabled", text="")
-        row.prop(lora, "file", text="")
-        row.prop(lora, "weight", text="")
-        row.operator("stylepass.lora_remove", text="", icon="X").index = index
-    box.operator("stylepass.lora_add", icon="ADD")
+    _draw_controls_and_loras(layout, group)
 
     box = layout.box()
     box.label(text="Reference Image (IP-Adapter)", icon="IMAGE_DATA")
@@ -118,6 +95,42 @@ def _draw_diffusion(layout: bpy.types.UILayout, group) -> None:
     box.prop(group, "cpu_offload")
     box.prop(group, "allow_pickle")
     layout.operator("stylepass.release_memory", icon="X")
+
+
+def _draw_controls_and_loras(layout: bpy.types.UILayout, group, lists=None) -> None:
+    """The ControlNet units and LoRAs (the diffusion and ComfyUI engines share them). With `lists` (the
+    ComfyUI server's names) the models are picked from those; else they are files or model ids."""
+
+    def model(row, item, name: str, listed: str) -> None:
+        if lists is None:
+            row.prop(item, name, text="")
+        else:
+            row.prop_search(item, name, lists, listed, text="")
+
+    box = layout.box()
+    box.label(text="Controls", icon="MODIFIER")
+    for index, control in enumerate(group.controls):
+        col = box.column(align=True)
+        row = col.row(align=True)
+        row.prop(control, "enabled", text="")
+        row.prop(control, "map", text="")
+        row.prop(control, "weight", text="Weight")
+        row.operator("stylepass.control_remove", text="", icon="X").index = index
+        model(col, control, "model", "controlnets")
+        row = col.row(align=True)
+        row.prop(control, "start")
+        row.prop(control, "end")
+    box.operator_menu_enum("stylepass.control_add", "map", text="Add Control", icon="ADD")
+
+    box = layout.box()
+    box.label(text="LoRAs", icon="NODE_MATERIAL")
+    for index, lora in enumerate(group.loras):
+        row = box.row(align=True)
+        row.prop(lora, "enabled", text="")
+        model(row, lora, "file", "loras")
+        row.prop(lora, "weight", text="")
+        row.operator("stylepass.lora_remove", text="", icon="X").index = index
+    box.operator("stylepass.lora_add", icon="ADD")
 
 
 def _draw_comfyui(layout: bpy.types.UILayout, group) -> None:
@@ -144,30 +157,7 @@ def _draw_comfyui(layout: bpy.types.UILayout, group) -> None:
     col.prop_search(group, "sampler", lists, "samplers")
     col.prop_search(group, "scheduler", lists, "schedulers")
 
-    box = col.box()
-    box.label(text="Controls", icon="MODIFIER")
-    for index, control in enumerate(group.controls):
-        sub = box.column(align=True)
-        row = sub.row(align=True)
-        row.prop(control, "enabled", text="")
-        row.prop(control, "map", text="")
-        row.prop(control, "weight", text="Weight")
-        row.operator("stylepass.control_remove", text="", icon="X").index = index
-        sub.prop_search(control, "model", lists, "controlnets", text="")
-        row = sub.row(align=True)
-        row.prop(control, "start")
-        row.prop(control, "end")
-    box.operator_menu_enum("stylepass.control_add", "map", text="Add Control", icon="ADD")
-
-    box = col.box()
-    box.label(text="LoRAs", icon="NODE_MATERIAL")
-    for index, lora in enumerate(group.loras):
-        row = box.row(align=True)
-        row.prop(lora, "enabled", text="")
-        row.prop_search(lora, "file", lists, "loras", text="")
-        row.prop(lora, "weight", text="")
-        row.operator("stylepass.lora_remove", text="", icon="X").index = index
-    box.operator("stylepass.lora_add", icon="ADD")
+    _draw_controls_and_loras(col, group, lists)
     layout.operator("stylepass.release_memory", icon="X")
 
 

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 
 from ...settings import EngineSettings, SettingsError, setting
-from ..diffusion.settings import MAX_GUIDANCE, MAX_LORAS, MAX_STEPS, STYLE_PRESETS, ControlUnit, Lora
+from ..diffusion.settings import MAX_LORAS, ControlUnit, Lora, shared, styled_prompts
 
 DEFAULT_SERVER = "http://127.0.0.1:8188"
 LIVE_STEPS = 6  # the viewport preview's steps at most: a quick look, the final frame keeps the artist's
@@ -47,32 +47,13 @@ class ComfyUISettings(EngineSettings):
         "", "Checkpoint", "A checkpoint on the server (its CheckpointLoaderSimple list)"
     )
     # Prompt
-    prompt: str = setting("", "Prompt", "What the image should look like (any length)")
-    negative_prompt: str = setting(
-        "blurry, low quality", "Negative Prompt", "What the image should not look like"
-    )
-    style_preset: str = setting(
-        "none",
-        "Style",
-        "Words added to the prompt for a common look",
-        choices=tuple((key, label, f"Adds: {words}" if words else "The prompt alone")
-                      for key, (label, words, _) in STYLE_PRESETS.items()),
-    )  # fmt: skip
+    prompt: str = shared("prompt")
+    negative_prompt: str = shared("negative_prompt")
+    style_preset: str = shared("style_preset")
     # Sampling
-    steps: int = setting(20, "Steps", "Denoising steps", min=1, max=MAX_STEPS, soft_max=60)
-    guidance: float = setting(
-        7.0, "Guidance", "How closely to follow the prompt (ComfyUI's CFG)", min=0.0, max=MAX_GUIDANCE,
-        soft_max=15.0,
-    )  # fmt: skip
-    denoise: float = setting(
-        0.75,
-        "Denoise",
-        "How much of the beauty pass is repainted: 1 paints from noise (text to image), lower keeps more of "
-        "the render (image to image)",
-        min=0.01,
-        max=1.0,
-        subtype="FACTOR",
-    )
+    steps: int = shared("steps")
+    guidance: float = shared("guidance")
+    denoise: float = shared("denoise")
     sampler: str = setting("euler", "Sampler", "ComfyUI's sampler (its KSampler's sampler_name)")
     scheduler: str = setting("normal", "Scheduler", "ComfyUI's noise schedule (its KSampler's scheduler)")
     # Steering: the server's ControlNets and LoRAs, by the names it lists
@@ -168,10 +149,7 @@ class ComfyUISettings(EngineSettings):
 
     def styled_prompts(self) -> tuple[str, str]:
         """The prompt and negative prompt with the style preset's words, as the diffusion engine adds them."""
-        _, positive, negative = STYLE_PRESETS[self.style_preset]
-        prompt = ", ".join(p for p in (self.prompt.strip(), positive) if p)
-        negative_prompt = ", ".join(p for p in (self.negative_prompt.strip(), negative) if p)
-        return prompt, negative_prompt
+        return styled_prompts(self.prompt, self.negative_prompt, self.style_preset)
 
 
 def parse_headers(text: str) -> dict[str, str]:

@@ -25,7 +25,7 @@ from ...engine_api import (
 )
 from . import controls
 from .regions import SCENE, RegionPrompts
-from .settings import STYLE_PRESETS, DiffusionSettings
+from .settings import DiffusionSettings, styled_prompts
 
 SIZE_MULTIPLE = 8  # the VAE downsamples by 8 and the UNet needs whole latent pixels
 MIN_SIDE = 64
@@ -222,10 +222,7 @@ class DiffusionEngine(Engine):
 
     @staticmethod
     def _styled_prompts(settings: DiffusionSettings) -> tuple[str, str]:
-        _, positive, negative = STYLE_PRESETS[settings.style_preset]
-        prompt = ", ".join(p for p in (settings.prompt.strip(), positive) if p)
-        negative_prompt = ", ".join(p for p in (settings.negative_prompt.strip(), negative) if p)
-        return prompt, negative_prompt
+        return styled_prompts(settings.prompt, settings.negative_prompt, settings.style_preset)
 
     @classmethod
     def _region_prompts(cls, request: StyleRequest, scene: tuple[str, str]) -> RegionPrompts | None:

@@ -87,6 +87,54 @@ class IpAdapter(NamedTuple):
     scale: float
 
 
+def shared(name: str):
+    """A setting the diffusion and ComfyUI engines share (same name, meaning, default and range), declared once
+    here: `prompt: str = shared("prompt")` in each engine's settings class."""
+    specs = {
+        "prompt": lambda: setting("", "Prompt", "What the image should look like (any length)"),
+        "negative_prompt": lambda: setting(
+            "blurry, low quality", "Negative Prompt", "What the image should not look like"
+        ),
+        "style_preset": lambda: setting(
+            "none",
+            "Style",
+            "Words added to the prompt for a common look",
+            choices=tuple(
+                (key, label, f"Adds: {words}" if words else "The prompt alone")
+                for key, (label, words, _) in STYLE_PRESETS.items()
+            ),
+        ),
+        "steps": lambda: setting(20, "Steps", "Denoising steps", min=1, max=MAX_STEPS, soft_max=60),
+        "guidance": lambda: setting(
+            7.0,
+            "Guidance",
+            "How closely to follow the prompt (1 or less turns it off)",
+            min=0.0,
+            max=MAX_GUIDANCE,
+            soft_max=15.0,
+        ),
+        "denoise": lambda: setting(
+            0.75,
+            "Denoise",
+            "How much of the beauty pass is repainted: 1 paints from noise (text to image), lower keeps more of "
+            "the render (image to image)",
+            min=0.01,
+            max=1.0,
+            subtype="FACTOR",
+        ),
+    }
+    return specs[name]()  # a new field each time: a dataclass field belongs to one class
+
+
+def styled_prompts(prompt: str, negative_prompt: str, style_preset: str) -> tuple[str, str]:
+    """The prompt and negative prompt with the style preset's words added, as both engines send them."""
+    _, positive, negative = STYLE_PRESETS[style_preset]
+    return (
+        ", ".join(p for p in (prompt.strip(), positive) if p),
+        ", ".join(p for p in (negative_prompt.strip(), negative) if p),
+    )
+
+
 @dataclass(frozen=True)
 class ControlUnit(Settings):
     """One ControlNet unit: which control pass drives which ControlNet, how strongly, and when."""
@@ -165,17 +213,9 @@ class DiffusionSettings(EngineSettings):
         model=True,
     )
     # Prompt
-    prompt: str = setting("", "Prompt", "What the image should look like (any length)")
-    negative_prompt: str = setting(
-        "blurry, low quality", "Negative Prompt", "What the image should not look like"
-    )
-    style_preset: str = setting(
-        "none",
-        "Style",
-        "Words added to the prompt for a common look",
-        choices=tuple((key, label, f"Adds: {words}" if words else "The prompt alone")
-                      for key, (label, words, _) in STYLE_PRESETS.items()),
-    )  # fmt: skip
+    prompt: str = shared("prompt")
+    negative_prompt: str = shared("negative_prompt")
+    style_preset: str = shared("style_preset")
     clip_skip: int = setting(
         0,
         "Clip Skip",
@@ -185,20 +225,9 @@ class DiffusionSettings(EngineSettings):
         max=11,
     )
     # Sampling
-    steps: int = setting(20, "Steps", "Denoising steps", min=1, max=MAX_STEPS, soft_max=60)
-    guidance: float = setting(
-        7.0, "Guidance", "How closely to follow the prompt (1 or less turns it off)", min=0.0, max=MAX_GUIDANCE,
-        soft_max=15.0,
-    )  # fmt: skip
-    denoise: float = setting(
-        0.75,
-        "Denoise",
-        "How much of the beauty pass is repainted: 1 paints from noise (text to image), lower keeps more of "
-        "the render (image to image)",
-        min=0.01,
-        max=1.0,
-        subtype="FACTOR",
-    )
+    steps: int = shared("steps")
+    guidance: float = shared("guidance")
+    denoise: float = shared("denoise")
     scheduler: str = setting("dpmpp_2m_karras", "Scheduler", "Sampling method", choices=SCHEDULERS)
     # Steering
     controls: tuple[ControlUnit, ...] = setting((), "Controls", "ControlNet units", item=ControlUnit)
