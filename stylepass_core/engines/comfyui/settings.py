@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 
 from ...settings import EngineSettings, SettingsError, setting
-from ..diffusion.settings import MAX_LORAS, ControlUnit, Lora, shared, styled_prompts
+from ..diffusion.settings import ControlUnit, Lora, check_sampling, shared, styled_prompts
 
 DEFAULT_SERVER = "http://127.0.0.1:8188"
 LIVE_STEPS = 6  # the viewport preview's steps at most: a quick look, the final frame keeps the artist's
@@ -82,22 +82,7 @@ class ComfyUISettings(EngineSettings):
     )
 
     def check(self) -> None:
-        maps = [unit.map for unit in self.controlnets]
-        twice = sorted({m for m in maps if maps.count(m) > 1})
-        if twice:
-            raise SettingsError(f"two enabled controls use the {twice[0]} pass: keep one")
-        for unit in self.controlnets:
-            if not unit.model.strip():
-                raise SettingsError(f"the {unit.map} control has no ControlNet: pick one of the server's")
-        names = [lora.file.strip() for lora in self.active_loras]
-        if len(names) > MAX_LORAS:
-            raise SettingsError(f"{len(names)} LoRAs are enabled; at most {MAX_LORAS}")
-        if any(not name for name in names):
-            raise SettingsError("an enabled LoRA has no name: pick one of the server's or disable it")
-        if self.denoise < 1.0 and int(self.steps * self.denoise) < 1:
-            raise SettingsError(
-                f"steps {self.steps} with denoise {self.denoise} leaves no denoising step: raise one of them"
-            )
+        check_sampling(self)
         try:
             parse_headers(self.comfyui_headers)
         except ValueError as error:

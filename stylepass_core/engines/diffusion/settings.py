@@ -126,6 +126,35 @@ def shared(name: str):
     return specs[name]()  # a new field each time: a dataclass field belongs to one class
 
 
+def check_sampling(settings) -> None:
+    """The rules the diffusion and ComfyUI engines share: at least one step of image to image, one control per
+    pass, each control and LoRA with a model, no LoRA twice and at most `MAX_LORAS`.
+
+    Raises:
+        SettingsError: quoting the values.
+    """
+    if settings.denoise < 1.0 and int(settings.steps * settings.denoise) < 1:
+        raise SettingsError(
+            f"steps {settings.steps} with denoise {settings.denoise} leaves no denoising step (image to image runs "
+            f"steps x denoise steps): raise steps to at least {math.ceil(1 / settings.denoise)} or denoise"
+        )
+    maps = [unit.map for unit in settings.controlnets]
+    twice = sorted({m for m in maps if maps.count(m) > 1})
+    if twice:
+        raise SettingsError(f"two enabled controls use the {twice[0]} pass: keep one")
+    for unit in settings.controlnets:
+        if not unit.model.strip():
+            raise SettingsError(f"the {unit.map} control has no ControlNet model: set one or disable it")
+    files = [lora.file.strip() for lora in settings.active_loras]
+    if len(files) > MAX_LORAS:
+        raise SettingsError(f"{len(files)} LoRAs are enabled; at most {MAX_LORAS}")
+    if any(not file for file in files):
+        raise SettingsError("an enabled LoRA has no file: set one or disable it")
+    duplicates = sorted({file for file in files if files.count(file) > 1})
+    if duplicates:
+        raise SettingsError(f"LoRA {duplicates[0]!r} is listed twice: keep one and set its weight")
+
+
 def styled_prompts(prompt: str, negative_prompt: str, style_preset: str) -> tuple[str, str]:
     """The prompt and negative prompt with the style preset's words added, as both engines send them."""
     _, positive, negative = STYLE_PRESETS[style_preset]
@@ -284,28 +313,9 @@ class DiffusionSettings(EngineSettings):
     # -- rules across fields -----------------------------------------------------------------------------
 
     def check(self) -> None:
-        if self.denoise < 1.0 and int(self.steps * self.denoise) < 1:
-            raise SettingsError(
-                f"steps {self.steps} with denoise {self.denoise} leaves no denoising step (image to image runs "
-                f"steps x denoise steps): raise steps to at least {math.ceil(1 / self.denoise)} or denoise"
-            )
         if self.cpu_offload and self.device in ("cpu", "mps"):
             raise SettingsError(f"CPU Offload needs a CUDA device, but the device is {self.device!r}")
-        maps = [unit.map for unit in self.controlnets]
-        twice = sorted({m for m in maps if maps.count(m) > 1})
-        if twice:
-            raise SettingsError(f"two enabled controls use the {twice[0]} pass: keep one")
-        for unit in self.controlnets:
-            if not unit.model.strip():
-                raise SettingsError(f"the {unit.map} control has no ControlNet model: set one or disable it")
-        files = [lora.file.strip() for lora in self.active_loras]
-        if len(files) > MAX_LORAS:
-            raise SettingsError(f"{len(files)} LoRAs are enabled; at most {MAX_LORAS}")
-        if any(not file for file in files):
-            raise SettingsError("an enabled LoRA has no file: set one or disable it")
-        duplicates = sorted({file for file in files if files.count(file) > 1})
-        if duplicates:
-            raise SettingsError(f"LoRA {duplicates[0]!r} is listed twice: keep one and set its weight")
+        check_sampling(self)
         if self.ip_adapter_model.strip() and self.attention_slicing:
             raise SettingsError(
                 "Attention Slicing cannot be combined with an IP-Adapter (slicing replaces its attention layers): "
