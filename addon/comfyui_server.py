@@ -65,7 +65,7 @@ def summary(lists: dict[str, list[str]]) -> str:
     return (
         f"{len(lists['checkpoints'])} checkpoint(s), {len(lists['loras'])} LoRA(s), "
         f"{len(lists['controlnets'])} ControlNet(s)"
-    )
+    )  # the panel gives it a line of its own
 
 
 def server_of(prefs) -> tuple[str, str, float]:

@@ -137,10 +137,10 @@ def _draw_comfyui(layout: bpy.types.UILayout, group) -> None:
     # Names are picked from what the server lists (Read from Server); a name typed by hand works too.
     lists = bpy.context.window_manager.stylepass_comfyui
     row = layout.row(align=True)
-    row.label(text=lists.status or "Not read yet: press Read from Server", icon="URL")
+    row.label(text=lists.server or "Server not read yet", icon="URL")
     row.operator("stylepass.comfyui_read", text="", icon="FILE_REFRESH")
-    if lists.server:
-        layout.label(text=lists.server)
+    if lists.status:  # on its own line: a narrow sidebar would cut it short beside the server's address
+        layout.label(text=lists.status)
     layout.prop(group, "workflow")
     own = bool(group.workflow)
     col = layout.column()
