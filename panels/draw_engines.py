@@ -97,6 +97,15 @@ def _draw_diffusion(layout: bpy.types.UILayout, group) -> None:
     layout.operator("stylepass.release_memory", icon="X")
 
 
+def _picker(layout: bpy.types.UILayout, item, name: str, lists, listed: str, **kwargs) -> None:
+    """A name picked from the server's list; a plain field until the list is read (an empty list would show
+    every value in red, as if it were wrong)."""
+    if len(getattr(lists, listed)):
+        layout.prop_search(item, name, lists, listed, **kwargs)
+    else:
+        layout.prop(item, name, **kwargs)
+
+
 def _draw_controls_and_loras(layout: bpy.types.UILayout, group, lists=None) -> None:
     """The ControlNet units and LoRAs (the diffusion and ComfyUI engines share them). With `lists` (the
     ComfyUI server's names) the models are picked from those; else they are files or model ids."""
@@ -105,7 +114,7 @@ def _draw_controls_and_loras(layout: bpy.types.UILayout, group, lists=None) -> N
         if lists is None:
             row.prop(item, name, text="")
         else:
-            row.prop_search(item, name, lists, listed, text="")
+            _picker(row, item, name, lists, listed, text="")
 
     box = layout.box()
     box.label(text="Controls", icon="MODIFIER")
@@ -139,13 +148,13 @@ def _draw_comfyui(layout: bpy.types.UILayout, group) -> None:
     row = layout.row(align=True)
     row.label(text=lists.server or "Server not read yet", icon="URL")
     row.operator("stylepass.comfyui_read", text="", icon="FILE_REFRESH")
-    if lists.status:  # on its own line: a narrow sidebar would cut it short beside the server's address
-        layout.label(text=lists.status)
+    # On its own line, always there (the fields below never jump): a narrow sidebar cuts a long line short.
+    layout.label(text=lists.status or "Refresh to list the server's models")
     layout.prop(group, "workflow")
     own = bool(group.workflow)
     col = layout.column()
     col.active = not own  # an artist's own workflow takes only the prompts and the seed from here
-    col.prop_search(group, "checkpoint", lists, "checkpoints", icon="FILE_3D")
+    _picker(col, group, "checkpoint", lists, "checkpoints")
     layout.prop(group, "prompt")
     layout.prop(group, "negative_prompt")
     layout.prop(group, "style_preset")
@@ -154,8 +163,8 @@ def _draw_comfyui(layout: bpy.types.UILayout, group) -> None:
     col.prop(group, "steps")
     col.prop(group, "denoise")
     col.prop(group, "guidance")
-    col.prop_search(group, "sampler", lists, "samplers")
-    col.prop_search(group, "scheduler", lists, "schedulers")
+    _picker(col, group, "sampler", lists, "samplers")
+    _picker(col, group, "scheduler", lists, "schedulers")
 
     _draw_controls_and_loras(col, group, lists)
     layout.operator("stylepass.release_memory", icon="X")

@@ -20,14 +20,16 @@ never drives the UI itself: the host does that with xdotool, as a person would. 
 
 Files (all in $STYLEPASS_UI_DIR, written atomically): state.json, cmd-<n>.json, reply-<n>.json.
 Commands: gaps {t0, t1, overlap, inside}, compositor, engine {seconds}, scene {frame_start, frame_end, cursor,
-pass_samples, resolution}, settings (a snapshot of render settings), show_image {width, height} (a
+pass_samples, resolution, percentage}, settings (a snapshot of render settings), show_image {width, height} (a
 reference: an EXR in the render view, without Stylepass), progress {t0, t1}, calls {t0, t1}, redraw {what:
 all|status, seconds}, prefs {developer_ui}, stylepass {values} (set scene.stylepass settings), live (the live preview's state), live_check {save} (the engine
 again on the shown picture's input), live_diffusion {url, token, model, controlnet | off}, live_shown, edit {object, location | frame}, make_groups {groups} (style groups made with Add Style Group),
 compositor_layers (the layers file and the Stylepass node's layer outputs), workspace {name} (the main
 window's workspace and areas), stylepass_node (its selection and screen position), viewer {keep, selection}
 (the Viewers fed from it; nodes the test made taken away again), node_editor {values} (the
-compositor node editor's backdrop and sidebar), shutdown.
+compositor node editor's backdrop and sidebar), record {frame} (a stylised frame's whole record), comfyui
+{prefs, engine, values, clear_lists} (the ComfyUI engine's preferences, settings and the pickers' lists),
+clipboard {text} (what Copy / Copy Data Path over a button put there), shutdown.
 For bench/bench_live.py: live_trace {t0, t1, reset_view} (the live preview's captures, shown pictures, engine
 runs and redraws in a window), orbit {degrees_per_second, seconds} (a steady turntable orbit from a timer),
 view_turn {degrees} (one edit), view_set {elevation, heading, distance, target} (where the viewport looks
@@ -1353,6 +1355,65 @@ def viewer(keep: list[str] | None = None, selection: dict | None = None) -> dict
     }
 
 
+def record(frame: int) -> dict | None:
+    """The whole record of a stylised frame, as Stylepass wrote it beside the PNG (None: no record)."""
+    path = os.path.join(OUTPUT_DIR, SCENE_NAME, "stylised", f"{frame:04d}.json")
+    try:
+        with open(path, encoding="utf-8") as stream:
+            return json.load(stream)
+    except (OSError, ValueError):
+        return None
+
+
+COMFYUI_PREFS = ("comfyui_server", "comfyui_headers", "comfyui_timeout")
+COMFYUI_LISTS = ("checkpoints", "loras", "controlnets", "samplers", "schedulers")
+COMFYUI_VALUES = (
+    "checkpoint",
+    "prompt",
+    "negative_prompt",
+    "steps",
+    "denoise",
+    "guidance",
+    "sampler",
+    "scheduler",
+)
+
+
+def comfyui(command: dict) -> dict:
+    """The ComfyUI engine as the artist sets it up: the add-on's server preferences (`prefs`), the scene's
+    engine (`engine`), its ComfyUI settings (`values`), and (`clear_lists`) the pickers' lists emptied as
+    a fresh session has them. Sets what is given, then returns all of it and the lists Read from Server
+    filled (`wm.stylepass_comfyui`: server, status and each list's names)."""
+    scene = bpy.data.scenes[SCENE_NAME]
+    prefs = next(a.preferences for k, a in bpy.context.preferences.addons.items() if k.endswith(".stylepass"))
+    settings = scene.stylepass.comfyui
+    lists = bpy.context.window_manager.stylepass_comfyui
+    for name, value in command.get("prefs", {}).items():
+        if name not in COMFYUI_PREFS:
+            raise ValueError(f"not a ComfyUI preference: {name!r}")
+        setattr(prefs, name, value)
+    if "engine" in command:
+        scene.stylepass.engine = command["engine"]
+    for name, value in command.get("values", {}).items():
+        setattr(settings, name, value)
+    if command.get("clear_lists"):
+        lists.server = lists.status = ""
+        for name in COMFYUI_LISTS:
+            getattr(lists, name).clear()
+    for area in bpy.context.window_manager.windows[0].screen.areas:
+        area.tag_redraw()
+    return {
+        "prefs": {name: getattr(prefs, name) for name in COMFYUI_PREFS},
+        "engine": scene.stylepass.engine,
+        "values": {name: getattr(settings, name) for name in COMFYUI_VALUES},
+        "lists": {
+            "server": lists.server,
+            "status": lists.status,
+            **{name: [item.name for item in getattr(lists, name)] for name in COMFYUI_LISTS},
+        },
+    }
+
+
 def records(frames: list[int]) -> dict:
     """What each stylised frame's record says about keyframe fusion."""
     out = {}
@@ -1388,6 +1449,8 @@ def _handle(command: dict) -> dict:
             scene.stylepass.pass_samples = command["pass_samples"]
         if "resolution" in command:
             scene.render.resolution_x, scene.render.resolution_y = command["resolution"]
+        if "percentage" in command:
+            scene.render.resolution_percentage = command["percentage"]
         return {"frame_start": scene.frame_start, "frame_end": scene.frame_end, **render_settings()}
     if op == "settings":
         return render_settings()
@@ -1395,6 +1458,15 @@ def _handle(command: dict) -> dict:
         return animate(command["frames"])
     if op == "records":
         return records(command["frames"])
+    if op == "record":
+        return record(command["frame"])
+    if op == "comfyui":
+        return comfyui(command)
+    if op == "clipboard":  # what Ctrl+C / Ctrl+Shift+C over a button copied (`text`: set it first)
+        wm = bpy.context.window_manager
+        if "text" in command:
+            wm.clipboard = command["text"]
+        return wm.clipboard
     if op == "select":  # what clicking objects in the viewport does
         scene = bpy.data.scenes[SCENE_NAME]
         for obj in scene.objects:

@@ -1,18 +1,22 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """What an artist does in a real Blender UI, in this order in one Blender per suite: install and open the
 Stylepass tab; Stylise Frame from F3 to the result (the session's first Stylepass operator); Stylise Frame
-and ESC while a slowed pass render works; Stylise Animation and ESC while a slowed engine works. Timings are
-heartbeat gaps (`blender_side.py`) compared with reference gaps measured in the same session: software
-rendering makes absolute UI figures meaningless here.
+and ESC while a slowed pass render works; Stylise Animation and ESC while a slowed engine works; keyframe
+fusion; style groups and their compositor layers; last, ComfyUI against a real server on the host (its
+pickers read from it, a frame through it, ESC). Timings are heartbeat gaps (`blender_side.py`) compared with
+reference gaps measured in the same session: software rendering makes absolute UI figures meaningless here.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
+import os
 import re
 import shutil
 import struct
 import time
+import urllib.request
 
 import pytest
 from ui_session import UISessionError
@@ -182,23 +186,16 @@ def _references(ui) -> dict:
     return ui.figures["reference"]
 
 
-def test_install_and_sidebar_tab(ui):
-    """The zip installs offline and enables; N over the viewport opens the sidebar with a Stylepass tab."""
-    ui.figures["install_returncode"] = ui.install["returncode"]
-    assert ui.install["returncode"] == 0, f"Blender refused the zip:\n{ui.install['output']}"
+def _open_stylepass_tab(ui) -> list[str]:
+    """N over the viewport opens the sidebar (unless it is open), then clicks down its tab strip until the
+    Stylepass tab is open; the mouse goes back to the viewport. Returns the tabs met on the way."""
     state = ui.state()
-    # `extension install-file` exits 0 on a refused zip too (4.3): what counts is that it is enabled.
-    assert state["stylepass_enabled"], (
-        f"not enabled after the install; Blender said: {ui.install['output']}\nadd-ons: {state['addons']}"
-    )
-    assert state["panel_registered"] and state["panel_category"] == "Stylepass", state
-    assert not state["errors"], state["errors"]
-
     viewport = ui.region_centre(state["view3d"])
     ui.mouse_to(*viewport)
-    ui.key("n")
-    state = ui.wait_state(lambda s: s["sidebar"]["open"], 15, "N to open the sidebar")
-    ui.screen.wait_settled()
+    if not state["sidebar"]["open"]:
+        ui.key("n")
+        state = ui.wait_state(lambda s: s["sidebar"]["open"], 15, "N to open the sidebar")
+        ui.screen.wait_settled()
     # Click down the sidebar's tab strip (its right edge) until the Stylepass tab is open, as an artist
     # looks for a tab. (Ctrl+Wheel and Ctrl+Tab, which cycle tabs, do not arrive through xdotool here.)
     x, y, width, height = state["sidebar"]["rect"]
@@ -218,12 +215,27 @@ def test_install_and_sidebar_tab(ui):
             # click on a tall tab); a second click unfolds it, as an artist does.
             ui.session.xdotool("click", "1")
             ui.screen.wait_settled(quiet=0.25)
-    ui.figures["sidebar_tabs_seen"] = seen
+    ui.mouse_to(*viewport)
+    ui.screen.wait_settled()
+    return seen
+
+
+def test_install_and_sidebar_tab(ui):
+    """The zip installs offline and enables; N over the viewport opens the sidebar with a Stylepass tab."""
+    ui.figures["install_returncode"] = ui.install["returncode"]
+    assert ui.install["returncode"] == 0, f"Blender refused the zip:\n{ui.install['output']}"
+    state = ui.state()
+    # `extension install-file` exits 0 on a refused zip too (4.3): what counts is that it is enabled.
+    assert state["stylepass_enabled"], (
+        f"not enabled after the install; Blender said: {ui.install['output']}\nadd-ons: {state['addons']}"
+    )
+    assert state["panel_registered"] and state["panel_category"] == "Stylepass", state
+    assert not state["errors"], state["errors"]
+
+    seen = ui.figures["sidebar_tabs_seen"] = _open_stylepass_tab(ui)
     sidebar = ui.state()["sidebar"]
     assert sidebar["category"] == "Stylepass", f"tabs met down the strip: {seen}"
     assert sidebar["rect"][2] >= SIDEBAR_COLLAPSED, f"the sidebar is folded to its tabs: {sidebar}"
-    ui.mouse_to(*viewport)
-    ui.screen.wait_settled()
     ui.shot("01-sidebar-stylepass-tab")
 
 
@@ -1082,3 +1094,331 @@ def _put_back(ui, tree: dict | None, selection: dict | None, view: dict | None, 
             _to_workspace(ui, workspace, "ctrl+Next")
         finally:
             ui.command("workspace", name=workspace)  # the way back if the keys failed
+
+
+# -- ComfyUI (issue 16) as an artist sets it up and runs it ------------------------------------------------
+
+COMFYUI_READ_OP = "STYLEPASS_OT_comfyui_read"
+# The scene's 480x270 at 25%: 120x67, so a step of the real-size SD 1.5 takes seconds on the CPU, not minutes.
+COMFYUI_PERCENTAGE = 25
+COMFYUI_STEPS = 2
+COMFYUI_CANCEL_STEPS = 60  # minutes of work: ESC meets it mid-run
+# ComfyUI stops a running prompt between two sampling steps (a few seconds each here); well above that.
+COMFYUI_QUEUE_LIMIT = 60.0
+COMFYUI_STEP_TEXT = re.compile(r"ComfyUI: step (\d+)/(\d+)")
+PROBE_STEP = 8  # pixels between the stops of the mouse down the sidebar: its fields are ~20 px tall
+# The server's lists as /object_info names them (addon/comfyui_server.py's LISTS).
+COMFYUI_LISTS = {
+    "checkpoints": ("CheckpointLoaderSimple", "ckpt_name"),
+    "loras": ("LoraLoader", "lora_name"),
+    "controlnets": ("ControlNetLoader", "control_net_name"),
+    "samplers": ("KSampler", "sampler_name"),
+    "schedulers": ("KSampler", "scheduler"),
+}
+
+
+@pytest.fixture(scope="module")
+def comfyui(tmp_path_factory):
+    """A real ComfyUI on the host's loopback (CPU; real-size SD 1.5 test models with random weights), started
+    once for both suites with `tools/comfyui_server.py`. The chroot shares the host's network, so the UI's
+    Blender reaches it at the same address. `STYLEPASS_COMFYUI=0` skips the tests that use it."""
+    if os.environ.get("STYLEPASS_COMFYUI") == "0":
+        pytest.skip("STYLEPASS_COMFYUI=0: the real ComfyUI server is switched off")
+    import comfyui_server  # tools/ (tests/pytest.ini)
+
+    try:
+        context = comfyui_server.running(tmp_path_factory.mktemp("comfyui"))
+        server = context.__enter__()
+    except (comfyui_server.SetupError, RuntimeError) as error:
+        pytest.fail(f"the real ComfyUI server did not come up: {error}")
+    try:
+        yield server
+    finally:
+        context.__exit__(None, None, None)
+
+
+def _get_json(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return json.load(response)
+
+
+def _copied(ui, point: tuple[int, int], key: str) -> str:
+    """What `key` copies with the mouse at `point`, as Blender's own shortcuts do over a button: Ctrl+Shift+C
+    a property's data path ("stylepass.engine"), Ctrl+C an operator button's Python command (and a field's
+    value); nothing elsewhere ("")."""
+    ui.command("clipboard", text="")
+    ui.mouse_to(*point)
+    ui.key(key)
+    # Blender may answer a command (from a timer) in the pass of its event loop that read the key, before
+    # handling it: two answers later the key has been handled.
+    ui.command("clipboard")
+    ui.command("clipboard")
+    return ui.command("clipboard")
+
+
+def _find_in_sidebar(ui, wanted: str, key: str, columns: list[int], below: int | None = None):
+    """The screen point (the middle) of the button `wanted` in the open sidebar, found as a hand could find
+    it: the mouse stops every PROBE_STEP pixels down the sidebar (from `below`, else its top) at each of
+    `columns`, and `key` copies what is under it (`_copied`) until it is `wanted`."""
+    state = ui.state()
+    _x, y, _width, height = state["sidebar"]["rect"]
+    top = state["window"][1] - (y + height)
+    met: list[str] = []
+    for row in range(below if below is not None else top + 4, top + height - 4, PROBE_STEP):
+        for column in columns:
+            copied = _copied(ui, (column, row), key)
+            if copied != wanted:
+                if copied and copied not in met:
+                    met.append(copied)
+                continue
+            last = row  # down to the button's lower edge, to click its middle
+            while last + 4 < top + height and _copied(ui, (column, last + 4), key) == wanted:
+                last += 4
+            return column, (row + last) // 2
+    raise UISessionError(f"no button {wanted!r} in the sidebar; {key} down it copied {met}")
+
+
+def _click(ui, point: tuple[int, int], what: str) -> None:
+    """A left click at `point` that changes the screen (a menu or a field opens)."""
+    ui.mouse_to(*point)
+    ui.screen.wait_settled(quiet=0.2)
+    before = ui.screen.grab()
+    ui.session.xdotool("click", "1")
+    ui.screen.wait_change(before, what=what)
+    ui.screen.wait_settled(quiet=0.4)
+
+
+def _server_lists(url: str) -> dict[str, list[str]]:
+    """The server's own lists for the pickers, from its /object_info."""
+    info = _get_json(f"{url}/object_info")
+    return {name: info[node]["input"]["required"][field][0] for name, (node, field) in COMFYUI_LISTS.items()}
+
+
+def test_comfyui_from_the_panel_to_a_frame_and_escape(ui, comfyui):
+    """ComfyUI (issue 16) as an artist sets it up, against a real ComfyUI on the host's loopback: the server's
+    address in the add-on's preferences; in the Stylepass tab Engine > ComfyUI from its menu; a click on
+    Read from Server fills the pickers with exactly what the server lists (checkpoints, LoRAs, ControlNets,
+    samplers, schedulers); the Checkpoint picker, clicked, lists the server's checkpoint and takes it (typed,
+    Enter); Prompt and Steps typed into their fields; F3 > Stylise Frame finishes through ComfyUI with the
+    status bar counting its steps and the record naming engine COMFYUI, the server and the checkpoint. Then
+    Stylise Frame at 60 steps and ESC once the status bar shows ComfyUI's steps: cancelled within a second,
+    the frame's files untouched, and the server's queue empties (the prompt interrupted there). The
+    preferences, engine, settings, lists and resolution go back as they were."""
+    _require_extension(ui)
+    ui.command("engine", seconds=0)
+    original = ui.command("comfyui")
+    percentage = ui.command("settings")["resolution"][2]
+    checkpoint_name = comfyui.models.checkpoint
+    figures = ui.figures["comfyui"] = {"server": comfyui.url}
+    enter = time.monotonic()
+    try:
+        # 1. The server's address in the preferences; a small frame, so the CPU run takes seconds a step.
+        ui.command("comfyui", prefs={"comfyui_server": comfyui.url}, clear_lists=True)
+        ui.command("scene", percentage=COMFYUI_PERCENTAGE)
+        _open_stylepass_tab(ui)
+        x, _y, width, _height = ui.state()["sidebar"]["rect"]
+        fields = [x + width * 6 // 10]  # the column of the panel's values (labels to their left)
+        buttons = [x + width - 50, x + width - 40, x + width - 60]  # a row's icon button at its right end
+
+        # 2. Engine > ComfyUI: the menu opens from the Engine field; C is ComfyUI's underlined key there.
+        engine = _find_in_sidebar(ui, "stylepass.engine", "ctrl+shift+c", fields)
+        _click(ui, engine, "the Engine menu to open")
+        ui.shot("20-comfyui-engine-menu")
+        ui.key("c")
+        _poll(ui, "comfyui", lambda r: r["engine"] == "COMFYUI", 10, "Engine > ComfyUI")
+        ui.mouse_to(*ui.region_centre(ui.state()["view3d"]))
+        ui.screen.wait_settled(quiet=0.4)
+        ui.shot("21-comfyui-panel-before-reading")
+
+        # 3. Read from Server (the panel's refresh button beside the status line), on a thread.
+        refresh = _find_in_sidebar(
+            ui, "bpy.ops.stylepass.comfyui_read()", "ctrl+c", buttons, below=engine[1] + 10
+        )
+        ui.mouse_to(*refresh)
+        ui.screen.wait_settled(quiet=0.2)
+        clicked = time.monotonic()
+        ui.session.xdotool("click", "1")
+        state = ui.wait_state(
+            lambda s: _ended(s, COMFYUI_READ_OP, clicked), 60, "Read from Server to end", fail=ui.failure
+        )
+        figures["read_seconds"] = round(_ended(state, COMFYUI_READ_OP, clicked)["t"] - clicked, 2)
+        read = ui.command("comfyui")
+        figures["lists"] = read["lists"]
+        lists = dict(read["lists"])
+        assert lists.pop("server") == comfyui.url and lists.pop("status") == (
+            "1 checkpoint(s), 1 LoRA(s), 2 ControlNet(s)"
+        ), f"Read from Server did not read {comfyui.url}: {read['lists']}"
+        assert lists == _server_lists(comfyui.url), f"the pickers' lists are not the server's: {lists}"
+        assert lists["checkpoints"] == [checkpoint_name] and lists["loras"] == [comfyui.models.lora]
+        assert sorted(lists["controlnets"]) == sorted(
+            [comfyui.models.controlnet_depth, comfyui.models.controlnet_lineart]
+        ), lists["controlnets"]
+        ui.mouse_to(*ui.region_centre(ui.state()["view3d"]))
+        ui.screen.wait_settled(quiet=0.4)
+        ui.shot("22-comfyui-panel-read")
+
+        # 4. The Checkpoint picker: a click opens the server's checkpoints; typing narrows them, Enter picks.
+        checkpoint = _find_in_sidebar(ui, "stylepass.comfyui.checkpoint", "ctrl+shift+c", fields, refresh[1])
+        _click(ui, checkpoint, "the Checkpoint picker to open")
+        ui.shot("23-comfyui-checkpoint-picker")
+        # The panel and the open picker alone (the picker reaches past the sidebar's right edge).
+        top = ui.screen_height - sum(ui.state()["sidebar"]["rect"][1::2])
+        right = min(x + width + 80, ui.state()["window"][0])
+        ui.session.screenshot(
+            ui.shots / "23-comfyui-checkpoint-picker-crop.png",
+            crop=(x - 4, top, right - x + 4, checkpoint[1] - top + 260),
+        )
+        ui.session.xdotool("type", "--delay", "40", checkpoint_name.rsplit(".", 1)[0])
+        ui.screen.wait_settled(quiet=0.4)
+        ui.shot("24-comfyui-checkpoint-typed")
+        ui.key("Return")
+        _poll(ui, "comfyui", lambda r: r["values"]["checkpoint"] == checkpoint_name, 10, "the checkpoint")
+
+        # 5. Prompt and Steps typed into their fields (a click edits a field; Ctrl+A selects its text).
+        prompt = _find_in_sidebar(ui, "stylepass.comfyui.prompt", "ctrl+shift+c", fields, checkpoint[1])
+        _click(ui, prompt, "the Prompt field to edit")
+        ui.session.xdotool("type", "--delay", "30", "a watercolour of toys on a lawn")
+        ui.key("Return")
+        steps = _find_in_sidebar(ui, "stylepass.comfyui.steps", "ctrl+shift+c", fields, prompt[1])
+        _click(ui, steps, "the Steps field to edit")
+        ui.key("ctrl+a")
+        ui.session.xdotool("type", str(COMFYUI_STEPS))
+        ui.key("Return")
+        typed = _poll(ui, "comfyui", lambda r: r["values"]["steps"] == COMFYUI_STEPS, 10, "Steps typed in")
+        values = typed["values"]
+        assert values["prompt"] == "a watercolour of toys on a lawn", values
+        figures["values"] = values
+
+        # 6. F3 > Stylise Frame over the viewport, through the server.
+        ui.mouse_to(*ui.region_centre(ui.state()["view3d"]))
+        ui.screen.wait_settled(quiet=0.5)
+        enter = ui.search("Stylise Frame")
+        steps_seen: list[list] = []
+
+        def finished(state):
+            for at, text in state["status_history"]:
+                found = COMFYUI_STEP_TEXT.search(text or "")
+                if at > enter and found and not any(text == s[1] for s in steps_seen):
+                    steps_seen.append([ui.copy_frame() if not steps_seen else None, text])
+            return _ended(state, FRAME_OP, enter)
+
+        state = ui.wait_state(finished, 240, "Stylise Frame through ComfyUI to finish", fail=ui.failure)
+        end = _ended(state, FRAME_OP, enter)
+        progress = ui.command("progress", t0=enter - 1.0, t1=time.monotonic())
+        if steps_seen and steps_seen[0][0]:
+            ui.save_frame(steps_seen[0][0], "25-comfyui-step", status_bar=True)
+        record = ui.command("record", frame=1)
+        figures["stylise_frame"] = {
+            "seconds": round(end["t"] - enter, 2),
+            "ended": end,
+            "status_steps": [text for _frame, text in steps_seen],
+            "progress": _progress_figures(progress, enter),
+            "result": record and {k: record["result"].get(k) for k in ("server", "steps", "timings", "size")},
+        }
+        print(f"\n[{ui.suite}] ComfyUI figures: {figures}")
+        assert end["status"] in (None, ["FINISHED"]), (
+            f"Stylise Frame ended {end}; log:\n{ui.session.tail_log()}\n"
+            f"ComfyUI's log:\n{comfyui.log_text()[-3000:]}"
+        )
+        assert record and record["engine"] == "COMFYUI", f"the record: {record}"
+        assert record["result"]["server"] == comfyui.url, record["result"]
+        assert record["result"]["steps"] == {"done": COMFYUI_STEPS, "total": COMFYUI_STEPS}, record["result"]
+        sent = record["request"]["settings"]["values"]
+        wanted = [checkpoint_name, values["prompt"], COMFYUI_STEPS]
+        assert [sent["checkpoint"], sent["prompt"], sent["steps"]] == wanted, sent
+        stylised = next(e for e in state["stylised"] if e["path"].endswith(f"{SCENE}/stylised/0001.png"))
+        size = (record["request"]["width"], record["request"]["height"])
+        assert _png_size(ui.host_path(stylised["path"])) == size, (stylised, size)
+        # The status bar counted ComfyUI's steps, and its bar moved forward only and went away at the end.
+        assert [COMFYUI_STEP_TEXT.search(text).groups() for _frame, text in steps_seen] == [
+            (str(n), str(COMFYUI_STEPS)) for n in range(1, COMFYUI_STEPS + 1)
+        ], figures["stylise_frame"]["status_steps"]
+        fractions = [f for t, f, _text in progress if enter <= t <= end["t"] and f is not None]
+        moved = figures["stylise_frame"]["progress"]
+        assert fractions == sorted(fractions) and len(set(fractions)) >= 3, f"the progress bar: {moved}"
+        after = [f for t, f, _text in progress if t > end["t"]]
+        assert after and after[-1] is None, f"the progress bar stayed after the end: {after[-3:]}"
+        state = ui.wait_state(
+            lambda s: len(s["windows"]) > 1 or any("IMAGE_EDITOR" in w["areas"] for w in s["windows"]),
+            20,
+            "the result shown in an Image Editor or the render view",
+        )
+        for window in state["windows"][1:]:
+            ui.screen.wait_drawn(ui.window_box(window), what="the render view with the result")
+        ui.screen.wait_settled(quiet=0.5)
+        ui.shot("26-comfyui-result")
+        _tidy(ui, FRAME_OP, enter)  # closes the render view, whose window would take the keys
+
+        # 7. Stylise Frame at 60 steps; ESC once the status bar counts ComfyUI's steps.
+        ui.command("comfyui", values={"steps": COMFYUI_CANCEL_STEPS})
+        before = {e["path"]: e["mtime"] for e in ui.state()["stylised"]}
+        ui.mouse_to(*ui.region_centre(ui.state()["view3d"]))
+        ui.screen.wait_settled(quiet=0.5)
+        enter = ui.search("Stylise Frame")
+
+        def stepping(state):
+            return [
+                [at, text]
+                for at, text in state["status_history"]
+                if at > enter and COMFYUI_STEP_TEXT.search(text or "")
+            ]
+
+        def failed(state):
+            end = _ended(state, FRAME_OP, enter)
+            return ui.failure(state) or (f"Stylise Frame ended before ESC ({end})" if end else None)
+
+        state = ui.wait_state(stepping, 240, "the status bar to count ComfyUI's steps", fail=failed)
+        running = _get_json(f"{comfyui.url}/queue")["queue_running"]
+        assert len(running) == 1, f"the server's queue while Stylise Frame runs: {running}"
+        prompt_id = running[0][1]
+        frame = ui.copy_frame()
+        key_before = time.monotonic()
+        ui.key("Escape")
+        state = ui.wait_state(
+            lambda s: _ended(s, FRAME_OP, enter), 30, "Stylise Frame to end after ESC", fail=ui.failure
+        )
+        end = _ended(state, FRAME_OP, enter)
+        while True:  # the server stops the prompt between two of its steps
+            queue = _get_json(f"{comfyui.url}/queue")
+            emptied = time.monotonic() - key_before
+            if not (queue["queue_running"] or queue["queue_pending"]) or emptied > COMFYUI_QUEUE_LIMIT:
+                break
+            time.sleep(0.2)
+        history = _get_json(f"{comfyui.url}/history/{prompt_id}").get(prompt_id, {}).get("status", {})
+        ui.save_frame(frame, "27-comfyui-steps-before-escape", status_bar=True)
+        ui.screen.wait_settled(quiet=0.5)
+        ui.shot("28-comfyui-after-escape")
+        state = ui.state()
+        figures["escape"] = {
+            "status_when_pressed": stepping(state)[-1][1] if stepping(state) else None,
+            "esc_latency": round(end["t"] - key_before, 3),
+            "queue_empty_after": round(emptied, 2),
+            "server_status": [history.get("status_str"), [m[0] for m in history.get("messages", [])]],
+            "ended": end,
+            "status_after": [text for at, text in state["status_history"] if at > key_before],
+        }
+        print(f"\n[{ui.suite}] ComfyUI ESC figures: {figures['escape']}")
+        assert end["status"] in (None, ["CANCELLED"]), f"Stylise Frame ended {end}, not cancelled"
+        assert end["t"] - key_before < ESC_LATENCY_LIMIT, (
+            f"ESC answered after {end['t'] - key_before:.2f} s (limit {ESC_LATENCY_LIMIT} s): "
+            f"{figures['escape']}"
+        )
+        assert not (queue["queue_running"] or queue["queue_pending"]), (
+            f"the server still works on the cancelled prompt {COMFYUI_QUEUE_LIMIT:.0f} s after ESC: {queue}"
+        )
+        assert "execution_interrupted" in figures["escape"]["server_status"][1], figures["escape"]
+        after = {e["path"]: e["mtime"] for e in state["stylised"]}
+        assert after == before, "a cancelled frame must leave the results on disk as they were"
+    finally:
+        _tidy(ui, FRAME_OP, enter)
+        ui.command(
+            "comfyui",
+            prefs=original["prefs"],
+            engine=original["engine"],
+            values=original["values"],
+            clear_lists=True,
+        )
+        ui.command("scene", percentage=percentage)
+        state = ui.state()
+        if state["view3d"]:
+            ui.mouse_to(*ui.region_centre(state["view3d"]))

@@ -131,6 +131,8 @@ class ComfyUIEngine(Engine):
         tick = time.perf_counter()
         prompt_id = client.queue(graph)
         timings["queue"] = time.perf_counter() - tick
+        # Until its first step the server loads models and encodes: say so, not the last upload's words.
+        progress.update(0, settings.steps + 1, "ComfyUI: waiting for the server (loading models)")
         steps = {"done": 0, "total": settings.steps}
 
         def on_step(value: int, maximum: int, _message: str) -> None:
