@@ -150,3 +150,27 @@ def show_in_open_editors(window_manager: bpy.types.WindowManager, image: bpy.typ
         area.spaces.active.image = image
         area.tag_redraw()
     return bool(areas)
+
+
+PREVIEW_ROLE = "step preview"
+PREVIEW_IMAGE = "Stylepass Step Preview"
+
+
+def show_step_preview(window_manager: bpy.types.WindowManager, data: bytes, kind: str, folder: Path) -> bool:
+    """An engine's step preview (JPEG or PNG bytes) in Stylepass's own image, shown by an Image Editor that is
+    already open and shows nothing, Stylepass's result or this preview (never the artist's own pictures; no
+    window is opened for it). Returns whether one shows it."""
+    from .compositor import STYLISED_ROLE  # here: the compositor module imports this one
+
+    path = Path(folder) / f"stylepass-step-preview.{'png' if kind == 'png' else 'jpg'}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    image = show_file(PREVIEW_ROLE, PREVIEW_IMAGE, path, "sRGB")
+    areas = [
+        area
+        for area in _image_editors(window_manager)
+        if area.spaces.active.image is None
+        or ownership.is_ours(area.spaces.active.image, STYLISED_ROLE)
+        or area.spaces.active.image == image
+    ]
+    return show_in_open_editors(window_manager, image, areas)

@@ -21,6 +21,7 @@ class ProgressEvent:
     done: int
     total: int
     message: str
+    preview: tuple[bytes, str] | None = None  # an engine's picture of the step (encoded bytes, "jpeg"/"png")
 
     @property
     def fraction(self) -> float:
@@ -33,10 +34,16 @@ class QueueProgress:
     def __init__(self, events: "queue.Queue[ProgressEvent]", abort: threading.Event) -> None:
         self._events = events
         self._abort = abort
+        self._last = (0, 0, "")
 
     def update(self, done: int, total: int, message: str = "") -> None:
+        self._last = (done, total, message)
         self._events.put(ProgressEvent(done, total, message))
         check_abort(self._abort)
+
+    def preview(self, data: bytes, kind: str) -> None:
+        """An engine's step preview (a ComfyUI server sends them), with the bar where it was."""
+        self._events.put(ProgressEvent(*self._last, preview=(data, kind)))
 
 
 class BackgroundJob:
@@ -109,6 +116,11 @@ class PartProgress:
     def update(self, done: int, total: int, message: str = "") -> None:
         fraction = 0.0 if total <= 0 else min(1.0, max(0.0, done / total))
         self._progress.update(round((self._start + self._span * fraction) * self.STEPS), self.STEPS, message)
+
+    def preview(self, data: bytes, kind: str) -> None:
+        forward = getattr(self._progress, "preview", None)
+        if forward is not None:
+            forward(data, kind)
 
 
 class SampleClock:

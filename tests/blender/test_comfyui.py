@@ -16,6 +16,7 @@ from scenes import known_scene
 
 from stylepass_core import png
 from stylepass_core.engine_api import StyleRequest
+from stylepass_core.engines.comfyui import ComfyUISettings
 from stylepass_core.errors import StylepassError
 from stylepass_core.settings import CoherenceSettings, FrameSettings
 from stylepass_core.stylise_job import Finish
@@ -161,3 +162,33 @@ def test_the_live_preview_runs_a_shorter_comfyui_job_and_writes_no_files(empty_f
     assert returned is live and image.shape == (48, 64, 3)
     assert info["steps"]["total"] == 6
     assert list(out_dir.rglob("*")) == []
+
+
+def test_a_step_preview_is_shown_in_an_open_image_editor_as_its_own_image(comfyui, tmp_path):
+    images = addon_module("addon.images")
+    from stylepass_core.engines.comfyui import ComfyClient
+    from stylepass_core.jobs import PartProgress, QueueProgress
+
+    previews = []
+    events = __import__("queue").Queue()
+    progress = PartProgress(QueueProgress(events, __import__("threading").Event()), 0.45, 1.0)
+    client = ComfyClient(comfyui.url)
+    settings = ComfyUISettings(
+        comfyui_server=comfyui.url, checkpoint=comfyui.models.checkpoint, steps=3, denoise=1.0
+    )
+    from stylepass_core.engines.comfyui import workflow
+
+    graph = workflow.build(settings, workflow.Inputs({}, "a hut", "", 1, 64, 64))
+    client.follow(client.queue(graph), None, progress.preview)
+    while not events.empty():
+        event = events.get()
+        if event.preview is not None:
+            previews.append(event.preview)
+    assert previews, "no step preview came through the job's progress"
+    # Headless Blender has no Image Editor: the image is made and nothing else is touched.
+    shown = images.show_step_preview(bpy.context.window_manager, *previews[-1], tmp_path)
+    image = bpy.data.images[images.PREVIEW_IMAGE]
+    assert not shown and min(image.size) > 0 and image.has_data  # Blender reads the server's JPEG
+    before = len(bpy.data.images)
+    images.show_step_preview(bpy.context.window_manager, *previews[0], tmp_path)
+    assert len(bpy.data.images) == before  # the same image, its file replaced

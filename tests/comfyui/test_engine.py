@@ -252,3 +252,23 @@ def test_release_memory_asks_the_server_to_unload_and_the_next_run_loads_again(c
     gone = ComfyUIEngine()
     gone.client(_settings(comfyui, comfyui_server=f"http://127.0.0.1:{_free_port()}"))
     gone.release()
+
+
+def test_step_previews_reach_a_progress_that_can_show_them(comfyui):
+    # The fixture's server runs with --preview-method latent2rgb: a picture of each step on the websocket.
+    previews, updates = [], []
+
+    class Progress:
+        def update(self, done, total, message=""):
+            updates.append(message)
+
+        def preview(self, data, kind):
+            previews.append((data, kind))
+
+    ComfyUIEngine().run(_request(_settings(comfyui, steps=3)), Progress())
+    assert previews, f"no step preview arrived (progress said {updates})"
+    data, kind = previews[-1]
+    assert (kind, data[:2]) == ("jpeg", b"\xff\xd8") or (kind, data[:4]) == ("png", b"\x89PNG"), (
+        kind,
+        data[:8],
+    )

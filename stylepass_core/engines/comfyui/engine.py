@@ -140,7 +140,9 @@ class ComfyUIEngine(Engine):
             progress.update(value, maximum + 1, f"ComfyUI: step {value}/{maximum}")
 
         queued = time.monotonic()
-        times = client.follow(prompt_id, on_step, None, abort, deadline=queued + settings.comfyui_timeout)
+        # Step previews go to a progress that can show them (`jobs.QueueProgress.preview`).
+        preview = getattr(progress, "preview", None)
+        times = client.follow(prompt_id, on_step, preview, abort, deadline=queued + settings.comfyui_timeout)
         # The server's own work, from its "started" to its "done" (what a faster server would shorten), and
         # the wait for other prompts ahead of ours in its queue.
         started_there = times.get("started", queued)
