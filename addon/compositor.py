@@ -4,8 +4,8 @@
 The group (a `CompositorNodeTree` datablock, "Stylepass" unless the artist has one by that name) has inputs
 Image (the render), Factor and Mask and outputs Image (render mixed with the stylised image by Factor x Mask)
 and Stylised, then the frame's layers (`stylepass_core.compositor_layers`): Line Art, and each style group's
-"<group> Layer" and "<group> Mask". It is used by one group node in the scene's tree. A new or default tree gets it wired between
-Render Layers and the output; a tree the artist built gets the node added and fed from Render Layers, and none
+"<group> Layer" and "<group> Mask". It is used by one group node in the scene's tree. A new or default tree
+gets it wired between Render Layers and the output; a tree the artist built gets the node added and fed from Render Layers, and none
 of their nodes or links change. The group is found by its ownership marker (`ownership.py`), never by name; a
 group whose inside the artist changed keeps their nodes: only its image is updated.
 """
@@ -130,11 +130,10 @@ def ensure_group(
             _show(group.nodes[_LAYERS_NODE], layers.image, sequence, "Layers")
         return group
     wanted = _sockets(layers)
+    kept = {(in_out, name) for in_out, name, _ in wanted}
     for item in list(group.interface.items_tree):
         # Layer outputs of groups that are gone: the sockets go with them.
-        if getattr(item, "item_type", "SOCKET") == "SOCKET" and (item.in_out, item.name) not in {
-            (in_out, name) for in_out, name, _ in wanted
-        }:
+        if getattr(item, "item_type", "SOCKET") == "SOCKET" and (item.in_out, item.name) not in kept:
             group.interface.remove(item)
     for in_out, name, socket_type in wanted:
         limits = {}
