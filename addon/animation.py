@@ -81,10 +81,32 @@ class AnimationOptions:
     overwrite: bool = False
     coherence: CoherenceSettings = field(default_factory=CoherenceSettings)
     overlap: bool = True
+    # A render farm's chunk: the whole shot (first, last frame) the range is part of. Keyframes are then placed
+    # as for the whole shot, and the chunk also stylises the rest of the spans it starts or ends in, so chunks
+    # stylised apart give the frames one run of the shot gives. None: the range is the shot.
+    shot: tuple[int, int] | None = None
 
     @property
     def frames(self) -> list[int]:
-        return list(range(self.frame_start, self.frame_end + 1, max(1, self.frame_step)))
+        """The frames to stylise: the range, or for a chunk the range widened to the keyframes around it."""
+        frames, _offset = self.span_of_work()
+        return frames
+
+    def span_of_work(self) -> tuple[list[int], int]:
+        """The frames to stylise and how many rendered frames of the shot come before the first of them."""
+        step = max(1, self.frame_step)
+        if self.shot is None:
+            return list(range(self.frame_start, self.frame_end + 1, step)), 0
+        shot = list(range(self.shot[0], self.shot[1] + 1, step))
+        inside = [index for index, frame in enumerate(shot) if self.frame_start <= frame <= self.frame_end]
+        if not (self.shot[0] <= self.frame_start <= self.frame_end <= self.shot[1]) or not inside:
+            raise StylepassError(
+                f"The chunk {self.frame_start}-{self.frame_end} must lie within the shot "
+                f"{self.shot[0]}-{self.shot[1]} and hold one of its frames (frame step {step})."
+            )
+        interval = self.coherence.keyframe_interval if self.coherence.temporal_coherence else 1
+        first, last = fusion.chunk_bounds((0, len(shot) - 1), (inside[0], inside[-1]), interval)
+        return shot[first : last + 1], first
 
 
 @dataclass
@@ -192,13 +214,16 @@ class _Span:
     cuts: set[int]  # indices into `frames`
     continuing: bool  # the engine continues from the carried picture (diffusion)
     interval: int
+    offset: (
+        int  # rendered frames of the shot before frames[0] (a farm chunk's), where the keyframe grid starts
+    )
     roles: dict[int, str | None] = field(default_factory=dict)  # index -> keyframe reason, None between
     neighbours: dict[int, tuple[int, int]] = field(default_factory=dict)  # index -> (keyframe before, after)
     keys: dict[int, str] = field(default_factory=dict)
 
     def arrange(self) -> None:
         """(Re)place the keyframes and every frame's key, e.g. after a new cut was found."""
-        schedule = fusion.keyframe_schedule(len(self.frames), self.interval, self.cuts)
+        schedule = fusion.keyframe_schedule(len(self.frames), self.interval, self.cuts, self.offset)
         self.roles = dict.fromkeys(range(len(self.frames)))
         self.neighbours = {}
         for key in schedule:
@@ -443,6 +468,13 @@ def animation_steps(
     original = (scene.frame_current, scene.frame_subframe)
     started = time.perf_counter()
     continued = run_settings.engine.continuation(coherence.temporal_denoise)
+    offset = anim.span_of_work()[1]
+    if coherent and continued is not None and offset:
+        raise StylepassError(
+            f"The {run_settings.engine.LABEL} engine continues each keyframe from the one before, so a shot is "
+            f"one chain that cannot start at frame {frames[0]}: give the farm one task per shot (or cut), or "
+            "turn Temporal Coherence off."
+        )
     policy = temporal.CutPolicy()
     index_of = {frame: index for index, frame in enumerate(frames)}
     rendered = set(frames)
@@ -455,7 +487,8 @@ def animation_steps(
     chain: dict = {"waiting": [], "span_work": False}
 
     # 1. Before the first frame: fingerprints of every scene frame, the keyframes and each frame's key
-    span = _Span(frames, {}, {}, set(), continued is not None, coherence.keyframe_interval if coherent else 1)
+    interval = coherence.keyframe_interval if coherent else 1
+    span = _Span(frames, {}, {}, set(), continued is not None, interval, offset)
     try:
         scan = range(frames[0], frames[-1] + 1) if coherent else frames
         for frame in scan:

@@ -156,6 +156,14 @@ PREVIEW_ROLE = "step preview"
 PREVIEW_IMAGE = "Stylepass Step Preview"
 
 
+def show_latest_step_preview(window_manager: bpy.types.WindowManager, events) -> bool:
+    """The newest step preview among a job's progress `events` (a ComfyUI server sends them), if any."""
+    previews = [event.preview for event in events if getattr(event, "preview", None) is not None]
+    if not previews:
+        return False
+    return show_step_preview(window_manager, *previews[-1], Path(bpy.app.tempdir))
+
+
 def show_step_preview(window_manager: bpy.types.WindowManager, data: bytes, kind: str, folder: Path) -> bool:
     """An engine's step preview (JPEG or PNG bytes) in Stylepass's own image, shown by an Image Editor that is
     already open and shows nothing, Stylepass's result or this preview (never the artist's own pictures; no

@@ -9,6 +9,7 @@ import bpy
 from . import animation, comfyui, diffusion_lists, engine, live, modal, passes, style_groups, stylise, takes
 
 classes = (
+    *modal.classes,
     *passes.classes,
     *stylise.classes,
     *animation.classes,

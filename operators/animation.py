@@ -11,7 +11,7 @@ from stylepass_core.errors import StylepassError
 from stylepass_core.frame_steps import run_to_end
 from stylepass_core.settings import CoherenceSettings
 
-from ..addon import animation, properties, settings, stylise
+from ..addon import animation, images, properties, settings, stylise
 from .modal import ModalJob, Status, reported
 
 # Stylise Animation asks first when the range is longer than this (the default scene has 250 frames).
@@ -29,6 +29,16 @@ class _AnimationRange:
         description="Stylise every frame again, also those whose result on disk is up to date",
         default=False,
     )
+    farm_chunk: bpy.props.BoolProperty(
+        name="Farm Chunk",
+        description=(
+            "The custom range is one chunk of the scene's frame range (a render farm's task): keyframes are "
+            "placed as for the whole range, and the chunk also stylises the rest of the keyframe spans it "
+            "starts or ends in, so chunks stylised apart give the frames of one run"
+        ),
+        default=False,
+        options={"SKIP_SAVE"},
+    )
 
     def animation_options(self, scene: bpy.types.Scene) -> animation.AnimationOptions:
         return animation.AnimationOptions(
@@ -37,6 +47,7 @@ class _AnimationRange:
             frame_step=scene.frame_step,
             overwrite=self.overwrite,
             coherence=properties.read(scene.stylepass, CoherenceSettings),
+            shot=(scene.frame_start, scene.frame_end) if self.farm_chunk else None,
         )
 
     @staticmethod
@@ -139,6 +150,7 @@ class STYLEPASS_OT_stylise_animation(_AnimationRange, ModalJob, bpy.types.Operat
             self._job, self._job_event = current.job, None
         if events:
             self._job_event = events[-1]
+            images.show_latest_step_preview(context.window_manager, events)
         event = self._job_event if current.waiting else None
         fraction = current.done + (event.fraction if event is not None else 0.0)
         self.show_progress(context, fraction / max(1, current.total))
@@ -201,8 +213,8 @@ class STYLEPASS_OT_render_animation(_AnimationRange, bpy.types.Operator):
             self.report({"WARNING"}, f"Stylepass: {warning}")
         # 2. The render through the compositor
         frame_range = (scene.frame_start, scene.frame_end)
-        if self.use_range:
-            scene.frame_start, scene.frame_end = self.frame_start, self.frame_end
+        rendered = (self.frame_start, self.frame_end) if self.use_range else frame_range
+        scene.frame_start, scene.frame_end = rendered  # a farm chunk renders its own frames only
         try:
             result = bpy.ops.render.render(animation=True, scene=scene.name)
         finally:
@@ -212,7 +224,7 @@ class STYLEPASS_OT_render_animation(_AnimationRange, bpy.types.Operator):
             return {"CANCELLED"}
         self.report(
             {"INFO"},
-            f"Stylepass: rendered frames {summary.frames[0]}-{summary.frames[-1]} to "
+            f"Stylepass: rendered frames {rendered[0]}-{rendered[1]} to "
             f"{bpy.path.abspath(scene.render.filepath)}",
         )
         return {"FINISHED"}

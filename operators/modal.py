@@ -7,6 +7,7 @@ its traceback goes to the system console and the report says so.
 """
 
 import traceback
+import weakref
 from collections.abc import Callable
 
 import bpy
@@ -71,15 +72,24 @@ def reported(operator: bpy.types.Operator, work: Callable[[], Status]) -> Status
         return report_error(operator, error)
 
 
+# The running jobs, newest last; `STYLEPASS_OT_escape_watch` hands ESC from another window to the newest.
+_running: list = []
+
+
 class ModalJob:
     """Mixin for an operator that polls long work from a timer so Blender never waits on it.
 
     Subclasses implement `step(context)`: one short poll, returning None while the work goes on or the final
     status; `escape(context)` (ESC pressed) and `close(context)` (Blender ends the operator: file load, quit).
+
+    ESC stops the job over any Blender window: a modal handler belongs to one window, so every other window
+    (the render view showing the last result or a step preview, a second main window) gets a small watcher
+    that passes every other event on.
     """
 
     _timer = None
     _status = ""
+    _escape_elsewhere = False
     timer_interval = 0.05
     escape_text = "Stylepass: cancelling..."
 
@@ -90,10 +100,16 @@ class ModalJob:
         self._timer = wm.event_timer_add(self.timer_interval, window=context.window)
         wm.modal_handler_add(self)
         self.show_status(context, status)
+        _running.append(weakref.ref(self))
+        for window in wm.windows:
+            if window != context.window:
+                with context.temp_override(window=window, screen=window.screen):
+                    bpy.ops.stylepass.escape_watch("INVOKE_DEFAULT")
         return {"RUNNING_MODAL"}
 
     def modal(self, context: bpy.types.Context, event: bpy.types.Event) -> Status:
-        if event.type == "ESC" and event.value == "PRESS":
+        if (event.type == "ESC" and event.value == "PRESS") or self._escape_elsewhere:
+            self._escape_elsewhere = False
             self.escape(context)
             self.show_status(context, self.escape_text)
             return {"RUNNING_MODAL"}
@@ -114,6 +130,7 @@ class ModalJob:
         self.end_modal(context)
 
     def end_modal(self, context: bpy.types.Context) -> None:
+        _running[:] = [ref for ref in _running if ref() not in (None, self)]
         wm = context.window_manager
         if self._timer is not None:
             wm.event_timer_remove(self._timer)
@@ -138,6 +155,10 @@ class ModalJob:
         if context.workspace is not None:
             context.workspace.status_text_set(text)
 
+    def escape_from_another_window(self) -> None:
+        """ESC over another window: handled at this job's next timer tick, in its own window's context."""
+        self._escape_elsewhere = True
+
     # -- for subclasses ----------------------------------------------------------------------------------
 
     def step(self, context: bpy.types.Context) -> Status | None:
@@ -148,3 +169,39 @@ class ModalJob:
 
     def close(self, context: bpy.types.Context) -> None:
         raise NotImplementedError
+
+
+def newest_job() -> "ModalJob | None":
+    """The most recently started job still running, if any."""
+    for ref in reversed(_running):
+        job = ref()
+        if job is not None:
+            return job
+    return None
+
+
+class STYLEPASS_OT_escape_watch(bpy.types.Operator):
+    """ESC over this window stops the running Stylepass job"""
+
+    bl_idname = "stylepass.escape_watch"
+    bl_label = "Stylepass: Watch for ESC"
+    bl_options = {"INTERNAL"}
+
+    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> Status:
+        self._job = weakref.ref(newest_job()) if newest_job() is not None else None
+        if self._job is None:
+            return {"CANCELLED"}
+        context.window_manager.modal_handler_add(self)
+        return {"RUNNING_MODAL"}
+
+    def modal(self, context: bpy.types.Context, event: bpy.types.Event) -> Status:
+        job = self._job()
+        if job is None or all(ref() is not job for ref in _running):
+            return {"CANCELLED", "PASS_THROUGH"}  # the job ended: leave, and let this event through
+        if event.type == "ESC" and event.value == "PRESS":
+            job.escape_from_another_window()
+            return {"RUNNING_MODAL"}
+        return {"PASS_THROUGH"}
+
+
+classes = (STYLEPASS_OT_escape_watch,)

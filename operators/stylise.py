@@ -2,7 +2,6 @@
 """Stylise Frame: passes -> engine -> image -> compositor for the current frame."""
 
 import time
-from pathlib import Path
 
 import bpy
 
@@ -78,9 +77,7 @@ class STYLEPASS_OT_stylise(ModalJob, bpy.types.Operator):
             if latest.message:
                 self._status = f"Stylepass: {latest.message} (Esc to cancel)"
             self.show_progress(context, latest.fraction, latest.message)
-            previews = [event.preview for event in events if event.preview is not None]
-            if previews:  # a ComfyUI server's picture of the step
-                images.show_step_preview(context.window_manager, *previews[-1], Path(bpy.app.tempdir))
+            images.show_latest_step_preview(context.window_manager, events)
         if not job.done:
             return None
         if job.cancelled:

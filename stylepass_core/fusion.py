@@ -30,6 +30,7 @@ __all__ = [
     "Keyframe",
     "backward_step",
     "carry_maps",
+    "chunk_bounds",
     "forward_step",
     "fuse",
     "fuse_frame",
@@ -414,22 +415,48 @@ class Keyframe:
 
 
 def keyframe_schedule(
-    count: int, interval: int, cuts: frozenset[int] | set[int] = frozenset()
+    count: int, interval: int, cuts: frozenset[int] | set[int] = frozenset(), offset: int = 0
 ) -> list[Keyframe]:
     """Which of `count` rendered frames are keyframes: the first, each cut (a new shot starts there), every
-    `interval` frames after the last keyframe (0: none), and the last frame, so every frame between two
-    keyframes has one on each side. Stateless, so a resumed render places them exactly as an uninterrupted one.
+    `interval`-th frame of the shot (0: none), and the last frame, so every frame between two keyframes has
+    one on each side. Stateless, so a resumed render places them exactly as an uninterrupted one.
+
+    The interval keyframes sit on a grid counted from the shot's first rendered frame, `offset` frames before
+    index 0, whatever cuts come before them: so a chunk of a shot (a render farm's task) starting on the grid
+    places every keyframe where the whole shot's run does, and chunks rendered apart give the same frames.
     """
     if not isinstance(count, int) or count < 1:
         raise ValueError(f"count must be an int >= 1, got {count!r}")
     if not isinstance(interval, int) or interval < 0:
         raise ValueError(f"interval must be an int >= 0, got {interval!r}")
-    keys = [Keyframe(0, "first")]
+    if not isinstance(offset, int) or offset < 0:
+        raise ValueError(f"offset must be an int >= 0, got {offset!r}")
+    keys = [Keyframe(0, "first" if offset == 0 else "interval")]
     for index in range(1, count):
         if index in cuts:
             keys.append(Keyframe(index, "cut"))
-        elif interval and index - keys[-1].index >= interval:
+        elif interval and (offset + index) % interval == 0:
             keys.append(Keyframe(index, "interval"))
         elif index == count - 1:
             keys.append(Keyframe(index, "last"))
     return keys
+
+
+def chunk_bounds(shot: tuple[int, int], chunk: tuple[int, int], interval: int) -> tuple[int, int]:
+    """The rendered-frame indices `(first, last)` a chunk of a shot has to stylise so its frames equal the
+    whole shot's: from the grid keyframe at or before the chunk's first frame to the one at or after its last
+    (the shot's last frame at most). Indices count rendered frames from the shot's first (0).
+
+    A frame between two keyframes depends on both and on the frames before it in their span, so a chunk that
+    starts or ends between keyframes also stylises the rest of those spans; chunks that start and end on the
+    grid share only their boundary keyframe, which both give the same picture.
+    """
+    first, last = shot
+    start, end = chunk
+    if not (0 <= first <= last) or not (first <= start <= end <= last):
+        raise ValueError(f"the chunk {start}-{end} must lie within the shot {first}-{last} (frame indices)")
+    if interval <= 0:
+        return first, last  # no interval keyframes: the shot is one span
+    below = first + (start - first) // interval * interval
+    above = first + -(-(end - first) // interval) * interval
+    return below, min(above, last)

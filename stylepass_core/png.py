@@ -145,7 +145,9 @@ def _unfilter_wavefront(filtered: np.ndarray, kinds: np.ndarray, bpp: int, prior
     Average and Paeth make each pixel depend on its left, upper and upper-left neighbours, so no row can be
     decoded in one numpy call. Pixels on one anti-diagonal (row + column constant) are independent of each
     other, though, so the image is sheared until anti-diagonals become rows of a scratch array and decoded
-    one diagonal at a time: rows + width numpy steps instead of rows * width Python steps.
+    one diagonal at a time: rows + width numpy steps instead of rows * width Python steps. Each step costs a
+    few microseconds of numpy overhead whatever its length, so a step computes only the predictors its rows
+    use, and a diagonal whose rows all use one filter (often the case) skips choosing between them.
     """
     rows, stride = filtered.shape
     width = stride // bpp
@@ -158,30 +160,50 @@ def _unfilter_wavefront(filtered: np.ndarray, kinds: np.ndarray, bpp: int, prior
     pixels = filtered.reshape(rows, width, bpp)
     for row in range(rows):
         source[row : row + width, row] = pixels[row]
-    kind = kinds.astype(np.int16)[:, None]
-    has_average, has_paeth = bool((kinds == 3).any()), bool((kinds == 4).any())
+    masks = [(kinds == kind)[:, None] for kind in range(5)]
+    # counts[kind][r]: rows above r using `kind`, so a diagonal's rows lo..hi-1 are counted in O(1).
+    counts = [np.concatenate(([0], np.cumsum(kinds == kind))).tolist() for kind in range(5)]
     for diag in range(steps):
         lo, hi = max(0, diag - width + 1), min(rows - 1, diag) + 1
         left = sheared[diag + 1, lo + 1 : hi + 1]
         up = sheared[diag + 1, lo:hi]
         up_left = sheared[diag, lo:hi]
-        k = kind[lo:hi]
-        predictor = np.where(k == 1, left, 0)
-        predictor = np.where(k == 2, up, predictor)
-        if has_average:
-            predictor = np.where(k == 3, (left + up) >> 1, predictor)
-        if has_paeth:
-            dist_left = np.abs(up - up_left)  # |p - a| with p = a + b - c
-            dist_up = np.abs(left - up_left)  # |p - b|
-            dist_up_left = np.abs(left + up - 2 * up_left)  # |p - c|
-            paeth = np.where(dist_up <= dist_up_left, up, up_left)
-            paeth = np.where((dist_left <= dist_up) & (dist_left <= dist_up_left), left, paeth)
-            predictor = np.where(k == 4, paeth, predictor)
-        sheared[diag + 2, lo + 1 : hi + 1] = (source[diag, lo:hi] + predictor) & 0xFF
+        used = [kind for kind in range(5) if counts[kind][hi] != counts[kind][lo]]
+        if len(used) == 1:
+            predictor = _predictor(used[0], left, up, up_left)
+        else:
+            predictor = 0
+            for kind in used:
+                if kind:
+                    predictor = np.where(masks[kind][lo:hi], _predictor(kind, left, up, up_left), predictor)
+        target = sheared[diag + 2, lo + 1 : hi + 1]
+        np.add(source[diag, lo:hi], predictor, out=target)
+        np.bitwise_and(target, 0xFF, out=target)
     out = np.empty((rows, width, bpp), dtype=np.uint8)
     for row in range(rows):
         out[row] = sheared[row + 2 : row + 2 + width, row + 1]
     return out.reshape(rows, stride)
+
+
+def _predictor(kind: int, left: np.ndarray, up: np.ndarray, up_left: np.ndarray) -> np.ndarray | int:
+    """What filter `kind` adds back to each byte, from its decoded left, upper and upper-left neighbours."""
+    if kind == 0:
+        return 0
+    if kind == 1:
+        return left
+    if kind == 2:
+        return up
+    if kind == 3:
+        return (left + up) >> 1
+    # Paeth: p = left + up - up_left; the neighbour nearest p, ties going left, then up.
+    to_up, to_left = up - up_left, left - up_left
+    dist_left, dist_up = np.abs(to_up), np.abs(to_left)  # |p - left|, |p - up|
+    dist_up_left = np.abs(to_up + to_left)  # |p - up_left|
+    return np.where(
+        (dist_left <= dist_up) & (dist_left <= dist_up_left),
+        left,
+        np.where(dist_up <= dist_up_left, up, up_left),
+    )
 
 
 def _unfilter(data: bytes, height: int, stride: int, bpp: int) -> np.ndarray:

@@ -12,11 +12,13 @@ from dataclasses import replace
 import bpy
 import flicker  # demo/ is on sys.path through tests/pytest.ini
 import numpy as np
+import pytest
 import scenes
 from conftest import ROOT, ZIP_PATH, addon_module
 from scenes import animated_scene
 
 from stylepass_core import compositor_layers, exr, output_layout, png
+from stylepass_core.errors import StylepassError
 from stylepass_core.settings import CoherenceSettings
 
 animation = addon_module("addon.animation")
@@ -314,3 +316,92 @@ def test_a_cut_restarts_cleanly_and_resuming_finds_it_again(empty_file, out_dir)
     assert records[5]["context"]["fusion"]["cut"] and not records[4]["context"]["fusion"]["cut"]
     again = _run(scene)
     assert again.stylised == [] and again.skipped == list(range(1, 9))
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Render farms: chunks of one shot stylised apart equal one run
+# ------------------------------------------------------------------------------------------------------------
+def test_a_farm_chunk_widens_to_the_keyframes_around_it():
+    coherence = CoherenceSettings(temporal_coherence=True, keyframe_interval=4)
+    shot = animation.AnimationOptions(1, 20, coherence=coherence)
+    assert shot.span_of_work() == (list(range(1, 21)), 0)
+    # Keyframes of the shot 1-20 every 4 frames: 1, 5, 9, 13, 17 and 20 (the last).
+    chunk = animation.AnimationOptions(6, 10, coherence=coherence, shot=(1, 20))
+    assert chunk.span_of_work() == (list(range(5, 14)), 4)
+    assert animation.AnimationOptions(17, 20, coherence=coherence, shot=(1, 20)).frames == list(range(17, 21))
+    # Frame step 2: rendered frames 1, 3, ... 19; keyframes every 4 rendered frames: 1, 9, 17 and 19.
+    stepped = animation.AnimationOptions(5, 12, frame_step=2, coherence=coherence, shot=(1, 20))
+    assert stepped.span_of_work() == ([1, 3, 5, 7, 9, 11, 13, 15, 17], 0)
+    # Without coherence every frame stands alone: a chunk is its own frames.
+    alone = animation.AnimationOptions(
+        6, 10, coherence=CoherenceSettings(temporal_coherence=False), shot=(1, 20)
+    )
+    assert alone.frames == [6, 7, 8, 9, 10]
+    with pytest.raises(StylepassError, match="must lie within the shot"):
+        animation.AnimationOptions(15, 25, coherence=coherence, shot=(1, 20)).span_of_work()
+
+
+def test_two_command_line_chunks_of_a_shot_equal_one_run(empty_file, out_dir, tmp_path):
+    """Frames 1-9 with keyframes every 4 (1, 5, 9): one run, then two `blender -b` processes at once, as two
+    farm tasks, stylising frames 1-4 and 5-9 with Farm Chunk into another folder. The first chunk also
+    stylises keyframe 5 (its frames 2-4 are fused from 1 and 5); every frame equals the one run's, bit for bit,
+    and the records name the same keyframes and keys."""
+    scene = empty_file
+    _setup(scene, out_dir, frames=9)
+    scene.render.resolution_x, scene.render.resolution_y = 96, 72
+    whole = _run(scene, interval=4)
+    assert whole.keyframes == {1: "first", 5: "interval", 9: "interval"}
+
+    chunks_dir = tmp_path / "chunks"
+    scene.stylepass.output_dir = str(chunks_dir)
+    scene.stylepass.keyframe_interval = 4
+    blend = tmp_path / "shot.blend"
+    bpy.ops.wm.save_as_mainfile(filepath=str(blend), copy=True)
+
+    def chunk(start: int, end: int) -> subprocess.Popen:
+        script = textwrap.dedent(
+            f"""
+            import blender_harness as h
+            h.use_throwaway_user_folder()
+            import bpy
+            h.install_extension({str(ZIP_PATH)!r})
+            bpy.ops.wm.open_mainfile(filepath={str(blend)!r})
+            result = bpy.ops.stylepass.stylise_animation(
+                use_range=True, frame_start={start}, frame_end={end}, farm_chunk=True
+            )
+            h.disable_extension()
+            print("CHUNK", result)
+            """
+        )
+        env = {**os.environ, "PYTHONPATH": str(ROOT / "tools")}
+        return subprocess.Popen(
+            [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        )
+
+    tasks = [chunk(1, 4), chunk(5, 9)]  # at once, as a farm runs them
+    outputs = [task.communicate(timeout=900) for task in tasks]
+    for out, err in outputs:
+        assert "CHUNK {'FINISHED'}" in out, out[-3000:] + err[-3000:]
+    for frame in range(1, 10):
+        one_run = _stylised(out_dir, scene, frame)
+        chunked = png.read_png(chunks_dir / scene.name / "stylised" / f"{frame:04d}.png")[..., :3]
+        assert np.array_equal(one_run, chunked.astype(np.int32)), f"frame {frame} differs from one run"
+        record = json.loads((chunks_dir / scene.name / "stylised" / f"{frame:04d}.json").read_text())
+        whole_record = json.loads((out_dir / scene.name / "stylised" / f"{frame:04d}.json").read_text())
+        # The same keyframes and the same keys: a later single run finds the chunks' frames current.
+        for name in ("keyframes", "state_key"):
+            assert record["context"].get(name) == whole_record["context"].get(name), (frame, name)
+
+
+def test_a_chunk_of_a_continuing_engine_is_refused_clearly(empty_file, out_dir):
+    scene = empty_file
+    _setup(scene, out_dir, frames=9)
+    scene.stylepass.engine = "DIFFUSION"
+    run_settings = stylise.RunSettings.from_scene(scene)
+    anim = animation.AnimationOptions(
+        5, 9, coherence=CoherenceSettings(temporal_coherence=True, keyframe_interval=4), shot=(1, 9)
+    )
+    before = sorted(out_dir.rglob("*"))
+    with pytest.raises(StylepassError, match="continues each keyframe from the one before"):
+        list(animation.animation_steps(scene, bpy.context.view_layer, run_settings, anim))
+    assert sorted(out_dir.rglob("*")) == before and scene.frame_current == 1

@@ -1658,7 +1658,16 @@ def _state(now: float) -> dict:
         "cursor": list(scene.cursor.location) if scene else None,
         "window": [window.width, window.height] if window else None,
         "windows": [
-            {"size": [w.width, w.height], "pos": [w.x, w.y], "areas": [a.type for a in w.screen.areas]}
+            {
+                "size": [w.width, w.height],
+                "pos": [w.x, w.y],
+                "areas": [a.type for a in w.screen.areas],
+                "images": [
+                    a.spaces.active.image.name
+                    for a in w.screen.areas
+                    if a.type == "IMAGE_EDITOR" and a.spaces.active.image is not None
+                ],
+            }
             for w in wm.windows
         ],
         "view3d": [area.x, area.y, area.width, area.height] if area else None,

@@ -123,6 +123,23 @@ def _progress_figures(samples: list[list], start: float) -> dict:
     return [[round(t - start, 3), None if f is None else round(100 * f, 1), text] for t, f, text in samples]
 
 
+def _outside(ui, rect: list[int], box: tuple[int, int, int, int]) -> tuple[int, int]:
+    """A screen point inside the Blender rect `rect` (bottom-left origin) that the window `box` (top-left
+    origin) does not cover: the middle of the widest free strip left or right of it, else above or below."""
+    x, y, width, height = rect
+    top = ui.state()["window"][1] - (y + height)
+    left, right, bottom = x, x + width, top + height
+    strips = [
+        (box[0] - left, ((left + box[0]) // 2, (top + bottom) // 2)),
+        (right - box[2], ((box[2] + right) // 2, (top + bottom) // 2)),
+        (box[1] - top, ((left + right) // 2, (top + box[1]) // 2)),
+        (bottom - box[3], ((left + right) // 2, (box[3] + bottom) // 2)),
+    ]
+    room, point = max(strips)
+    assert room > 40, f"the window {box} covers the 3D viewport {rect}"
+    return point
+
+
 def _close_window(ui, box: tuple[int, int, int, int]) -> None:
     """Esc over a render view window (at `box`) closes it, as an artist closes it; the mouse goes back to
     the 3D viewport."""
@@ -1103,6 +1120,7 @@ COMFYUI_READ_OP = "STYLEPASS_OT_comfyui_read"
 COMFYUI_PERCENTAGE = 25
 COMFYUI_STEPS = 2
 COMFYUI_CANCEL_STEPS = 60  # minutes of work: ESC meets it mid-run
+STEP_PREVIEW_IMAGE = "Stylepass Step Preview"  # addon.images.PREVIEW_IMAGE
 # ComfyUI stops a running prompt between two sampling steps (a few seconds each here); well above that.
 COMFYUI_QUEUE_LIMIT = 60.0
 COMFYUI_STEP_TEXT = re.compile(r"ComfyUI: step (\d+)/(\d+)")
@@ -1347,12 +1365,18 @@ def test_comfyui_from_the_panel_to_a_frame_and_escape(ui, comfyui):
             ui.screen.wait_drawn(ui.window_box(window), what="the render view with the result")
         ui.screen.wait_settled(quiet=0.5)
         ui.shot("26-comfyui-result")
-        _tidy(ui, FRAME_OP, enter)  # closes the render view, whose window would take the keys
 
-        # 7. Stylise Frame at 60 steps; ESC once the status bar counts ComfyUI's steps.
+        # 7. Stylise Frame at 60 steps, from a point of the viewport the render view does not cover; the
+        #    server's step previews replace the result in the render view, and ESC over the render view (the
+        #    window the artist is looking at) stops the job there instead of closing that window.
         ui.command("comfyui", values={"steps": COMFYUI_CANCEL_STEPS})
-        before = {e["path"]: e["mtime"] for e in ui.state()["stylised"]}
-        ui.mouse_to(*ui.region_centre(ui.state()["view3d"]))
+        state = ui.state()
+        before = {e["path"]: e["mtime"] for e in state["stylised"]}
+        assert len(state["windows"]) == 2, (
+            f"the result's render view should still be open: {state['windows']}"
+        )
+        render_view = ui.window_box(state["windows"][1])
+        ui.mouse_to(*_outside(ui, state["view3d"], render_view))
         ui.screen.wait_settled(quiet=0.5)
         enter = ui.search("Stylise Frame")
 
@@ -1368,9 +1392,20 @@ def test_comfyui_from_the_panel_to_a_frame_and_escape(ui, comfyui):
             return ui.failure(state) or (f"Stylise Frame ended before ESC ({end})" if end else None)
 
         state = ui.wait_state(stepping, 240, "the status bar to count ComfyUI's steps", fail=failed)
+        state = ui.wait_state(
+            lambda s: STEP_PREVIEW_IMAGE in s["windows"][-1]["images"],
+            60,
+            "the render view to show the server's step preview",
+            fail=failed,
+        )
+        figures["step_preview"] = {"windows": state["windows"], "status": stepping(state)[-1][1]}
+        ui.screen.wait_drawn(render_view, what="the render view with a step preview")
+        ui.shot("27-comfyui-step-preview")
         running = _get_json(f"{comfyui.url}/queue")["queue_running"]
         assert len(running) == 1, f"the server's queue while Stylise Frame runs: {running}"
         prompt_id = running[0][1]
+        ui.mouse_to((render_view[0] + render_view[2]) // 2, (render_view[1] + render_view[3]) // 2)
+        ui.screen.wait_settled(quiet=0.3)
         frame = ui.copy_frame()
         key_before = time.monotonic()
         ui.key("Escape")
@@ -1385,10 +1420,11 @@ def test_comfyui_from_the_panel_to_a_frame_and_escape(ui, comfyui):
                 break
             time.sleep(0.2)
         history = _get_json(f"{comfyui.url}/history/{prompt_id}").get(prompt_id, {}).get("status", {})
-        ui.save_frame(frame, "27-comfyui-steps-before-escape", status_bar=True)
+        ui.save_frame(frame, "28-comfyui-steps-before-escape", status_bar=True)
         ui.screen.wait_settled(quiet=0.5)
-        ui.shot("28-comfyui-after-escape")
+        ui.shot("29-comfyui-after-escape")
         state = ui.state()
+        assert len(state["windows"]) == 2, f"ESC over the render view closed it instead: {state['windows']}"
         figures["escape"] = {
             "status_when_pressed": stepping(state)[-1][1] if stepping(state) else None,
             "esc_latency": round(end["t"] - key_before, 3),

@@ -225,17 +225,34 @@ def test_a_fused_sequence_has_no_keyframe_spike_where_restarting_pops() -> None:
 def test_keyframe_schedule_places_first_interval_cuts_and_last() -> None:
     reasons = {k.index: k.reason for k in fusion.keyframe_schedule(14, 12)}
     assert reasons == {0: "first", 12: "interval", 13: "last"}
+    # Interval keyframes stay on the shot's grid after a cut, so chunks of a shot place them alike.
     reasons = {k.index: k.reason for k in fusion.keyframe_schedule(30, 10, {4})}
-    assert reasons == {0: "first", 4: "cut", 14: "interval", 24: "interval", 29: "last"}
+    assert reasons == {0: "first", 4: "cut", 10: "interval", 20: "interval", 29: "last"}
+    # A chunk starting on the grid (index 10 of the shot) places them where the whole shot does.
+    chunk = {k.index + 10: k.reason for k in fusion.keyframe_schedule(11, 10, offset=10)}
+    assert chunk == {10: "interval", 20: "interval"}
     assert [k.index for k in fusion.keyframe_schedule(5, 0)] == [0, 4]
     assert [k.index for k in fusion.keyframe_schedule(1, 12)] == [0]
     assert [k.index for k in fusion.keyframe_schedule(4, 1)] == [0, 1, 2, 3]
+
+
+def test_a_chunk_extends_to_the_keyframes_around_it() -> None:
+    # Shot indices 0-49, keyframes every 12: 0, 12, 24, 36, 48 (and 49, the last).
+    assert fusion.chunk_bounds((0, 49), (0, 11), 12) == (0, 12)
+    assert fusion.chunk_bounds((0, 49), (12, 23), 12) == (12, 24)
+    assert fusion.chunk_bounds((0, 49), (12, 24), 12) == (12, 24)
+    assert fusion.chunk_bounds((0, 49), (15, 30), 12) == (12, 36)
+    assert fusion.chunk_bounds((0, 49), (40, 49), 12) == (36, 49)
+    assert fusion.chunk_bounds((0, 49), (5, 9), 0) == (0, 49)
+    with pytest.raises(ValueError, match="must lie within the shot"):
+        fusion.chunk_bounds((0, 49), (40, 60), 12)
 
 
 @pytest.mark.parametrize(
     ("call", "message"),
     [
         (lambda: fusion.keyframe_schedule(0, 3), "count must be"),
+        (lambda: fusion.keyframe_schedule(3, 2, offset=-1), "offset must be"),
         (lambda: fusion.keyframe_schedule(3, -1), "interval must be"),
         (lambda: fusion.carry_maps([], []), "must be equally long"),
         (lambda: fusion.fuse(np.zeros((4, 4, 3)), [], weight=2), "weight must be"),

@@ -92,7 +92,8 @@ class ComfyClient:
         with self._lock:
             known = name in self._uploaded
         if known or self._has_input(name):
-            self.spared_bytes += len(data)
+            with self._lock:
+                self.spared_bytes += len(data)
         else:
             answer = self._call(
                 "POST",
@@ -103,7 +104,8 @@ class ComfyClient:
             stored = answer.json().get("name", name) if answer.content else name
             if stored != name:
                 raise ComfyUIError(f"The ComfyUI server stored the upload {name} as {stored}.")
-            self.sent_bytes += len(data)
+            with self._lock:
+                self.sent_bytes += len(data)
         with self._lock:
             self._uploaded.add(name)
         return name
@@ -140,8 +142,12 @@ class ComfyClient:
         preview: Callable[[bytes, str], None] | None = None,
         abort: threading.Event | None = None,
         deadline: float | None = None,
+        outputs: dict[str, Any] | None = None,
     ) -> dict[str, float]:
         """Wait for `prompt_id` to finish, reporting its steps (and step previews when the server sends them).
+
+        `outputs`, when given, collects what each output node said it wrote ("executed"), which spares
+        `image` asking the history for it.
 
         Returns:
             When (`time.monotonic`) the server said it started the prompt ("started", absent when it ended
@@ -208,6 +214,8 @@ class ComfyClient:
                     times["started"] = time.monotonic()
                 elif kind == "progress" and progress is not None:
                     progress(int(data.get("value", 0)), int(data.get("max", 1)), "")
+                elif kind == "executed" and outputs is not None and data.get("prompt_id") == prompt_id:
+                    outputs[str(data.get("node"))] = data.get("output") or {}
                 elif kind in ("executing", "execution_success") and data.get("prompt_id") == prompt_id:
                     if kind == "execution_success" or data.get("node") is None:
                         times["finished"] = time.monotonic()
@@ -224,21 +232,16 @@ class ComfyClient:
         entry = self._json("GET", f"/history/{prompt_id}").get(prompt_id)
         return bool(entry) and bool((entry.get("status") or {}).get("completed", entry.get("outputs")))
 
-    def image(self, prompt_id: str) -> np.ndarray:
-        """The first picture the prompt output, `(H, W, 3)` float32 in [0, 1].
+    def image(self, prompt_id: str, outputs: dict[str, Any] | None = None) -> np.ndarray:
+        """The first picture the prompt output, `(H, W, 3)` float32 in [0, 1]; from `outputs` (`follow`'s)
+        when they name one, else from the server's history.
 
         Raises:
             ComfyUIError: the history has no picture for it (the message says what it has).
         """
-        entry = self._json("GET", f"/history/{prompt_id}").get(prompt_id)
-        if not entry:
-            raise ComfyUIError("The ComfyUI server has no record of the run: its result never arrived.")
-        status = entry.get("status") or {}
-        if status.get("status_str") == "error":
-            messages = [m for m in status.get("messages") or () if m and m[0] == "execution_error"]
-            detail = messages[0][1].get("exception_message", "") if messages else ""
-            raise ComfyUIError(f"The ComfyUI server failed the run: {detail.strip() or 'see its log'}")
-        for output in (entry.get("outputs") or {}).values():
+        if not any(output.get("images") for output in (outputs or {}).values()):
+            outputs = self._history_outputs(prompt_id)
+        for output in outputs.values():
             for picture in output.get("images") or ():
                 answer = self._call(
                     "GET",
@@ -257,6 +260,17 @@ class ComfyClient:
                     ) from error
                 return np.ascontiguousarray(pixels[..., :3], dtype=np.float32)
         raise ComfyUIError("The workflow finished on the ComfyUI server without a picture (no image output).")
+
+    def _history_outputs(self, prompt_id: str) -> dict[str, Any]:
+        entry = self._json("GET", f"/history/{prompt_id}").get(prompt_id)
+        if not entry:
+            raise ComfyUIError("The ComfyUI server has no record of the run: its result never arrived.")
+        status = entry.get("status") or {}
+        if status.get("status_str") == "error":
+            messages = [m for m in status.get("messages") or () if m and m[0] == "execution_error"]
+            detail = messages[0][1].get("exception_message", "") if messages else ""
+            raise ComfyUIError(f"The ComfyUI server failed the run: {detail.strip() or 'see its log'}")
+        return entry.get("outputs") or {}
 
     def cancel(self, prompt_id: str) -> None:
         """Take `prompt_id` off the queue, and interrupt it if it is running (best effort)."""
