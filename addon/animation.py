@@ -188,6 +188,8 @@ class _FramePlan:
     inverse_ticket: int | None = None  # a new colour view's inverse, built by the second Blender first
     motion: list[tuple[PassPlan, int | None]] = field(default_factory=list)
     close_only: bool = False
+    # Its passes, built frame and engine result, started as soon as it was planned (`_early_engine`).
+    early: BackgroundJob | None = None
 
 
 @dataclass
@@ -518,6 +520,11 @@ def animation_steps(
         )
 
     current = {frame: is_current(frame) for frame in frames}
+    # With an engine host that runs several jobs at once (a worker on Ray Serve's replicas), frames planned
+    # ahead start their engine work at once (`_early_engine`), unless each frame continues from the keyframe
+    # before it (diffusion with coherence: the chain between keyframes stays in order).
+    early_ok = not (coherent and continued is not None)
+    reach = {"ahead": 1, "early": []}
 
     def plan(frame: int) -> _FramePlan | None:
         index = index_of[frame]
@@ -574,6 +581,9 @@ def animation_steps(
                         motion_plan.reused = develop(motion_plan, render_result)
                 planned.motion.append((motion_plan, ticket))
             scene.frame_set(frame)
+        if early_ok:
+            planned.early = _early_engine(planned, renderer["process"], reach, (width, height))
+            reach["early"].append(planned.early)
         return planned
 
     def second_blender() -> PassProcess:
@@ -603,14 +613,16 @@ def animation_steps(
             return BackgroundJob(close_work).start()
 
         def work(progress, abort):
-            passes = planned.passes or passes_from_second_blender(
-                planned.checked, process, progress, abort, planned.inverse_ticket, planned.ticket
-            )
-            for motion_plan, ticket in planned.motion:
-                if motion_plan.reused is None:
-                    motion_plan.reused = develop(motion_plan, process.wait(ticket, None, abort))
+            if planned.early is not None:
+                passes, prepared = _early_result(planned.early, progress, abort)
+            else:
+                passes = planned.passes or passes_from_second_blender(
+                    planned.checked, process, progress, abort, planned.inverse_ticket, planned.ticket
+                )
+                _develop_motion(planned, process, abort)
+                prepared = build(planned.checked, passes)
+            for motion_plan, _ticket in planned.motion:
                 store.add_motion(motion_plan.reused.frame, motion_plan.reused.raw)
-            prepared = build(planned.checked, passes)
             prepared.context.update(planned.context)
             store.add_motion(frame, passes.raw)
             beauty = store.beauty[frame] = _fit(passes.maps["beauty"], store.size)
@@ -690,8 +702,13 @@ def animation_steps(
         return Collected(stylised=written)
 
     try:
-        yield from frame_steps(frames, plan, launch, collect, stop, summary.tally, overlap=anim.overlap)
+        yield from frame_steps(
+            frames, plan, launch, collect, stop, summary.tally, anim.overlap, ahead=lambda: reach["ahead"]
+        )
     finally:
+        for early in reach["early"]:
+            if not early.done:
+                early.cancel(wait=10.0)  # stopped or failed: frames planned ahead are not wanted
         process = renderer["process"]
         if process is not None:
             if process.idle:
@@ -719,6 +736,79 @@ def animation_steps(
         compositor.install(scene, image, sequence=sequence, notes=summary.warnings, layers=layers)
     summary.seconds = time.perf_counter() - started
     yield FrameStep(len(frames), len(frames), frames[-1], "done")
+
+
+# What the frames planned ahead may hold at once (passes at output size, maps, the engine's result): about
+# 100 bytes a pixel, so 2 GiB is ten 1080p frames.
+AHEAD_BUDGET_BYTES = 2 << 30
+AHEAD_BYTES_PER_PIXEL = 100
+
+
+def _develop_motion(planned: _FramePlan, process: PassProcess | None, abort) -> None:
+    """The motion-only passes of the frames a step skips before this one, from the second Blender."""
+    for motion_plan, ticket in planned.motion:
+        if motion_plan.reused is None:
+            motion_plan.reused = develop(motion_plan, process.wait(ticket, None, abort))
+
+
+def _early_engine(
+    planned: _FramePlan, process: PassProcess | None, reach: dict, size: tuple[int, int]
+) -> BackgroundJob:
+    """Start a planned frame's passes, build and engine run now, on a thread of its own: nothing in them
+    depends on the frames before it, so several frames' engine jobs run at once on a worker that has several
+    replicas. The first one asks the engine host how many jobs it runs at once (`reach["ahead"]`, bounded by
+    `AHEAD_BUDGET_BYTES`)."""
+
+    def work(progress, abort):
+        passes = planned.passes or passes_from_second_blender(
+            planned.checked, process, progress, abort, planned.inverse_ticket, planned.ticket
+        )
+        _develop_motion(planned, process, abort)
+        prepared = build(planned.checked, passes)
+        slots = _engine_slots(prepared.runner)
+        by_memory = AHEAD_BUDGET_BYTES // max(1, size[0] * size[1] * AHEAD_BYTES_PER_PIXEL)
+        reach["ahead"] = max(1, min(slots, by_memory))
+        request = prepared.request
+        try:
+            result = prepared.runner(request.engine, request, progress, abort)
+        except (ValueError, OSError, MemoryError) as error:  # as `run` reports them
+            raise StylepassError(f"The {prepared.engine} engine failed: {error}") from error
+        return passes, replace(prepared, runner=_answered(prepared.runner, request, result))
+
+    return BackgroundJob(work, name="stylepass-frame-ahead").start()
+
+
+def _early_result(early: BackgroundJob, progress, abort) -> tuple[PassSet, PreparedFrame]:
+    """What `_early_engine` made, once it is done (its progress shown here meanwhile)."""
+    while not early.wait(0.05):
+        check_abort(abort)
+        for event in early.poll():
+            progress.update(event.done, event.total, event.message)
+            if event.preview is not None and hasattr(progress, "preview"):
+                progress.preview(*event.preview)
+    if early.error is not None:
+        raise early.error
+    return early.result
+
+
+def _engine_slots(runner) -> int:
+    """How many jobs the runner's engine host runs at once: a worker's `slots` (its replicas), else one."""
+    slots = getattr(getattr(runner, "__self__", None), "slots", None)
+    try:
+        return max(1, int(slots())) if callable(slots) else 1
+    except Exception:  # an old worker, or one that does not answer: one at a time, as before
+        return 1
+
+
+def _answered(runner, request, result):
+    """`runner`, except that `request` (already run ahead) gets `result` at once."""
+
+    def run(engine, given, progress=None, abort=None):
+        if given is request:
+            return result
+        return runner(engine, given, progress, abort)
+
+    return run
 
 
 def stylise_animation(

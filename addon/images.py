@@ -182,3 +182,18 @@ def show_step_preview(window_manager: bpy.types.WindowManager, data: bytes, kind
         or area.spaces.active.image == image
     ]
     return show_in_open_editors(window_manager, image, areas)
+
+
+def end_step_previews(window_manager: bpy.types.WindowManager) -> None:
+    """Once a job ends (done, cancelled or failed): an editor still showing a step preview shows Stylepass's
+    result again, so a cancelled run's last step is never taken for a result."""
+    from .compositor import STYLISED_ROLE  # here: the compositor module imports this one
+
+    preview = ownership.find(bpy.data.images, PREVIEW_ROLE)
+    if preview is None:
+        return
+    result = ownership.find(bpy.data.images, STYLISED_ROLE)
+    for area in _image_editors(window_manager):
+        if area.spaces.active.image == preview:
+            area.spaces.active.image = result
+            area.tag_redraw()

@@ -109,6 +109,8 @@ class PassProcess:
         self._lock = threading.Lock()
         self._submitted = 0  # jobs handed over
         self._answered = 0  # jobs answered (done or failed)
+        # Several threads may wait (an animation's frames planned ahead); each reads the answers in its turn.
+        self._turn = threading.Condition()
         self._closing: threading.Thread | None = None
         self._reader = threading.Thread(target=self._read, name="stylepass-pass-output", daemon=True)
         self._reader.start()
@@ -205,15 +207,31 @@ class PassProcess:
     def wait(
         self, ticket: int, progress: Progress | None = None, abort: threading.Event | None = None
     ) -> dict:
-        """The result of the job `submit` gave `ticket`; tickets are waited for in order (any thread).
+        """The result of the job `submit` gave `ticket` (any thread). The second Blender answers in ticket order:
+        a thread waiting for a later ticket waits its turn while others read the answers before it.
 
         Raises:
             Aborted (the process is killed), PassProcessError.
         """
         progress = progress or NullProgress()
         abort = abort or threading.Event()
-        if ticket != self._answered + 1:
-            raise ValueError(f"job {ticket} waited for before job {self._answered + 1}")
+        with self._turn:
+            while ticket != self._answered + 1:
+                if ticket <= self._answered or ticket > self._submitted:
+                    raise ValueError(f"job {ticket} is not waiting (answered {self._answered})")
+                if abort.is_set():
+                    self.kill()
+                    raise Aborted("pass render cancelled")
+                if self._process.poll() is not None:
+                    raise self._failure("it ended unexpectedly")
+                self._turn.wait(POLL_SECONDS)
+        try:
+            return self._read_answer(progress, abort)
+        finally:
+            with self._turn:
+                self._turn.notify_all()
+
+    def _read_answer(self, progress: Progress, abort: threading.Event) -> dict:
         clock = SampleClock()
         shown = time.monotonic()
         while True:

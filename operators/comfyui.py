@@ -17,6 +17,7 @@ class STYLEPASS_OT_comfyui_read(ModalJob, bpy.types.Operator):
     bl_label = "Read from Server"
 
     timer_interval = 0.1
+    shows_progress = False  # one request: its status text says what it does
     _job: BackgroundJob | None = None
     _server = ""
 

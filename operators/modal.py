@@ -14,6 +14,8 @@ import bpy
 
 from stylepass_core.errors import StylepassError
 
+from ..addon import images
+
 Status = set[str]
 
 
@@ -44,9 +46,11 @@ def draw_status_progress(header, context: bpy.types.Context) -> None:
 
 def register() -> None:
     bpy.types.STATUSBAR_HT_header.append(draw_status_progress)
+    register_keymaps()
 
 
 def unregister() -> None:
+    unregister_keymaps()
     bpy.types.STATUSBAR_HT_header.remove(draw_status_progress)
     StatusBar.fraction = None
 
@@ -82,9 +86,9 @@ class ModalJob:
     Subclasses implement `step(context)`: one short poll, returning None while the work goes on or the final
     status; `escape(context)` (ESC pressed) and `close(context)` (Blender ends the operator: file load, quit).
 
-    ESC stops the job over any Blender window: a modal handler belongs to one window, so every other window
-    (the render view showing the last result or a step preview, a second main window) gets a small watcher
-    that passes every other event on.
+    ESC stops the job over any Blender window: a modal handler belongs to the window it started in, so ESC
+    over another one (the render view showing the last result or a step preview, a second main window) goes
+    to `STYLEPASS_OT_escape_running`, which Stylepass's key map puts before the render view's own ESC.
     """
 
     _timer = None
@@ -92,19 +96,18 @@ class ModalJob:
     _escape_elsewhere = False
     timer_interval = 0.05
     escape_text = "Stylepass: cancelling..."
+    # False for work that cannot say how far it is (one request): the status text alone, no bar stuck at 0%.
+    shows_progress = True
 
     def start_modal(self, context: bpy.types.Context, status: str) -> Status:
         wm = context.window_manager
-        wm.progress_begin(0, 100)
-        StatusBar.fraction, StatusBar.text = 0.0, ""
+        if self.shows_progress:
+            wm.progress_begin(0, 100)
+            StatusBar.fraction, StatusBar.text = 0.0, ""
         self._timer = wm.event_timer_add(self.timer_interval, window=context.window)
         wm.modal_handler_add(self)
         self.show_status(context, status)
         _running.append(weakref.ref(self))
-        for window in wm.windows:
-            if window != context.window:
-                with context.temp_override(window=window, screen=window.screen):
-                    bpy.ops.stylepass.escape_watch("INVOKE_DEFAULT")
         return {"RUNNING_MODAL"}
 
     def modal(self, context: bpy.types.Context, event: bpy.types.Event) -> Status:
@@ -132,11 +135,13 @@ class ModalJob:
     def end_modal(self, context: bpy.types.Context) -> None:
         _running[:] = [ref for ref in _running if ref() not in (None, self)]
         wm = context.window_manager
+        images.end_step_previews(wm)
         if self._timer is not None:
             wm.event_timer_remove(self._timer)
             self._timer = None
-        wm.progress_end()
-        StatusBar.fraction = None
+        if self.shows_progress:
+            wm.progress_end()
+            StatusBar.fraction = None
         if context.workspace is not None:
             context.workspace.status_text_set(None)
 
@@ -180,28 +185,42 @@ def newest_job() -> "ModalJob | None":
     return None
 
 
-class STYLEPASS_OT_escape_watch(bpy.types.Operator):
-    """ESC over this window stops the running Stylepass job"""
+class STYLEPASS_OT_escape_running(bpy.types.Operator):
+    """Stop the running Stylepass job"""
 
-    bl_idname = "stylepass.escape_watch"
-    bl_label = "Stylepass: Watch for ESC"
+    bl_idname = "stylepass.escape_running"
+    bl_label = "Stop Stylepass"
     bl_options = {"INTERNAL"}
 
-    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> Status:
-        self._job = weakref.ref(newest_job()) if newest_job() is not None else None
-        if self._job is None:
-            return {"CANCELLED"}
-        context.window_manager.modal_handler_add(self)
-        return {"RUNNING_MODAL"}
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        # Only while a job runs: otherwise ESC does what it always does there (closes the render view).
+        return newest_job() is not None
 
-    def modal(self, context: bpy.types.Context, event: bpy.types.Event) -> Status:
-        job = self._job()
-        if job is None or all(ref() is not job for ref in _running):
-            return {"CANCELLED", "PASS_THROUGH"}  # the job ended: leave, and let this event through
-        if event.type == "ESC" and event.value == "PRESS":
-            job.escape_from_another_window()
-            return {"RUNNING_MODAL"}
-        return {"PASS_THROUGH"}
+    def execute(self, context: bpy.types.Context) -> Status:
+        newest_job().escape_from_another_window()
+        return {"FINISHED"}
 
 
-classes = (STYLEPASS_OT_escape_watch,)
+classes = (STYLEPASS_OT_escape_running,)
+
+# ESC over the Image Editor (the render view) and over any other window; add-on key map items come before
+# Blender's own in the same key map, and the operator's poll lets ESC through when no job runs.
+_KEYMAPS = (("Image", "IMAGE_EDITOR"), ("Window", "EMPTY"))
+_keymap_items: list = []
+
+
+def register_keymaps() -> None:
+    keyconfig = bpy.context.window_manager.keyconfigs.addon
+    if keyconfig is None:  # background mode has no key configuration
+        return
+    for name, space in _KEYMAPS:
+        keymap = keyconfig.keymaps.new(name=name, space_type=space)
+        item = keymap.keymap_items.new(STYLEPASS_OT_escape_running.bl_idname, "ESC", "PRESS")
+        _keymap_items.append((keymap, item))
+
+
+def unregister_keymaps() -> None:
+    for keymap, item in _keymap_items:
+        keymap.keymap_items.remove(item)
+    _keymap_items.clear()

@@ -6,7 +6,9 @@ collect a finished frame) or, while the engine job of a frame still runs, return
 step. So a modal operator can call it from a timer and Blender keeps drawing and reading ESC however slow the
 engine is; a script or a render farm drives the same machine and waits on `FrameStep.job` between steps.
 
-While the engine works on frame N, the caller already renders the passes of frame N + 1 (`overlap`).
+While the engine works on frame N, the caller already renders the passes of frame N + 1 (`overlap`), or of
+frames N + 1 .. N + k with `ahead` k (an engine on several replicas starts their engine work early: `plan`
+can hand that out; jobs are still launched and collected one at a time, in frame order).
 Stopping (`stop` set) cancels the running job; frames already written stay on disk.
 
     for step in frame_steps(frames, plan, launch, collect, stop):
@@ -16,6 +18,7 @@ bpy-free: the callbacks hold everything that touches Blender.
 """
 
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -98,8 +101,10 @@ def frame_steps(
     tally: FrameTally | None = None,
     overlap: bool = True,
     skipped: Skipped | None = None,
+    ahead: Callable[[], int] | int = 1,
 ) -> Iterator[FrameStep]:
-    """Stylise `frames` in order, one engine job at a time; see the module docstring.
+    """Stylise `frames` in order, one job at a time; see the module docstring. `ahead` (or what it returns,
+    read as the frames go) is how many frames are planned beyond the running one (1: the next).
 
     Raises:
         StylepassError: a frame's job failed (frames before it stay on disk), or `plan` refused a frame.
@@ -107,6 +112,10 @@ def frame_steps(
     tally = tally if tally is not None else FrameTally()
     total = len(frames)
     pending: tuple[int, Job] | None = None
+    planned: deque[tuple[int, Any]] = deque()  # planned, not launched yet (frame order)
+
+    def how_far() -> int:
+        return max(1, int(ahead() if callable(ahead) else ahead))
 
     def step(frame: int, message: str, job: Job | None = None) -> FrameStep:
         return FrameStep(len(tally.stylised) + len(tally.skipped), total, frame, message, job)
@@ -135,6 +144,19 @@ def frame_steps(
             tally.stylised.extend(collected.stylised)
             tally.skipped.extend(collected.skipped)
 
+    def launch_next() -> Iterator[FrameStep]:
+        """Collect the running job (if any), then launch the first planned frame."""
+        nonlocal pending
+        if pending is not None:
+            yield from finish_pending()
+            if tally.stopped_early:
+                return
+        frame, work = planned.popleft()
+        pending = (frame, launch(frame, work))
+        if not overlap:
+            yield from finish_pending()
+        yield step(frame, f"frame {frame}: stylising")
+
     try:
         for frame in frames:
             if stop.is_set():
@@ -142,6 +164,10 @@ def frame_steps(
                 break
             work = plan(frame)
             if work is None:
+                while planned and not tally.stopped_early:  # the frames before it come first
+                    yield from launch_next()
+                if tally.stopped_early:
+                    break
                 if pending is not None:
                     yield from finish_pending()
                 if skipped is not None:
@@ -150,14 +176,13 @@ def frame_steps(
                 yield step(frame, f"frame {frame}: up to date, skipped")
                 continue
             yield step(frame, f"frame {frame}: passes rendered")
-            if pending is not None:
-                yield from finish_pending()
+            planned.append((frame, work))
+            if pending is None or len(planned) >= how_far():
+                yield from launch_next()
                 if tally.stopped_early:
                     break
-            pending = (frame, launch(frame, work))
-            if not overlap:
-                yield from finish_pending()
-            yield step(frame, f"frame {frame}: stylising")
+        while planned and not tally.stopped_early:
+            yield from launch_next()
         if pending is not None:
             yield from finish_pending()
         if stop.is_set() and len(tally.stylised) + len(tally.skipped) < total:

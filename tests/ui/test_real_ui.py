@@ -1425,6 +1425,8 @@ def test_comfyui_from_the_panel_to_a_frame_and_escape(ui, comfyui):
         ui.shot("29-comfyui-after-escape")
         state = ui.state()
         assert len(state["windows"]) == 2, f"ESC over the render view closed it instead: {state['windows']}"
+        # The cancelled run's last step is not left on show as if it were a result: the result is back.
+        assert STEP_PREVIEW_IMAGE not in state["windows"][1]["images"], state["windows"]
         figures["escape"] = {
             "status_when_pressed": stepping(state)[-1][1] if stepping(state) else None,
             "esc_latency": round(end["t"] - key_before, 3),

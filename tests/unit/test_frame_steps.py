@@ -60,9 +60,17 @@ class Loop:
     def skipped(self, frame):
         self.events.append(f"skipped {frame}")
 
-    def steps(self, overlap=True):
+    def steps(self, overlap=True, ahead=1):
         return frame_steps(
-            self.frames, self.plan, self.launch, self.collect, self.stop, self.tally, overlap, self.skipped
+            self.frames,
+            self.plan,
+            self.launch,
+            self.collect,
+            self.stop,
+            self.tally,
+            overlap,
+            self.skipped,
+            ahead=ahead,
         )
 
 
@@ -99,6 +107,36 @@ def test_escape_is_answered_while_the_job_runs_by_cancelling_it():
     loop.jobs[1].finish(Aborted("stop"))
     assert list(steps) == []
     assert loop.tally.stopped_early and loop.tally.stylised == [] and 2 not in loop.jobs
+
+
+def test_with_replicas_several_frames_are_planned_ahead_and_still_launched_in_order():
+    """`ahead` 3 (a worker with three replicas): frames 2-4 are planned (their passes and early engine work
+    handed out) while frame 1 runs; launching and collecting stay one at a time, in frame order; a current
+    frame waits for the planned frames before it; the machine reads `ahead` as it goes."""
+    loop = Loop([1, 2, 3, 4, 5, 6, 7], current={6})
+    far = {"ahead": 3}
+    steps = loop.steps(ahead=lambda: far["ahead"])
+
+    def until_waiting():
+        return next(step for step in steps if step.waiting)
+
+    assert until_waiting().job is loop.jobs[1]
+    assert loop.events == ["plan 1", "launch 1", "plan 2", "plan 3", "plan 4"]
+    loop.jobs[1].finish()
+    assert until_waiting().job is loop.jobs[2]
+    assert loop.events[5:] == ["collect 1", "launch 2", "plan 5"]
+    far["ahead"] = 1  # the worker now says one replica: no more planned beyond the running frame
+    for frame in (2, 3, 4, 5, 7):
+        loop.jobs[frame].finish()
+        if frame != 7:
+            until_waiting()
+    assert list(steps) == []
+    order = [e for e in loop.events if e.split()[0] in ("launch", "collect", "skipped")]
+    assert order == [
+        "launch 1", "collect 1", "launch 2", "collect 2", "launch 3", "collect 3", "launch 4", "collect 4",
+        "launch 5", "collect 5", "skipped 6", "launch 7", "collect 7",
+    ]  # fmt: skip
+    assert loop.tally.stylised == [1, 2, 3, 4, 5, 7] and loop.tally.skipped == [6]
 
 
 def test_skipped_frames_are_reported_after_the_frame_before_is_collected():
