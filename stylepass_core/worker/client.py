@@ -237,6 +237,7 @@ class WorkerClient:
         self._restart_hint = restart_hint
         self.max_upload_bytes: int | None = None  # learnt from health()
         self.unreachable = False  # set after a WorkerUnavailable; a manager health-checks before reuse
+        self._slots: int | None = None
         self._session = requests.Session()
         self._session.auth = _BearerAuth(token)
         if self.local:
@@ -270,6 +271,13 @@ class WorkerClient:
             )
         self.max_upload_bytes = data.get("limits", {}).get("max_upload_bytes")
         return data
+
+    def slots(self) -> int:
+        """How many jobs the worker runs at once (its `jobs.slots`: 1 for one worker, the replicas' share on
+        Ray Serve); what an animation may keep in flight. Asked once, then remembered."""
+        if self._slots is None:
+            self._slots = max(1, int(self.health().get("jobs", {}).get("slots") or 1))
+        return self._slots
 
     def engines(self) -> list[dict[str, Any]]:
         """Every engine on the worker with `id`, `label`, `available`, `reason`, `warm`, `loaded_models` and `settings_schema` when available."""
