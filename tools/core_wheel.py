@@ -26,8 +26,10 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = "stylepass_core"
 SOURCE = ROOT / PACKAGE
 WHEEL_TAG = "py3-none-any"
-# What the core imports outside the standard library (engines install their own stacks in their venv).
-REQUIRES = ("numpy>=1.26", "requests")
+# What the core imports outside the standard library (engines install their own stacks in their venv): the
+# worker's HTTP stack is pinned as in stylepass_core/engines/diffusion/requirements.txt. Blender installs the
+# wheel and resolves no dependencies (the add-on never imports the worker's server).
+REQUIRES = ("numpy>=1.26", "requests", "starlette==1.10.0", "uvicorn==0.54.0")
 # Zip entries get this fixed timestamp (the zip format cannot store earlier) and mode: deterministic bytes.
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 _FILE_MODE = 0o644 << 16

@@ -10,6 +10,10 @@ The token comes from `--token`, else the `STYLEPASS_WORKER_TOKEN` environment va
 then removes from its environment), else a random one. Once listening, the worker prints one JSON line
 on stdout: `{"event": "listening", "url": ..., "port": ..., "pid": ..., "protocol": 1, ...}`, with `"token"`
 only when it generated the token itself. Everything else goes to stderr.
+
+SIGTERM or SIGINT shuts the worker down gracefully (new jobs refused, queued ones cancelled, the running job
+finished and its result fetched, for at most `--shutdown-grace` seconds; a second signal stops at once); it
+then exits 0.
 """
 
 import argparse
@@ -24,7 +28,6 @@ from pathlib import Path
 from . import lifeline, protocol
 from .model_paths import MODEL_DIRS_ENV
 from .protocol import TOKEN_ENV, Limits
-from .server import WorkerConfig, WorkerServer
 
 ENGINE_MODULES_ENV = "STYLEPASS_WORKER_ENGINE_MODULES"
 log = logging.getLogger("stylepass.worker")
@@ -63,6 +66,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--max-queued", type=int, default=16, help="jobs that may wait behind the running one"
     )
     parser.add_argument("--result-ttl", type=float, default=600.0, help="seconds an unfetched result is kept")
+    parser.add_argument(
+        "--header-timeout",
+        type=float,
+        default=10.0,
+        help="seconds a connection has to send its request line and headers (default 10)",
+    )
+    parser.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=120.0,
+        help="seconds a connection may idle, or stall while sending a body or reading a reply (default 120)",
+    )
+    parser.add_argument(
+        "--shutdown-grace",
+        type=float,
+        default=60.0,
+        help="longest a graceful shutdown waits for the running job and its result's fetch (default 60)",
+    )
     parser.add_argument("--parent-pid", type=int, help="exit when this process ends")
     parser.add_argument(
         "--exit-on-stdin-eof", action="store_true", help="exit when stdin closes (parent gone)"
@@ -80,6 +101,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--max-upload-mb must be >= 1, got {args.max_upload_mb}")
     if args.max_queued < 0 or args.result_ttl <= 0:
         parser.error("--max-queued must be >= 0 and --result-ttl > 0")
+    for name in ("header_timeout", "idle_timeout"):
+        if not 0 < getattr(args, name) <= 3600:
+            parser.error(
+                f"--{name.replace('_', '-')} must be in (0, 3600] seconds, got {getattr(args, name)}"
+            )
+    if not 0 <= args.shutdown_grace <= 3600:
+        parser.error(f"--shutdown-grace must be in [0, 3600] seconds, got {args.shutdown_grace}")
     return args
 
 
@@ -125,6 +153,16 @@ def main(argv: list[str] | None = None) -> int:
             return 2
 
     # 3. Listen, then tell the parent where
+    try:  # the HTTP stack (Starlette, uvicorn) is imported here, after the lifelines are in place
+        from .board import WorkerConfig
+        from .server import WorkerServer
+    except ModuleNotFoundError as exc:
+        log.error(
+            "this Python lacks %r, which the worker needs: reinstall the engine (Preferences > Add-ons > "
+            "Stylepass > Install Engine) or pip install -r stylepass_core/engines/diffusion/requirements.txt",
+            exc.name,
+        )
+        return 2
     config = WorkerConfig(
         host=args.host,
         port=args.port,
@@ -133,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
         limits=Limits.for_upload(args.max_upload_mb << 20),
         max_queued_jobs=args.max_queued,
         result_ttl=args.result_ttl,
+        header_timeout=args.header_timeout,
+        idle_timeout=args.idle_timeout,
+        shutdown_grace=args.shutdown_grace,
     )
     try:
         server = WorkerServer(config)
@@ -169,13 +210,13 @@ def main(argv: list[str] | None = None) -> int:
             "listening on %s: reachable from other machines; put TLS in front (see the README)", args.host
         )
 
-    # 4. Serve until shutdown
+    # 4. Serve until shutdown (`/v1/shutdown`, SIGTERM or SIGINT: graceful)
     try:
         server.serve_forever()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # before the signal handlers were in place
         log.info("interrupted")
     finally:
-        server.board.stop()
+        server.board.close()
     log.info("stopped")
     return 0
 

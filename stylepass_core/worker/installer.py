@@ -122,7 +122,7 @@ def install(
     requirements: Sequence[str] | None = None,
     base_python: str = sys.executable,
     pip_args: Sequence[str] = (),
-    check_imports: Sequence[str] = ("torch", "diffusers", "transformers"),
+    check_imports: Sequence[str] = ("torch", "diffusers", "transformers", "starlette", "uvicorn"),
     progress: Progress | None = None,
     abort: threading.Event | None = None,
 ) -> Path:
