@@ -18,14 +18,12 @@ then exits 0.
 
 import argparse
 import importlib
-import json
 import logging
 import os
-import secrets
 import sys
 from pathlib import Path
 
-from . import lifeline, protocol
+from . import lifeline, protocol, startup
 from .model_paths import MODEL_DIRS_ENV
 from .protocol import TOKEN_ENV, Limits
 
@@ -134,13 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         lifeline.watch_parent_pid(args.parent_pid, _parent_gone)
 
     # 2. Token, model folders, extra engines
-    token = args.token or os.environ.pop(TOKEN_ENV, "")
-    generated = not token
-    token = token or secrets.token_urlsafe(32)
-    model_dirs = tuple(d.expanduser().resolve() for d in args.model_dir)
-    for folder in model_dirs:
-        if not folder.is_dir():
-            log.warning("model folder %s does not exist; nothing will be found in it", folder)
+    token, generated, model_dirs = startup.token_and_model_dirs(args.token, args.model_dir)
     os.environ[MODEL_DIRS_ENV] = os.pathsep.join(
         str(d) for d in model_dirs
     )  # for engines: configured_model_dirs()
@@ -180,35 +172,13 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         log.error("cannot listen on %s:%d: %s", args.host, args.port, exc)
         return 2
-    ready = {
-        "event": "listening",
-        "url": server.url,
-        "host": args.host,
-        "port": server.port,
-        "pid": os.getpid(),
-        "protocol": protocol.PROTOCOL_VERSION,
-        "version": protocol.WORKER_VERSION,
-        "instance": server.board.instance,
-    }
-    if generated:
-        ready["token"] = token  # only a token nobody else knows yet; a given one is never echoed
-    sys.stdout.write(json.dumps(ready) + "\n")
-    sys.stdout.flush()
-    # From here on stdout is stderr: a library printing to a pipe nobody reads could block the worker.
-    try:
-        os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
-    except (OSError, ValueError):
-        pass
+    startup.announce(server.url, args.host, server.port, server.board.instance, token, generated)
     log.info(
         "listening on %s (protocol %d, engines from %s)",
         server.url,
         protocol.PROTOCOL_VERSION,
         modules or "core",
     )
-    if args.host not in ("127.0.0.1", "::1", "localhost"):
-        log.warning(
-            "listening on %s: reachable from other machines; put TLS in front (see the README)", args.host
-        )
 
     # 4. Serve until shutdown (`/v1/shutdown`, SIGTERM or SIGINT: graceful)
     try:

@@ -34,10 +34,8 @@ import argparse
 import asyncio
 import dataclasses
 import importlib
-import json
 import logging
 import os
-import secrets
 import signal
 import socket
 import sys
@@ -48,7 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import protocol
+from . import startup
 from .board import JobBoard, WorkerConfig
 from .protocol import TOKEN_ENV, Limits
 from .ray_engines import EngineReplica, configure_logging
@@ -443,13 +441,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, stop.on_signal)
 
     # 1. Token, model folders, options
-    token = args.token or os.environ.pop(TOKEN_ENV, "")
-    generated = not token
-    token = token or secrets.token_urlsafe(32)
-    model_dirs = tuple(d.expanduser().resolve() for d in args.model_dir)
-    for folder in model_dirs:
-        if not folder.is_dir():
-            log.warning("model folder %s does not exist; nothing will be found in it", folder)
+    token, generated, model_dirs = startup.token_and_model_dirs(args.token, args.model_dir)
     try:
         options = ServeOptions(
             replicas=args.replicas,
@@ -500,36 +492,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
     # 3. The ready line, as the plain worker prints it
-    ready = {
-        "event": "listening",
-        "url": f"http://{_shown_host(args.host)}:{port}",
-        "host": args.host,
-        "port": port,
-        "pid": os.getpid(),
-        "protocol": protocol.PROTOCOL_VERSION,
-        "version": protocol.WORKER_VERSION,
-        "instance": instance,
-        "ray": {
-            "address": ray.get_runtime_context().gcs_address,
-            "app": args.app_name,
-            "replicas": options.replicas,
-            "slots": options.slots,
-            "started_seconds": round(time.perf_counter() - started, 3),
-        },
+    url = f"http://{_shown_host(args.host)}:{port}"
+    ray_facts = {
+        "address": ray.get_runtime_context().gcs_address,
+        "app": args.app_name,
+        "replicas": options.replicas,
+        "slots": options.slots,
+        "started_seconds": round(time.perf_counter() - started, 3),
     }
-    if generated:
-        ready["token"] = token
-    sys.stdout.write(json.dumps(ready) + "\n")
-    sys.stdout.flush()
-    try:
-        os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
-    except (OSError, ValueError):
-        pass
-    log.info("listening on %s: %d replicas, %d jobs at once", ready["url"], options.replicas, options.slots)
-    if args.host not in ("127.0.0.1", "::1", "localhost"):
-        log.warning(
-            "listening on %s: reachable from other machines; put TLS in front (see the README)", args.host
-        )
+    startup.announce(url, args.host, port, instance, token, generated, ray=ray_facts)
+    log.info("listening on %s: %d replicas, %d jobs at once", url, options.replicas, options.slots)
 
     # 4. Serve until a signal or /v1/shutdown; then drain, delete the application, stop our Ray
     watcher = threading.Thread(

@@ -5,7 +5,6 @@ processes on 127.0.0.1, tiny diffusion requests, and /proc probes.
 Every wait is bounded; every process started here is stopped (SIGTERM, then SIGKILL) by its fixture.
 """
 
-import json
 import os
 import signal
 import subprocess
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from worker_ready import read_ready  # tools/
 
 from stylepass_core.engine_api import StyleRequest
 from stylepass_core.engines.diffusion.settings import DiffusionSettings
@@ -35,24 +35,6 @@ def child_env(token: str | None = None, **extra: str) -> dict[str, str]:
         env["STYLEPASS_WORKER_TOKEN"] = token
     env.update(extra)
     return env
-
-
-def read_ready(proc: subprocess.Popen, timeout: float) -> dict:
-    """The worker's one JSON line; fails the test if it exits or stays silent."""
-    deadline = time.monotonic() + timeout
-    os.set_blocking(proc.stdout.fileno(), False)
-    buffer = b""
-    while time.monotonic() < deadline:
-        chunk = proc.stdout.read()
-        if chunk:
-            buffer += chunk
-            if b"\n" in buffer:
-                return json.loads(buffer.split(b"\n", 1)[0])
-        elif proc.poll() is not None:
-            raise AssertionError(f"worker exited with {proc.returncode} before listening")
-        time.sleep(0.05)
-    proc.kill()
-    raise AssertionError(f"worker did not print its address within {timeout:.0f} s")
 
 
 @dataclass

@@ -6,7 +6,6 @@ returns once it prints where it listens. Every wait is bounded; every worker sta
 end of its test or module.
 """
 
-import json
 import os
 import signal
 import subprocess
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 from engines_for_tests import StepsSettings
+from worker_ready import read_ready
 
 from stylepass_core.engine_api import StyleRequest
 from stylepass_core.settings import EngineSettings
@@ -55,24 +55,6 @@ def worker_env(token: str | None = None, **extra: str) -> dict[str, str]:
         env["STYLEPASS_WORKER_TOKEN"] = token
     env.update(extra)
     return env
-
-
-def read_ready(proc: subprocess.Popen, timeout: float = 30.0) -> dict:
-    """The worker's one JSON line; fails the test if it exits or stays silent."""
-    deadline = time.monotonic() + timeout
-    os.set_blocking(proc.stdout.fileno(), False)
-    buffer = b""
-    while time.monotonic() < deadline:
-        chunk = proc.stdout.read()
-        if chunk:
-            buffer += chunk
-            if b"\n" in buffer:
-                return json.loads(buffer.split(b"\n", 1)[0])
-        elif proc.poll() is not None:
-            raise AssertionError(f"worker exited with {proc.returncode} before listening")
-        time.sleep(0.01)
-    proc.kill()
-    raise AssertionError("worker did not print its address within the timeout")
 
 
 def start_worker(*args: str, token: str | None = "test-token", stderr=None, **env: str) -> RunningWorker:

@@ -232,9 +232,13 @@ class ComfyClient:
         entry = self._json("GET", f"/history/{prompt_id}").get(prompt_id)
         return bool(entry) and bool((entry.get("status") or {}).get("completed", entry.get("outputs")))
 
-    def image(self, prompt_id: str, outputs: dict[str, Any] | None = None) -> np.ndarray:
+    def image(
+        self, prompt_id: str, outputs: dict[str, Any] | None = None, timings: dict[str, float] | None = None
+    ) -> np.ndarray:
         """The first picture the prompt output, `(H, W, 3)` float32 in [0, 1]; from `outputs` (`follow`'s)
-        when they name one, else from the server's history.
+        when they name one, else from the server's history. `timings["server_view"]` gets how long the
+        server took to start answering `/view`: its own housekeeping after a run (a garbage collection of a
+        CPU server's model memory can hold it for a tenth of a second) is the server's time, not Stylepass's.
 
         Raises:
             ComfyUIError: the history has no picture for it (the message says what it has).
@@ -252,6 +256,8 @@ class ComfyClient:
                         "type": picture.get("type", "output"),
                     },
                 )
+                if timings is not None:
+                    timings["server_view"] = answer.elapsed.total_seconds()
                 try:
                     pixels = png.read_png_float(answer.content)
                 except ValueError as error:

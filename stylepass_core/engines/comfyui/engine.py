@@ -150,7 +150,7 @@ class ComfyUIEngine(Engine):
         timings["server_queue"] = started_there - queued
         timings["server_execution"] = times["finished"] - started_there
         tick = time.perf_counter()
-        image = client.image(prompt_id, outputs)
+        image = client.image(prompt_id, outputs, timings)
         timings["fetch"] = time.perf_counter() - tick
 
         # 5. Back to the output size
