@@ -123,7 +123,7 @@ def _summary(size: str, rows: list) -> dict:
 
 
 def dedup(server) -> dict:
-    client = ComfyClient(server.url)
+    client = ComfyClient(server.url, compress_level=1)  # the bytes a server on another machine is sent
     shot = [_passes(512, 512, 400 + frame) for frame in range(24)]
     held = [_passes(512, 512, 500 + min(frame, 15)) for frame in range(24)]  # frames 16-24 hold frame 16
 
