@@ -5,7 +5,7 @@ Plain Python in the Ray venv (`./run venv ray`), with the repo root (`stylepass_
 (`tiny_models`) and tests/ray (`ray_helpers`: processes and requests as the tests start them) on PYTHONPATH,
 as `./run bench` does:
 
-    PYTHONPATH=.:tests/diffusion:tests/ray python bench/bench_ray.py [--frames 16] [--runs 15]
+    PYTHONPATH=.:tools:tests/diffusion:tests/ray python bench/bench_ray.py [--frames 16] [--runs 15]
 
 Measured here (2 cores, no GPU), each worker a real process started as a user starts it, torch with one
 thread per replica (and in the plain worker):
