@@ -25,7 +25,7 @@ from pathlib import Path
 
 from . import lifeline, protocol, startup
 from .model_paths import MODEL_DIRS_ENV
-from .protocol import TOKEN_ENV, Limits
+from .protocol import TOKEN_ENV
 
 ENGINE_MODULES_ENV = "STYLEPASS_WORKER_ENGINE_MODULES"
 log = logging.getLogger("stylepass.worker")
@@ -146,7 +146,6 @@ def main(argv: list[str] | None = None) -> int:
 
     # 3. Listen, then tell the parent where
     try:  # the HTTP stack (Starlette, uvicorn) is imported here, after the lifelines are in place
-        from .board import WorkerConfig
         from .server import WorkerServer
     except ModuleNotFoundError as exc:
         log.error(
@@ -155,17 +154,8 @@ def main(argv: list[str] | None = None) -> int:
             exc.name,
         )
         return 2
-    config = WorkerConfig(
-        host=args.host,
-        port=args.port,
-        token=token,
-        model_dirs=model_dirs,
-        limits=Limits.for_upload(args.max_upload_mb << 20),
-        max_queued_jobs=args.max_queued,
-        result_ttl=args.result_ttl,
-        header_timeout=args.header_timeout,
-        idle_timeout=args.idle_timeout,
-        shutdown_grace=args.shutdown_grace,
+    config = startup.worker_config(
+        args, token, model_dirs, header_timeout=args.header_timeout, idle_timeout=args.idle_timeout
     )
     try:
         server = WorkerServer(config)

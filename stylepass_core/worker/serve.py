@@ -459,16 +459,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         log.error("%s", exc)
         return 2
-    config = WorkerConfig(
-        host=args.host,
-        port=args.port,
-        token=token,
-        model_dirs=model_dirs,
-        limits=Limits.for_upload(args.max_upload_mb << 20),
-        max_queued_jobs=args.max_queued,
-        result_ttl=args.result_ttl,
-        shutdown_grace=args.shutdown_grace,
-    )
+    config = startup.worker_config(args, token, model_dirs)
 
     # 2. Ray, Serve's HTTP proxy, the application (it is ready when serve.run returns)
     import ray

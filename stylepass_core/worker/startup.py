@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from . import protocol
-from .protocol import TOKEN_ENV
+from .board import WorkerConfig
+from .protocol import TOKEN_ENV, Limits
 
 log = logging.getLogger("stylepass.worker")
 
@@ -30,6 +31,22 @@ def token_and_model_dirs(token: str | None, model_dirs: list[Path]) -> tuple[str
         if not folder.is_dir():
             log.warning("model folder %s does not exist; nothing will be found in it", folder)
     return token, generated, folders
+
+
+def worker_config(args, token: str, model_dirs: tuple[Path, ...], **more: Any) -> WorkerConfig:
+    """The `WorkerConfig` of the options both entry points share (`--host`, `--port`, `--max-upload-mb`,
+    `--max-queued`, `--result-ttl`, `--shutdown-grace`), plus `more`."""
+    return WorkerConfig(
+        host=args.host,
+        port=args.port,
+        token=token,
+        model_dirs=model_dirs,
+        limits=Limits.for_upload(args.max_upload_mb << 20),
+        max_queued_jobs=args.max_queued,
+        result_ttl=args.result_ttl,
+        shutdown_grace=args.shutdown_grace,
+        **more,
+    )
 
 
 def announce(

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from worker_ready import read_ready  # tools/
+from worker_process import read_ready  # tools/
 
 from stylepass_core.engine_api import StyleRequest
 from stylepass_core.engines.diffusion.settings import DiffusionSettings
@@ -109,16 +109,6 @@ def descendants(pid: int) -> set[int]:
                 found.add(child)
                 todo.append(child)
     return found
-
-
-def process_gone(pid: int) -> bool:
-    """True when `pid` no longer exists or is a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-            state = stat.read().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return True
-    return state in ("Z", "X")
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.05) -> Any:

@@ -15,7 +15,8 @@ import time
 import numpy as np
 import pytest
 import requests
-from ray_helpers import Recorder, descendants, diffusion_request, process_gone, wait_until
+from ray_helpers import Recorder, descendants, diffusion_request, wait_until
+from worker_process import process_gone
 
 from stylepass_core.engine_api import Aborted
 from stylepass_core.worker.client import WorkerAuthError, WorkerClient

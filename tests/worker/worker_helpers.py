@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 from engines_for_tests import StepsSettings
-from worker_ready import read_ready
+from worker_process import process_gone, read_ready  # tools/
 
 from stylepass_core.engine_api import StyleRequest
 from stylepass_core.settings import EngineSettings
@@ -87,16 +87,6 @@ def make_request(
 def steps_request(**values) -> StyleRequest:
     """A TEST_STEPS request: `steps_request(steps=6, step_seconds=0.1)`."""
     return make_request(settings=StepsSettings(**values))
-
-
-def process_gone(pid: int) -> bool:
-    """True when `pid` no longer exists or is a zombie (dead, only waiting to be reaped)."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-            state = stat.read().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return True
-    return state in ("Z", "X")
 
 
 def wait_until(predicate, timeout: float, interval: float = 0.02) -> bool:

@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
-"""The one JSON line a worker prints once it listens (`stylepass_core.worker.startup.announce`), read from a
-child process by the test suites that start workers (tests/worker, tests/ray)."""
+"""Worker processes as the test suites that start them see them (tests/worker, tests/ray): the one JSON line
+a worker prints once it listens (`stylepass_core.worker.startup.announce`), and whether a process is gone."""
 
 import json
 import os
@@ -24,3 +24,13 @@ def read_ready(proc: subprocess.Popen, timeout: float = 30.0) -> dict:
         time.sleep(0.01)
     proc.kill()
     raise AssertionError(f"worker did not print its address within {timeout:.0f} s")
+
+
+def process_gone(pid: int) -> bool:
+    """True when `pid` no longer exists or is a zombie (dead, only waiting to be reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            state = stat.read().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return state in ("Z", "X")
