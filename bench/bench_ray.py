@@ -37,7 +37,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from ray_helpers import Started, descendants, diffusion_request, start
+from ray_helpers import descendants, diffusion_request
+from worker_process import Started, start
 
 from stylepass_core.worker.client import WorkerClient
 

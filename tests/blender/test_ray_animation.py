@@ -4,27 +4,24 @@ Ray cluster of two CPU replicas plans frames ahead, so their engine jobs run on 
 frames equal one plain worker's.
 
 Needs the Ray venv (`./run test` passes its interpreter as STYLEPASS_RAY_PYTHON); the workers are real child
-processes of that interpreter (`tests/ray/ray_helpers.py` starts them), the tiny models are built with it.
+processes of that interpreter (`tools/worker_process.py` starts them), the tiny models are built with it.
 """
 
 import json
 import os
 import secrets
 import subprocess
-import sys
 import textwrap
 
 import blender_harness
 import bpy
 import numpy as np
 import pytest
+import worker_process  # tools/: workers started as a user starts them
 from conftest import ROOT, addon_module
 from scenes import animated_scene
 
 from stylepass_core import png
-
-sys.path.insert(0, str(ROOT / "tests" / "ray"))
-import ray_helpers  # tests/ray: starts the workers, with bounded waits
 
 runtime = addon_module("addon.runtime")
 
@@ -55,7 +52,7 @@ def workers(tiny_model, tmp_path_factory):
     """The plain worker (one torch thread, as a replica here) and the worker on Ray Serve (2 replicas)."""
     logs = tmp_path_factory.mktemp("ray-anim-logs")
     models = ["--model-dir", str(tiny_model)]
-    plain = ray_helpers.start(
+    plain = worker_process.start(
         "stylepass_core.worker", ["--port", "0", *models], secrets.token_urlsafe(16), logs / "plain.log", 60,
         python=PYTHON, OMP_NUM_THREADS="1",
     )  # fmt: skip
@@ -64,7 +61,7 @@ def workers(tiny_model, tmp_path_factory):
             "--replicas", "2", "--num-cpus", "2", "--num-cpus-per-replica", "1", "--port", "0", *models,
             "--shutdown-grace", "10",
         ]  # fmt: skip
-        ray = ray_helpers.start(
+        ray = worker_process.start(
             "stylepass_core.worker.serve", serve_args, secrets.token_urlsafe(16), logs / "serve.log", 180,
             python=PYTHON,
         )  # fmt: skip

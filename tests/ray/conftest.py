@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from ray_helpers import APP_NAME, ROOT, TINY_MODELS, Started, diffusion_request, start
+from ray_helpers import APP_NAME, ROOT, TINY_MODELS, diffusion_request
+from worker_process import Started, start
 
 os.environ["RAY_AUTH_MODE"] = "disabled"  # Ray 2.60 turns token auth on by default; this cluster is private
 HAVE_RAY = all(importlib.util.find_spec(name) is not None for name in ("ray", "torch", "diffusers"))

@@ -5,10 +5,6 @@ processes on 127.0.0.1, tiny diffusion requests, and /proc probes.
 Every wait is bounded; every process started here is stopped (SIGTERM, then SIGKILL) by its fixture.
 """
 
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from worker_process import read_ready  # tools/
 
 from stylepass_core.engine_api import StyleRequest
 from stylepass_core.engines.diffusion.settings import DiffusionSettings
@@ -25,68 +20,6 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]  # holds the stylepass_core package
 TINY_MODELS = ROOT / "tests" / "diffusion"  # tiny_models.py: random-weight SD1.5-architecture pipelines
 APP_NAME = "stylepass-test"
-
-
-def child_env(token: str | None = None, **extra: str) -> dict[str, str]:
-    """The environment of a worker started here: the repo's core, no byte code, Ray's token auth off."""
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "STYLEPASS_WORKER_TOKEN")}
-    env.update(PYTHONPATH=str(ROOT), PYTHONDONTWRITEBYTECODE="1", RAY_AUTH_MODE="disabled")
-    if token is not None:
-        env["STYLEPASS_WORKER_TOKEN"] = token
-    env.update(extra)
-    return env
-
-
-@dataclass
-class Started:
-    """A worker process started here and what its ready line said."""
-
-    proc: subprocess.Popen
-    url: str
-    token: str
-    ready: dict
-    log: Path
-
-    def stop(self, timeout: float = 60.0) -> int:
-        """SIGTERM, wait; SIGKILL after `timeout` s. Returns the exit code."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-        return self.proc.returncode
-
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-
-def start(
-    module: str, args: list[str], token: str, log: Path, timeout: float, python: str | None = None, **env: str
-) -> Started:
-    """`<python> -m <module> <args>` (default: this interpreter) with its stderr in `log`; returns once it
-    printed its ready line. `env` is added to the child's environment (`child_env`)."""
-    with log.open("wb") as stderr:
-        proc = subprocess.Popen(
-            [python or sys.executable, "-m", module, *args],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            env=child_env(token, **env),
-            cwd=str(ROOT),
-            start_new_session=True,  # a SIGINT to pytest does not reach Ray's processes half-way
-        )
-    try:
-        ready = read_ready(proc, timeout)
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}; its log:\n" + log.read_text(errors="replace")[-4000:]) from None
-    return Started(proc, f"http://127.0.0.1:{ready['port']}", token, ready, log)
 
 
 def descendants(pid: int) -> set[int]:
