@@ -216,9 +216,8 @@ class _Span:
     cuts: set[int]  # indices into `frames`
     continuing: bool  # the engine continues from the carried picture (diffusion)
     interval: int
-    offset: (
-        int  # rendered frames of the shot before frames[0] (a farm chunk's), where the keyframe grid starts
-    )
+    # Rendered frames of the shot before frames[0] (a farm chunk's): where the keyframe grid starts.
+    offset: int
     roles: dict[int, str | None] = field(default_factory=dict)  # index -> keyframe reason, None between
     neighbours: dict[int, tuple[int, int]] = field(default_factory=dict)  # index -> (keyframe before, after)
     keys: dict[int, str] = field(default_factory=dict)
@@ -649,10 +648,7 @@ def animation_steps(
             closing = coherent and reason is not None and bool(waiting)
             part = PartProgress(progress, PASS_SHARE, 0.5 if closing else 1.0)
             if reason is None:
-                try:
-                    result = prepared.runner(request.engine, request, part, abort)
-                except (ValueError, OSError, MemoryError) as error:  # as `run` reports them
-                    raise StylepassError(f"The {prepared.engine} engine failed: {error}") from error
+                result = _run_engine(prepared, request, part, abort)
                 # The style groups run now too; the frame keeps their composite mix for when it is written.
                 prepared = replace(prepared, finish=grouped_finish(prepared, None, abort), groups=())
                 return planned, prepared, _Between(index, prepared, result)
@@ -769,13 +765,18 @@ def _early_engine(
         by_memory = AHEAD_BUDGET_BYTES // max(1, size[0] * size[1] * AHEAD_BYTES_PER_PIXEL)
         reach["ahead"] = max(1, min(slots, by_memory))
         request = prepared.request
-        try:
-            result = prepared.runner(request.engine, request, progress, abort)
-        except (ValueError, OSError, MemoryError) as error:  # as `run` reports them
-            raise StylepassError(f"The {prepared.engine} engine failed: {error}") from error
+        result = _run_engine(prepared, request, progress, abort)
         return passes, replace(prepared, runner=_answered(prepared.runner, request, result))
 
     return BackgroundJob(work, name="stylepass-frame-ahead").start()
+
+
+def _run_engine(prepared: PreparedFrame, request, progress, abort) -> StyleResult:
+    """The frame's engine on `request`, its failures reported as `run` reports them."""
+    try:
+        return prepared.runner(request.engine, request, progress, abort)
+    except (ValueError, OSError, MemoryError) as error:
+        raise StylepassError(f"The {prepared.engine} engine failed: {error}") from error
 
 
 def _early_result(early: BackgroundJob, progress, abort) -> tuple[PassSet, PreparedFrame]:

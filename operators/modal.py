@@ -76,7 +76,7 @@ def reported(operator: bpy.types.Operator, work: Callable[[], Status]) -> Status
         return report_error(operator, error)
 
 
-# The running jobs, newest last; `STYLEPASS_OT_escape_watch` hands ESC from another window to the newest.
+# The running jobs, newest last; `STYLEPASS_OT_escape_running` hands ESC over another window to the newest.
 _running: list = []
 
 
