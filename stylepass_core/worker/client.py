@@ -22,7 +22,6 @@ Timeouts, each stated in the message when it expires: `CONNECT_TIMEOUT` to open 
 worker to wait (a long poll, a release). A job as a whole has no limit unless `wait`/`run` get `timeout`.
 """
 
-import ipaddress
 import re
 import signal
 import socket
@@ -231,7 +230,7 @@ class WorkerClient:
         # 2. Session
         self.base_url = base_url.rstrip("/")
         self.timeout = float(timeout)
-        self.local = _is_loopback(parts.hostname)
+        self.local = protocol.is_loopback(parts.hostname)
         self.precision = precision if precision is not None else ("exact" if self.local else "auto")
         self._exit_status = exit_status
         self._restart_hint = restart_hint
@@ -606,15 +605,6 @@ def describe_exit(code: int) -> str:
 def _check_job_id(job_id: object) -> None:
     if not isinstance(job_id, str) or not _JOB_ID.fullmatch(job_id):
         raise ValueError(f"job_id must be the 32 hex digits submit() returned, got {job_id!r:.80}")
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _reason(exc: BaseException) -> object:

@@ -27,6 +27,7 @@ exact on loopback (copying costs what converting saves) and auto over a network 
 stream into one preallocated buffer; raw arrays are views of that buffer.
 """
 
+import ipaddress
 import json
 import math
 import struct
@@ -513,3 +514,14 @@ def decode_result(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> tuple[
     if meta.get("kind") != "result" or not isinstance(meta.get("result"), dict):
         raise FrameError(f"result meta must have kind 'result' and a result header, got {sorted(meta)}")
     return StyleResult.from_parts(meta["result"], arrays), meta
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` (a URL's host name) is this machine: `localhost` or a loopback address (127.0.0.0/8,
+    ::1). Clients skip proxies and compression for it."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

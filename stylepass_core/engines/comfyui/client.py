@@ -28,6 +28,7 @@ import numpy as np
 from ... import png
 from ...engine_api import Aborted, check_abort
 from ...errors import StylepassError
+from ...worker.protocol import is_loopback
 from .websocket import BINARY, TEXT, WebSocket, WebSocketError
 
 _UPLOAD_PREFIX = "stylepass-"
@@ -66,7 +67,7 @@ class ComfyClient:
             )
         self.base = server.strip().rstrip("/")
         self.timeout = timeout
-        loopback = parts.hostname in ("localhost", "::1") or parts.hostname.startswith("127.")
+        loopback = is_loopback(parts.hostname)
         self.compress_level = compress_level if compress_level is not None else (0 if loopback else 1)
         self.client_id = uuid.uuid4().hex
         self._requests = requests
