@@ -162,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         log.error("cannot listen on %s:%d: %s", args.host, args.port, exc)
         return 2
+    server.catch_signals()
     startup.announce(server.url, args.host, server.port, server.board.instance, token, generated)
     log.info(
         "listening on %s (protocol %d, engines from %s)",

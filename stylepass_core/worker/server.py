@@ -25,6 +25,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import socket
 import threading
 from http import HTTPStatus
@@ -322,6 +323,12 @@ class WorkerServer:
         self._thread = threading.Thread(target=self._serve, name="stylepass-http", daemon=True)
         self._thread.start()
         return self
+
+    def catch_signals(self) -> None:
+        """SIGTERM and SIGINT shut down gracefully from now on (main thread), before serving starts: a signal
+        sent as soon as the ready line is read must not kill the worker by its default action."""
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._server.handle_exit)
 
     def serve_forever(self) -> None:
         """Serve on this thread until shutdown; on the main thread SIGTERM and SIGINT shut down gracefully."""
