@@ -124,13 +124,19 @@ def test_an_unchanged_pass_is_not_sent_again_even_by_a_new_client(comfyui):
     assert second.info["uploads"]["names"] == uploads["names"]
 
 
-def test_cancel_mid_run_stops_the_server_and_leaves_nothing_queued(comfyui):
+@pytest.mark.parametrize("noticed_by", ["abort event", "progress"])
+def test_cancel_mid_run_stops_the_server_and_leaves_nothing_queued(comfyui, noticed_by):
+    """Either way a cancel reaches the engine, the server stops: the abort event seen between two messages, or
+    the caller's progress raising `Aborted` from `update` (Blender's job progress does, once ESC set its
+    event: that way once skipped the interrupt, and the server ran all 60 steps)."""
     abort = threading.Event()
 
     class Progress:
         def update(self, done, total, message=""):
             if message.startswith("ComfyUI: step"):
                 abort.set()  # ESC as soon as the server denoises
+                if noticed_by == "progress":
+                    raise Aborted("cancelled")
 
     engine = ComfyUIEngine()
     started = time.perf_counter()

@@ -180,64 +180,66 @@ class ComfyClient:
             if self._finished(prompt_id):
                 times["finished"] = time.monotonic()
                 return times
-            while True:
-                try:
+            # Aborted comes from the check below or from the caller's own progress or preview (a Progress
+            # raises it from `update` once its job is cancelled): either way the server must stop the prompt.
+            try:
+                while True:
                     check_abort(abort)
-                except Aborted:
-                    self.cancel(prompt_id)
-                    raise
-                if deadline is not None and time.monotonic() > deadline:
-                    self.cancel(prompt_id)
-                    raise ComfyUIError(
-                        "The ComfyUI server did not finish the picture in time (Timeout in the preferences); "
-                        "it was taken off its queue."
-                    )
-                try:
-                    message = socket.receive(0.25)
-                except WebSocketError as error:
-                    if self._finished(prompt_id):
-                        times["finished"] = time.monotonic()
-                        return times
-                    raise ComfyUIError(f"The connection to the ComfyUI server broke: {error}") from error
-                if message is None:
-                    continue
-                kind, payload = message
-                if kind == BINARY:
-                    if preview is not None and len(payload) > 8:
-                        event, image_type = (
-                            int.from_bytes(payload[:4], "big"),
-                            int.from_bytes(payload[4:8], "big"),
+                    if deadline is not None and time.monotonic() > deadline:
+                        self.cancel(prompt_id)
+                        raise ComfyUIError(
+                            "The ComfyUI server did not finish the picture in time (Timeout in the preferences); "
+                            "it was taken off its queue."
                         )
-                        if event == _PREVIEW_IMAGE:
-                            preview(payload[8:], _IMAGE_TYPES.get(image_type, "jpeg"))
-                    continue
-                if kind != TEXT:
-                    continue
-                try:
-                    event = json.loads(payload)
-                except ValueError:
-                    continue
-                data = event.get("data") or {}
-                if data.get("prompt_id") not in (None, prompt_id):
-                    continue
-                kind = event.get("type")
-                if kind == "execution_start" and data.get("prompt_id") == prompt_id:
-                    times["started"] = time.monotonic()
-                elif kind == "progress" and progress is not None:
-                    progress(int(data.get("value", 0)), int(data.get("max", 1)), "")
-                elif kind == "executed" and outputs is not None and data.get("prompt_id") == prompt_id:
-                    outputs[str(data.get("node"))] = data.get("output") or {}
-                elif kind in ("executing", "execution_success") and data.get("prompt_id") == prompt_id:
-                    if kind == "execution_success" or data.get("node") is None:
-                        times["finished"] = time.monotonic()
-                        return times
-                elif kind == "execution_error":
-                    raise ComfyUIError(
-                        f"The ComfyUI server failed in node #{data.get('node_id')} ({data.get('node_type')}): "
-                        f"{data.get('exception_message', '').strip() or data.get('exception_type')}"
-                    )
-                elif kind == "execution_interrupted":
-                    raise ComfyUIError("The run was interrupted on the ComfyUI server.")
+                    try:
+                        message = socket.receive(0.25)
+                    except WebSocketError as error:
+                        if self._finished(prompt_id):
+                            times["finished"] = time.monotonic()
+                            return times
+                        raise ComfyUIError(f"The connection to the ComfyUI server broke: {error}") from error
+                    if message is None:
+                        continue
+                    kind, payload = message
+                    if kind == BINARY:
+                        if preview is not None and len(payload) > 8:
+                            event, image_type = (
+                                int.from_bytes(payload[:4], "big"),
+                                int.from_bytes(payload[4:8], "big"),
+                            )
+                            if event == _PREVIEW_IMAGE:
+                                preview(payload[8:], _IMAGE_TYPES.get(image_type, "jpeg"))
+                        continue
+                    if kind != TEXT:
+                        continue
+                    try:
+                        event = json.loads(payload)
+                    except ValueError:
+                        continue
+                    data = event.get("data") or {}
+                    if data.get("prompt_id") not in (None, prompt_id):
+                        continue
+                    kind = event.get("type")
+                    if kind == "execution_start" and data.get("prompt_id") == prompt_id:
+                        times["started"] = time.monotonic()
+                    elif kind == "progress" and progress is not None:
+                        progress(int(data.get("value", 0)), int(data.get("max", 1)), "")
+                    elif kind == "executed" and outputs is not None and data.get("prompt_id") == prompt_id:
+                        outputs[str(data.get("node"))] = data.get("output") or {}
+                    elif kind in ("executing", "execution_success") and data.get("prompt_id") == prompt_id:
+                        if kind == "execution_success" or data.get("node") is None:
+                            times["finished"] = time.monotonic()
+                            return times
+                    elif kind == "execution_error":
+                        raise ComfyUIError(
+                            f"The ComfyUI server failed in node #{data.get('node_id')} ({data.get('node_type')}): "
+                            f"{data.get('exception_message', '').strip() or data.get('exception_type')}"
+                        )
+                    elif kind == "execution_interrupted":
+                        raise ComfyUIError("The run was interrupted on the ComfyUI server.")
+            except Aborted:
+                self.cancel(prompt_id)
+                raise
 
     def _finished(self, prompt_id: str) -> bool:
         entry = self._json("GET", f"/history/{prompt_id}").get(prompt_id)
