@@ -17,8 +17,11 @@ thread per replica (and in the plain worker):
    ingress, Serve's proxy and the clients run on other CPUs than the GPUs' replicas.
 2. Request overhead: the same tiny job (64x64, 2 steps, model warm) end to end through `WorkerClient.run`,
    median of `--runs`, on the Ray path and on the plain worker in the same run; also a bare `/v1/health`.
-3. Batching: what one pipeline call for 4 frames (diffusers' batch, a generator per frame) would give against
-   4 calls, with the same tiny model in this process: time, and the largest difference to the single calls.
+3. Batching (`--max-batch-size 4`): frames per minute of 1 replica that runs the frames of a model 4 at a time
+   in one engine call, 4 kept in flight, against the same replica one frame at a time (step 1's 1 replica);
+   and in this process the engine's own `run_batch` of 4 frames against 4 `run` calls (128x128, 4 steps,
+   one thread): time, and the largest difference to the single calls. A CPU gains little from a batch (its
+   cores are busy with one frame already); a GPU is where a batch fills the device.
 
 Then, on paper, frames per hour and cost per frame on 1, 8 and 64 GPUs, from the per-frame GPU figures the
 README states (SD 1.5 512x512 20 steps about 1 s, SDXL-class 1080p about 8 s, on an RTX 4090-class GPU), the
@@ -55,19 +58,20 @@ def build_models(root: Path) -> tuple[Path, Path]:
     return root, root / "tiny-a"
 
 
-def start_ray_worker(replicas: int, model_root: Path, log: Path) -> Started:
+def start_ray_worker(replicas: int, model_root: Path, log: Path, *extra: str) -> Started:
     args = ["--replicas", str(replicas), "--num-cpus", "2", "--num-cpus-per-replica", "1"]
     args += ["--model-dir", str(model_root), "--app-name", f"bench-{replicas}", "--shutdown-grace", "5"]
+    args += list(extra)
     return start("stylepass_core.worker.serve", args, secrets.token_urlsafe(16), log, 180)
 
 
 def frames_per_minute(
-    worker: Started, model: Path, frames: int, replicas: int
-) -> tuple[float, set[str], dict[str, float]]:
-    """Warm every replica, then `frames` frames through `CLIENTS` client threads that each keep one frame in
+    worker: Started, model: Path, frames: int, replicas: int, clients: int = CLIENTS
+) -> tuple[float, set[str], dict[str, float], list]:
+    """Warm every replica, then `frames` frames through `clients` client threads that each keep one frame in
     flight (Blender's animation keeps a worker's slots busy); frames per minute, the replicas that ran them,
-    and the CPU seconds per frame of the replicas, the rest of the serving stack (ingress, Serve's proxy and
-    controller, Ray's own processes) and this client."""
+    the CPU seconds per frame of the replicas, the rest of the serving stack (ingress, Serve's proxy and
+    controller, Ray's own processes) and this client, and the results."""
     warm: dict[int, object] = {}
     threads = [
         threading.Thread(target=_run, args=(worker, model, 900 + i, SIZE, STEPS, warm))
@@ -89,7 +93,7 @@ def frames_per_minute(
                 seed = todo.pop()
             _run(worker, model, seed, SIZE, STEPS, results)
 
-    threads = [threading.Thread(target=client) for _ in range(CLIENTS)]
+    threads = [threading.Thread(target=client) for _ in range(clients)]
     cpu_before, own_before = _cpu(worker.proc.pid), resource.getrusage(resource.RUSAGE_SELF)
     started = time.perf_counter()
     for thread in threads:
@@ -107,7 +111,8 @@ def frames_per_minute(
     failed = [r for r in results.values() if isinstance(r, BaseException)]
     if failed or len(results) != frames:
         raise RuntimeError(f"{len(failed)} of {frames} frames failed: {failed[:1]}")
-    return 60.0 * frames / seconds, {r.info["ray"]["replica"] for r in results.values()}, cpu
+    replicas_used = {r.info["ray"]["replica"] for r in results.values()}
+    return 60.0 * frames / seconds, replicas_used, cpu, list(results.values())
 
 
 def _cpu(pid: int) -> dict[int, tuple[str, float]]:
@@ -150,30 +155,23 @@ def request_times(worker: Started, model: Path, runs: int) -> tuple[float, float
 
 
 def batching(model: Path) -> dict[str, float]:
-    """One diffusers call for 4 frames against 4 calls (128x128, 4 steps, one thread)."""
+    """The engine's `run_batch` of 4 frames against 4 `run` calls (128x128, 4 steps, one thread)."""
     import torch
-    from diffusers import StableDiffusionPipeline
+
+    from stylepass_core.engine_api import BatchItem
+    from stylepass_core.engines.diffusion import DiffusionEngine
 
     torch.set_num_threads(1)
-    pipe = StableDiffusionPipeline.from_pretrained(
-        model, local_files_only=True, safety_checker=None, requires_safety_checker=False
-    )
-    pipe.set_progress_bar_config(disable=True)
-    seeds = [0, 1, 2, 3]
-    kwargs = {"height": 128, "width": 128, "num_inference_steps": 4, "output_type": "np"}
-
-    def single(seed: int) -> np.ndarray:
-        generator = torch.Generator("cpu").manual_seed(seed)
-        return pipe("a red house by a lake", generator=generator, **kwargs).images[0]
-
-    single(0)  # warm
+    engine = DiffusionEngine()
+    requests = [diffusion_request(model, seed, 128, 4) for seed in (0, 1, 2, 3)]
+    engine.run(requests[0])  # warm
     started = time.perf_counter()
-    alone = [single(seed) for seed in seeds]
+    alone = [engine.run(request).image for request in requests]
     alone_seconds = time.perf_counter() - started
-    generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
     started = time.perf_counter()
-    batch = pipe(["a red house by a lake"] * len(seeds), generator=generators, **kwargs).images
+    batch = [outcome.image for outcome in engine.run_batch([BatchItem(r) for r in requests])]
     batch_seconds = time.perf_counter() - started
+    engine.release()
     return {
         "alone": alone_seconds,
         "batch": batch_seconds,
@@ -204,7 +202,7 @@ def main() -> int:
         for replicas in (1, 2):
             worker = start_ray_worker(replicas, root, logs / f"serve-{replicas}.log")
             try:
-                fpm[replicas], spread[replicas], cpu[replicas] = frames_per_minute(
+                fpm[replicas], spread[replicas], cpu[replicas], _ = frames_per_minute(
                     worker, model, args.frames, replicas
                 )
                 if replicas == 2:
@@ -226,7 +224,13 @@ def main() -> int:
         finally:
             plain.stop(30)
 
-        # 3. Batching, in this process
+        # 3. Batching: 1 replica, 4 frames at a time, 4 in flight; then the engine alone in this process
+        worker = start_ray_worker(1, root, logs / "serve-batch.log", "--max-batch-size", "4")
+        try:
+            batched_fpm, _, _, batched_results = frames_per_minute(worker, model, args.frames, 1, clients=4)
+        finally:
+            worker.stop(60)
+        sizes = [r.info.get("batch", {}).get("size", 1) for r in batched_results]
         batch = batching(model)
 
     ratio = fpm[2] / fpm[1]
@@ -248,9 +252,14 @@ def main() -> int:
     print(f"    plain worker : {1000 * plain_job:7.1f} ms   (/v1/health {1000 * plain_health:.1f} ms)")
     print(f"    Ray path     : {1000 * ray_job:7.1f} ms   (/v1/health {1000 * ray_health:.1f} ms)")
     print(f"    Ray - plain  : {1000 * extra:+7.1f} ms, ratio {ray_job / plain_job:.2f}")
-    print("  batching 4 frames in one diffusers call against 4 calls (128x128 x 4 steps, 1 thread):")
+    print(f"  batching (--max-batch-size 4), 1 replica, {SIZE}x{SIZE} x {STEPS} steps, 4 in flight:")
     print(
-        f"    4 calls {batch['alone']:.2f} s, one batch {batch['batch']:.2f} s ({batch['batch'] / batch['alone']:.2f}x);"
+        f"    {batched_fpm:6.1f} frames/min against {fpm[1]:.1f} one at a time: {batched_fpm / fpm[1]:.2f}x; "
+        f"frames per engine call: mean {statistics.mean(sizes):.1f}, largest {max(sizes)}"
+    )
+    print("  the engine's run_batch of 4 frames against 4 runs (128x128 x 4 steps, 1 thread, this process):")
+    print(
+        f"    4 runs {batch['alone']:.2f} s, one batch {batch['batch']:.2f} s ({batch['batch'] / batch['alone']:.2f}x);"
     )
     print(f"    largest difference to the single calls {batch['max_diff']:.1e} (bit-equal: {batch['equal']})")
 

@@ -4,6 +4,9 @@
     StyleRequest (beauty + control maps + the engine's settings [+ regions]) --Engine.run(progress, abort)-->
     StyleResult
 
+    [BatchItem(request, progress, abort), ...] --Engine.run_batch--> [StyleResult or the item's error, ...]
+    (requests with one `Engine.batch_key` in one model call, e.g. the frames of a shot on a GPU replica)
+
 Requests and results split into a JSON-able header and named numpy arrays (`to_parts` / `from_parts`), so
 they cross a process or network boundary without pickle. Engines register by id; `get_engine` keeps one warm
 instance per id so loaded models survive between frames.
@@ -13,6 +16,7 @@ import json
 import math
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -439,6 +443,26 @@ class Engine(ABC):
             Aborted: `abort` was set.
         """
 
+    def batch_key(self, request: StyleRequest) -> Hashable | None:
+        """What requests must share to run together in one `run_batch` call (same models, settings and
+        sizes; only pixels and seeds differ), or None when this request runs alone. The default: alone."""
+        return None
+
+    def run_batch(self, items: Sequence["BatchItem"]) -> list["StyleResult | BaseException"]:
+        """Stylise several frames; the outcome of each item, in order: its `StyleResult`, or the exception
+        its own `run` would have raised (`Aborted` for an item whose abort was set, `ValueError`, ...).
+
+        An engine that can run frames as one batch (one model call for all of them) overrides this and
+        `batch_key`; this default runs the items one after another.
+        """
+        outcomes: list[StyleResult | BaseException] = []
+        for item in items:
+            try:
+                outcomes.append(self.run(item.request, item.progress, item.abort))
+            except Exception as error:  # the item's failure, reported with its item; the others go on
+                outcomes.append(error)
+        return outcomes
+
     def release(self) -> None:  # noqa: B027 - engines without models have nothing to free
         """Free loaded models; the next `run` loads them again."""
 
@@ -447,6 +471,45 @@ class Engine(ABC):
         ok, reason = self.available()
         if not ok:
             raise EngineUnavailable(self.id, reason)
+
+
+@dataclass(eq=False)
+class BatchItem:
+    """One frame of an `Engine.run_batch` call: its request, and its own progress and abort."""
+
+    request: StyleRequest
+    progress: Progress = field(default_factory=NullProgress)
+    abort: threading.Event | None = None
+
+
+class SharedProgress:
+    """A batch's progress and abort: every update goes to each item still wanted; an item whose abort is set
+    (or whose progress raises `Aborted`) is dropped (`dropped`), and the batch stops only when none is left.
+
+    Pass it as both `progress` and `abort` of the batch's one model run (`is_set` makes it an abort event).
+    """
+
+    def __init__(self, items: Sequence[BatchItem]) -> None:
+        self.items = list(items)
+        self.dropped: set[int] = set()
+
+    def update(self, done: int, total: int, message: str = "") -> None:
+        for index, item in enumerate(self.items):
+            if index in self.dropped:
+                continue
+            try:
+                check_abort(item.abort)
+                item.progress.update(done, total, message)
+            except Aborted:
+                self.dropped.add(index)
+        check_abort(self)
+
+    def is_set(self) -> bool:
+        """Whether no item is wanted any more (each one's abort set, or dropped)."""
+        for index, item in enumerate(self.items):
+            if item.abort is not None and item.abort.is_set():
+                self.dropped.add(index)
+        return len(self.dropped) == len(self.items)
 
 
 ENGINES: dict[str, type[Engine]] = {}

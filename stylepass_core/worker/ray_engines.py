@@ -5,6 +5,8 @@
     EngineReplica.run: warm engine for M (Serve's per-replica LRU) --> engine.run on a thread
         yields {"event": "started"}, {"event": "progress"} per step, then {"event": "result"} or
         {"event": "failed"}; a cancelled call sets the engine's abort event and waits for it to stop
+    with --max-batch-size > 1: the jobs of M that arrive together (@serve.batch) --> one engine.run_batch,
+        each job still streaming its own events and cancellable on its own
 
 A *model id* names what a replica keeps warm for a request: the engine and the references that pick its
 pipeline (`PIPELINE_FIELDS`: for diffusion the base model and its config). ControlNets, LoRAs, the VAE and
@@ -32,11 +34,13 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import PurePath
 from typing import Any
 
 from ..engine_api import (
     Aborted,
+    BatchItem,
     Engine,
     EngineUnavailable,
     StyleRequest,
@@ -138,6 +142,8 @@ class EngineReplica:
         engine_modules: Modules to import so that they register extra engines.
         torch_threads: Threads torch may use in this replica (None: as Ray set `OMP_NUM_THREADS`).
         log_level: Level of Stylepass's own log lines here.
+        max_batch_size: Jobs of one model id run as one `Engine.run_batch` call; 1: each job alone.
+        batch_wait: Seconds to wait for a batch to fill once its first job arrived.
     """
 
     def __init__(
@@ -148,6 +154,8 @@ class EngineReplica:
         engine_modules: Sequence[str] = (),
         torch_threads: int | None = None,
         log_level: str = "INFO",
+        max_batch_size: int = 1,
+        batch_wait: float = 0.05,
     ) -> None:
         from ray import serve
 
@@ -179,9 +187,20 @@ class EngineReplica:
         self.evictions: Counter = Counter()  # model id -> times the LRU dropped it
         self.jobs = Counter()  # outcome -> count
         self.running: dict[str, str] = {}  # job id -> model id
+        self.max_batch_size = max_batch_size
+        self.batch_sizes: Counter = Counter()  # jobs in one engine call -> times
         # Wired at init (Ray 2.60 detects a multiplexed loader stored on the instance), so that the LRU
         # size comes from the deployment's arguments.
         self._warm_engine = serve.multiplexed(max_num_models_per_replica=max_models)(self._make_loader())
+        # Serve's batching splits a batch by model id; the engine's `batch_key` splits it further (and runs
+        # alone what cannot share a call). Wired here too, for its size to come from the arguments.
+        self._batched = None
+        if max_batch_size > 1:
+            self._batched = serve.batch(
+                max_batch_size=max_batch_size,
+                batch_wait_timeout_s=batch_wait,
+                max_concurrent_batches=concurrency,
+            )(self._make_batch_handler())
 
     def _make_loader(self) -> Any:
         async def load_warm_engine(model_id: str) -> WarmEngine:
@@ -196,6 +215,47 @@ class EngineReplica:
             return warm
 
         return load_warm_engine
+
+    def _make_batch_handler(self) -> Any:
+        async def run_batch(jobs: list[_BatchedJob]) -> list[None]:
+            # Each job's outcome goes out as its own event (`_run_jobs`); the futures only say "done".
+            await asyncio.get_running_loop().run_in_executor(self._engine_threads, self._run_jobs, jobs)
+            return [None] * len(jobs)
+
+        return run_batch
+
+    def _run_jobs(self, jobs: list["_BatchedJob"]) -> None:
+        """One engine call for the jobs of one batch (all of one model id, Serve saw to that)."""
+        items: list[tuple[_BatchedJob, BatchItem]] = []
+        for job in jobs:
+            job.started.set()
+            try:
+                request = StyleRequest.from_parts(job.header, job.arrays)
+            except Exception as exc:  # this job's upload is bad; its batch-mates run
+                job.post({"event": "failed", "error": error_of(exc)})
+                continue
+            items.append((job, BatchItem(request, _StreamProgress(job.post, job.abort), job.abort)))
+        if not items:
+            return
+        with self._lock:
+            self.batch_sizes[len(items)] += 1
+        try:
+            outcomes = jobs[0].warm.engine.run_batch([item for _, item in items])
+        except BaseException as exc:  # the engine failed as a whole: every job's failure
+            outcomes = [exc] * len(items)
+        for (job, _), outcome in zip(items, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                if not isinstance(outcome, Aborted | ValueError | EngineUnavailable):
+                    log.error("job %s (%s) failed on replica %s: %r", job.job_id, job.model_id,
+                              self.replica_id, outcome)  # fmt: skip
+                job.post({"event": "failed", "error": error_of(outcome)})
+                continue
+            try:
+                result_header, result_arrays = outcome.to_parts()
+            except Exception as exc:
+                job.post({"event": "failed", "error": error_of(exc)})
+                continue
+            job.post({"event": "result", "header": result_header, "arrays": result_arrays})
 
     def _evicted(self, model_id: str) -> None:
         with self._lock:
@@ -250,7 +310,12 @@ class EngineReplica:
                     log.exception("job %s (%s) failed on replica %s", job_id, model_id, self.replica_id)
                 post({"event": "failed", "error": error_of(exc)})
 
-        running = loop.run_in_executor(self._engine_threads, work)
+        batched: _BatchedJob | None = None
+        if self._batched is not None:
+            batched = _BatchedJob(job_id, model_id, warm, header, arrays, post, abort)
+            running = asyncio.ensure_future(self._batched(batched))
+        else:
+            running = loop.run_in_executor(self._engine_threads, work)
         outcome = "failed"
         getter: asyncio.Future | None = None
         held: dict[str, Any] | None = None  # the latest progress not sent yet
@@ -287,6 +352,8 @@ class EngineReplica:
             # step, and keep this replica busy until it has, so the next job does not share the device.
             outcome = "cancelled"
             abort.set()
+            if batched is not None and not batched.started.is_set():
+                running.cancel()  # still waiting for its batch: Serve leaves a cancelled job out of it
             try:
                 await asyncio.wait_for(asyncio.shield(running), CANCEL_WAIT)
             except (TimeoutError, asyncio.CancelledError):
@@ -320,7 +387,8 @@ class EngineReplica:
 
     def describe(self) -> dict[str, Any]:
         """`{"replica", "pid", "node", "max_models", "models" (warm model ids), "loads", "evictions", "jobs"
-        (by outcome), "running" (job id -> model id), "load_counts" (each warm engine's own load counters) and
+        (by outcome), "running" (job id -> model id), "max_batch_size", "batch_sizes" (jobs in one engine call ->
+        times), "load_counts" (each warm engine's own load counters) and
         "loaded" (what each warm engine has in memory)}`."""
         with self._lock:
             warm = dict(self._warm)
@@ -334,12 +402,28 @@ class EngineReplica:
                 "evictions": dict(self.evictions),
                 "jobs": dict(self.jobs),
                 "running": dict(self.running),
+                "max_batch_size": self.max_batch_size,
+                "batch_sizes": dict(self.batch_sizes),
             }
         facts["load_counts"] = {
             model_id: dict(getattr(w.engine, "load_counts", {}) or {}) for model_id, w in warm.items()
         }
         facts["loaded"] = {model_id: _loaded_models(w.engine) for model_id, w in warm.items()}
         return facts
+
+
+@dataclass(eq=False)
+class _BatchedJob:
+    """A job waiting for (or in) its batch: what `_run_jobs` needs, and how to report to its stream."""
+
+    job_id: str
+    model_id: str
+    warm: WarmEngine
+    header: dict[str, Any]
+    arrays: dict[str, Any]
+    post: Any
+    abort: threading.Event
+    started: threading.Event = field(default_factory=threading.Event)
 
 
 class _StreamProgress:

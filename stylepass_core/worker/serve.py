@@ -3,8 +3,9 @@
 
     client (WorkerClient, unchanged) --HTTP /v1--> Serve proxy --> StylepassIngress (1 replica, num_cpus=0)
         create_app(config, JobBoard(config, RayExecutor))           the plain worker's ASGI app and board
-            runner threads (slots = replicas x jobs per replica) --DeploymentHandle, streaming-->
-        EngineReplica x N (num_gpus=1 or num_cpus each): warm engines per model id (@serve.multiplexed LRU)
+            runner threads (slots = replicas x jobs per replica x batch size) --DeploymentHandle, streaming-->
+        EngineReplica x N (num_gpus=1 or num_cpus each): warm engines per model id (@serve.multiplexed LRU),
+            optionally frames of one model batched into one engine call (@serve.batch, `--max-batch-size`)
 
 The ingress serves the very application the plain worker serves (`app.create_app`: token, limits, model
 folder confinement, long polls, events, cancel, results handed out once); only the board's executor differs:
@@ -69,7 +70,12 @@ class ServeOptions:
         replicas: Engine replicas (N jobs run at once, times `jobs_per_replica`).
         num_gpus_per_replica: GPUs each replica reserves (1 on a GPU cluster; 0 on CPUs).
         num_cpus_per_replica: CPUs each replica reserves.
-        jobs_per_replica: Jobs one replica runs at once (1 for one GPU: jobs would only share it).
+        jobs_per_replica: Jobs (or batches) one replica runs at once (1 for one GPU: jobs would only share it).
+        max_batch_size: Jobs of one model a replica gathers into one engine call (`@serve.batch`; the engine's
+            `run_batch`: one denoising run for all of them). 1 (the default): no batching, and every frame
+            equals a plain worker's bit for bit; more uses a GPU better, but batched kernels may change the
+            last bits of a picture.
+        batch_wait: Seconds a replica waits for more jobs of the same model once one arrived (batching only).
         max_models_per_replica: Model ids a replica keeps warm (`@serve.multiplexed` LRU size).
         torch_threads: Threads torch uses per replica; None: the CPUs it reserves (at least 1) on CPU
             replicas, torch's default on GPU ones.
@@ -89,6 +95,8 @@ class ServeOptions:
     num_gpus_per_replica: float = 0.0
     num_cpus_per_replica: float = 1.0
     jobs_per_replica: int = 1
+    max_batch_size: int = 1
+    batch_wait: float = 0.05
     max_models_per_replica: int = 2
     torch_threads: int | None = None
     retries: int = 1
@@ -101,13 +109,14 @@ class ServeOptions:
         checks = (
             ("replicas", self.replicas, 1, 10_000),
             ("jobs_per_replica", self.jobs_per_replica, 1, 64),
+            ("max_batch_size", self.max_batch_size, 1, 64),
             ("max_models_per_replica", self.max_models_per_replica, 1, 64),
             ("retries", self.retries, 0, 10),
         )
         for name, value, low, high in checks:
             if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
                 raise ValueError(f"{name} must be an int in [{low}, {high}], got {value!r}")
-        for name in ("num_gpus_per_replica", "num_cpus_per_replica", "model_affinity"):
+        for name in ("num_gpus_per_replica", "num_cpus_per_replica", "model_affinity", "batch_wait"):
             value = getattr(self, name)
             if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value <= 1024:
                 raise ValueError(f"{name} must be a number in [0, 1024], got {value!r}")
@@ -119,7 +128,12 @@ class ServeOptions:
     @property
     def slots(self) -> int:
         """Jobs the whole deployment runs at once: the board's runner threads."""
-        return self.replicas * self.jobs_per_replica
+        return self.replicas * self.requests_per_replica
+
+    @property
+    def requests_per_replica(self) -> int:
+        """Jobs Serve may send one replica at once (its `max_ongoing_requests`): each batch's jobs."""
+        return self.jobs_per_replica * self.max_batch_size
 
     def replica_threads(self) -> int | None:
         """Threads torch gets per replica (see `torch_threads`)."""
@@ -220,8 +234,8 @@ def build_application(config: WorkerConfig, options: ServeOptions) -> Any:
         num_replicas=options.replicas,
         ray_actor_options=engine_actor,
         # One job per slot, so Serve sends a job only to a replica that can start it now (and another
-        # replica takes it, rather than a queue behind a long job).
-        max_ongoing_requests=options.jobs_per_replica,
+        # replica takes it, rather than a queue behind a long job); with batching, a batch's worth.
+        max_ongoing_requests=options.requests_per_replica,
         graceful_shutdown_timeout_s=30,
     )
     # The handle's router runs in the ingress: it reads how long a job waits for a replica with its model.
@@ -238,6 +252,8 @@ def build_application(config: WorkerConfig, options: ServeOptions) -> Any:
         options.engine_modules,
         options.replica_threads(),
         options.log_level,
+        options.max_batch_size,
+        options.batch_wait,
     )
     return ingress.bind(config, engines.bind(*replica_args), options)
 
@@ -247,6 +263,7 @@ def app_builder(args: dict[str, Any]) -> Any:
     `import_path` with `args` (KubeRay `RayService`): the application from plain arguments.
 
     Keys (all optional): `replicas`, `num_gpus_per_replica`, `num_cpus_per_replica`, `jobs_per_replica`,
+    `max_batch_size`, `batch_wait`,
     `max_models_per_replica`, `torch_threads`, `retries`, `model_affinity`, `engine_modules` and `model_dirs`
     (lists, or comma-separated strings on `serve run`'s command line), `max_upload_mb`, `max_queued`,
     `result_ttl`, `log_level`. The token is read from `$STYLEPASS_WORKER_TOKEN`
@@ -360,6 +377,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     where.add_argument("--num-cpus-per-replica", type=float, help="CPUs per replica (default 1 without GPUs)")
     cluster.add_argument("--jobs-per-replica", type=int, default=1, help="jobs one replica runs at once")
     cluster.add_argument(
+        "--max-batch-size",
+        type=int,
+        default=1,
+        help="jobs of one model a replica runs as one batch (default 1: none; more may use a GPU better, "
+        "but pictures may differ from unbatched ones in the last bits)",
+    )
+    cluster.add_argument(
+        "--batch-wait",
+        type=float,
+        default=0.05,
+        help="seconds a replica waits for more jobs of a model to fill a batch (default 0.05)",
+    )
+    cluster.add_argument(
         "--max-models-per-replica",
         type=int,
         default=2,
@@ -448,6 +478,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             num_gpus_per_replica=args.num_gpus_per_replica or 0.0,
             num_cpus_per_replica=args.num_cpus_per_replica if args.num_cpus_per_replica is not None else 1.0,
             jobs_per_replica=args.jobs_per_replica,
+            max_batch_size=args.max_batch_size,
+            batch_wait=args.batch_wait,
             max_models_per_replica=args.max_models_per_replica,
             torch_threads=args.torch_threads,
             retries=args.retries,

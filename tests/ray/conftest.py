@@ -16,11 +16,10 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
-from ray_helpers import APP_NAME, ROOT, TINY_MODELS, diffusion_request
+from ray_helpers import ROOT, TINY_MODELS, RayWorker, diffusion_request, serve_worker
 from worker_process import Started, start
 
 os.environ["RAY_AUTH_MODE"] = "disabled"  # Ray 2.60 turns token auth on by default; this cluster is private
@@ -77,55 +76,10 @@ def plain(models: Models, tmp_path_factory: pytest.TempPathFactory) -> Started:
     worker.stop(30)
 
 
-class RayWorker:
-    """The entry point's process, its URL and token, and (lazily) a driver connected to its cluster."""
-
-    def __init__(self, started: Started) -> None:
-        self.started = started
-        self.url, self.token, self.ready = started.url, started.token, started.ready
-        self._connected = False
-
-    def ingress(self) -> Any:
-        """A handle on the application's ingress (this test process joins the cluster as a driver)."""
-        import ray
-        from ray import serve
-
-        if not self._connected:
-            ray.init(address=self.ready["ray"]["address"], log_to_driver=False)
-            self._connected = True
-        return serve.get_app_handle(APP_NAME)
-
-    def cluster(self) -> dict[str, Any]:
-        """The executor's view: replicas (pid, models, loads, evictions, jobs) and running jobs."""
-        return self.ingress().cluster.remote().result(timeout_s=30)
-
-    def replica_stats(self) -> list[dict[str, Any]]:
-        """Each live replica's own facts (a broadcast)."""
-        answers = self.ingress().replica_stats.remote().result(timeout_s=60)
-        return [a for a in answers if isinstance(a, dict)]
-
-    def disconnect(self) -> None:
-        if self._connected:
-            import ray
-
-            ray.shutdown()
-            self._connected = False
-
-
 @pytest.fixture(scope="session")
 def ray_worker(models: Models, tmp_path_factory: pytest.TempPathFactory) -> RayWorker:
-    """`python -m stylepass_core.worker.serve` on a fresh local Ray instance: 2 replicas, 1 CPU each."""
-    log = tmp_path_factory.mktemp("ray-worker") / "serve.log"
-    args = [
-        "--replicas", "2", "--num-cpus", "2", "--num-cpus-per-replica", "1", "--max-models-per-replica", "2",
-        "--app-name", APP_NAME, "--model-dir", str(models.root), "--shutdown-grace", "10",
-    ]  # fmt: skip
-    started = start("stylepass_core.worker.serve", args, secrets.token_urlsafe(16), log, 180)
-    worker = RayWorker(started)
-    yield worker
-    worker.disconnect()
-    code = started.stop(90)
-    assert code == 0, f"the Ray worker exited with {code}; its log:\n{started.log_tail()}"
+    """The worker on Ray Serve with 2 replicas, 1 CPU each."""
+    yield from serve_worker(models, tmp_path_factory, 2)
 
 
 @pytest.fixture(scope="session")

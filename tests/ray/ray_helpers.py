@@ -5,13 +5,15 @@ processes on 127.0.0.1, tiny diffusion requests, and /proc probes.
 Every wait is bounded; every process started here is stopped (SIGTERM, then SIGKILL) by its fixture.
 """
 
+import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from worker_process import Started, start
 
 from stylepass_core.engine_api import StyleRequest
 from stylepass_core.engines.diffusion.settings import DiffusionSettings
@@ -90,3 +92,59 @@ class Recorder:
         self.messages.append(message)
         if self.on_update is not None:
             self.on_update(done, total, message)
+
+
+class RayWorker:
+    """The entry point's process, its URL and token, and (lazily) a driver connected to its cluster."""
+
+    def __init__(self, started: Started) -> None:
+        self.started = started
+        self.url, self.token, self.ready = started.url, started.token, started.ready
+        self._connected = False
+
+    def ingress(self) -> Any:
+        """A handle on the application's ingress (this test process joins the cluster as a driver)."""
+        import ray
+        from ray import serve
+
+        if not self._connected:
+            ray.init(address=self.ready["ray"]["address"], log_to_driver=False)
+            self._connected = True
+        return serve.get_app_handle(APP_NAME)
+
+    def cluster(self) -> dict[str, Any]:
+        """The executor's view: replicas (pid, models, loads, evictions, jobs) and running jobs."""
+        return self.ingress().cluster.remote().result(timeout_s=30)
+
+    def replica_stats(self) -> list[dict[str, Any]]:
+        """Each live replica's own facts (a broadcast)."""
+        answers = self.ingress().replica_stats.remote().result(timeout_s=60)
+        return [a for a in answers if isinstance(a, dict)]
+
+    def disconnect(self) -> None:
+        if self._connected:
+            import ray
+            from ray.serve import context
+
+            # Serve caches its controller's handle per driver job id, and every new cluster's first driver
+            # is job 1 again: without this, the next cluster's handles would go to this one's dead actors.
+            context._set_global_client(None)
+            ray.shutdown()
+            self._connected = False
+
+
+def serve_worker(models: Any, tmp_path_factory: Any, replicas: int, *extra: str) -> Iterator[RayWorker]:
+    """`python -m stylepass_core.worker.serve` on a fresh local Ray instance of 2 CPUs, 1 CPU per replica;
+    a generator for a fixture: the worker, then its clean stop checked."""
+    log = tmp_path_factory.mktemp("ray-worker") / "serve.log"
+    args = [
+        "--replicas", str(replicas), "--num-cpus", "2", "--num-cpus-per-replica", "1",
+        "--max-models-per-replica", "2", "--app-name", APP_NAME, "--model-dir", str(models.root),
+        "--shutdown-grace", "10", *extra,
+    ]  # fmt: skip
+    started = start("stylepass_core.worker.serve", args, secrets.token_urlsafe(16), log, 180)
+    worker = RayWorker(started)
+    yield worker
+    worker.disconnect()
+    code = started.stop(90)
+    assert code == 0, f"the Ray worker exited with {code}; its log:\n{started.log_tail()}"

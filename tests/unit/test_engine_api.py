@@ -17,11 +17,13 @@ from stylepass_core import engine_api, settings
 from stylepass_core.engine_api import (
     FORMAT_VERSION,
     Aborted,
+    BatchItem,
     Engine,
     EngineUnavailable,
     NullProgress,
     Progress,
     Regions,
+    SharedProgress,
     StyleRequest,
     StyleResult,
 )
@@ -467,6 +469,71 @@ def test_progress_and_abort_helpers():
     event.set()
     with pytest.raises(Aborted):
         engine_api.check_abort(event)
+
+
+class _Steps:
+    def __init__(self, abort_at: str | None = None) -> None:
+        self.abort = threading.Event()
+        self.heard: list[str] = []
+        self.abort_at = abort_at
+
+    def update(self, done: int, total: int, message: str = "") -> None:
+        self.heard.append(message)
+        if message == self.abort_at:
+            raise Aborted("cancelled by its progress")
+
+
+def test_shared_progress_drops_cancelled_frames_and_stops_when_none_is_left():
+    frames = [_Steps(), _Steps(abort_at="step 2"), _Steps()]
+    shared = SharedProgress([BatchItem(_fake_request(), frame, frame.abort) for frame in frames])
+    shared.update(1, 4, "step 1")
+    shared.update(2, 4, "step 2")  # frame 1's progress cancels it here
+    frames[2].abort.set()  # frame 2 cancelled by its event
+    assert not shared.is_set()
+    shared.update(3, 4, "step 3")
+    assert shared.dropped == {1, 2}
+    assert [f.heard for f in frames] == [
+        ["step 1", "step 2", "step 3"],
+        ["step 1", "step 2"],
+        ["step 1", "step 2"],
+    ]
+    frames[0].abort.set()
+    assert shared.is_set()
+    with pytest.raises(Aborted):
+        engine_api.check_abort(shared)  # the batch's run stops at its next check
+    with pytest.raises(Aborted):
+        shared.update(4, 4, "step 4")
+    assert frames[0].heard[-1] == "step 3"
+
+
+def test_default_run_batch_runs_each_frame_alone_and_keeps_its_own_outcome():
+    class Counting(_FakeEngine):
+        runs = 0
+
+        def run(self, request, progress=None, abort=None):
+            type(self).runs += 1
+            if request.seed == 13:
+                raise ValueError("seed 13 is bad luck")
+            return super().run(request, progress, abort)
+
+    engine = Counting()
+    cancelled = threading.Event()
+    cancelled.set()
+    items = [
+        BatchItem(_fake_request(seed=1)),
+        BatchItem(_fake_request(seed=13)),
+        BatchItem(_fake_request(seed=2), abort=cancelled),
+    ]
+    assert engine.batch_key(items[0].request) is None  # by default every frame runs alone
+    outcomes = engine.run_batch(items)
+    assert Counting.runs == 3
+    np.testing.assert_array_equal(outcomes[0].image, 1.0 - items[0].request.beauty)
+    assert isinstance(outcomes[1], ValueError) and "bad luck" in str(outcomes[1])
+    assert isinstance(outcomes[2], Aborted)
+
+
+def _fake_request(seed: int = 0) -> StyleRequest:
+    return StyleRequest(beauty=np.full((2, 2, 3), 0.25, np.float32), settings=FakeSettings(), seed=seed)
 
 
 # -- Registry -----------------------------------------------------------------------------------------------

@@ -3,10 +3,13 @@
 
 import importlib.metadata
 import importlib.util
+import json
 import os
 import threading
 import time
 from collections import Counter
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,16 +17,20 @@ import numpy as np
 
 from ... import imageops
 from ...engine_api import (
+    Aborted,
+    BatchItem,
     Engine,
     EngineUnavailable,
     NullProgress,
     Progress,
+    SharedProgress,
     StyleRequest,
     StyleResult,
     check_abort,
     register_engine,
 )
 from . import controls
+from .pipeline import GenerateInput
 from .regions import SCENE, RegionPrompts
 from .settings import DiffusionSettings, styled_prompts
 
@@ -117,10 +124,63 @@ class DiffusionEngine(Engine):
             EngineUnavailable: torch/diffusers missing; `OutOfMemory` when the device runs out of memory.
             Aborted: `abort` was set; the engine stays ready for the next request.
         """
-        started = time.perf_counter()
         progress = progress if progress is not None else NullProgress()
+        return self._generate([self._prepare(request)], progress, abort)[0]
 
-        # 1. Check inputs
+    def batch_key(self, request: StyleRequest) -> Hashable | None:
+        """Frames that differ only in their pixels and seed share a key (`run_batch` runs them as one batch).
+        Regions and an IP-Adapter put processors on the attention layers for one frame: those run alone."""
+        settings = request.settings
+        if request.regions is not None or getattr(settings, "ip_adapter", None) is not None:
+            return None
+        shapes = sorted((name, tuple(array.shape)) for name, array in request.controls.items())
+        plain = json.dumps(settings.to_plain(), sort_keys=True)
+        return (self.id, plain, request.output_size, tuple(request.beauty.shape), tuple(shapes))
+
+    def run_batch(self, items: Sequence[BatchItem]) -> list[StyleResult | BaseException]:
+        """Frames with one `batch_key` denoise together: one pipeline call with a batch of latents, each frame
+        with its own seed's generator, so a frame starts from the same noise as it would alone. On a GPU this
+        uses the device better than one frame at a time; the pictures may differ from single runs in the last
+        bits (batched kernels sum in another order), so batching is the worker's opt-in (`--max-batch-size`).
+
+        Each frame keeps its own progress and abort: a cancelled frame is dropped from the reports and gets
+        `Aborted`, and the batch stops only when every frame is cancelled (`SharedProgress`). A frame that fails
+        its checks gets its `ValueError` and the others run; a failure of the shared run is every frame's.
+        """
+        outcomes: list[StyleResult | BaseException | None] = [None] * len(items)
+        groups: dict[Hashable, list[int]] = {}
+        for index, item in enumerate(items):
+            key = self.batch_key(item.request)
+            groups.setdefault(key if key is not None else ("alone", index), []).append(index)
+        for members in groups.values():
+            prepared: list[tuple[int, _Prepared]] = []
+            for index in members:
+                try:
+                    prepared.append((index, self._prepare(items[index].request)))
+                except ValueError as error:
+                    outcomes[index] = error
+            if not prepared:
+                continue
+            batch = [items[index] for index, _ in prepared]
+            shared = SharedProgress(batch) if len(batch) > 1 else None
+            try:
+                if shared is None:
+                    results = self._generate([p for _, p in prepared], batch[0].progress, batch[0].abort)
+                else:
+                    results = self._generate([p for _, p in prepared], shared, shared)
+            except Exception as error:  # the shared run failed (or every frame was cancelled): each frame's
+                results = [error] * len(prepared)
+            for position, (index, _) in enumerate(prepared):
+                dropped = shared is not None and (position in shared.dropped or shared.is_set())
+                outcomes[index] = Aborted("stylisation aborted") if dropped else results[position]
+        return outcomes  # type: ignore[return-value] - every item got its outcome above
+
+    def _prepare(self, request: StyleRequest) -> "_Prepared":
+        """A request checked, with its prompts, sizes and the start of its record (`info`).
+
+        Raises:
+            ValueError: see `run`.
+        """
         request.validate()
         settings: DiffusionSettings = request.settings
         if settings.not_ready():
@@ -131,7 +191,6 @@ class DiffusionEngine(Engine):
         out_h, out_w = request.output_size
         gen_h, gen_w = self._generation_size(request)
         style_image = request.images.get("ip_adapter_image") if settings.ip_adapter is not None else None
-        self.require_available()
         notes: list[str] = []
         info: dict[str, Any] = {
             "engine": self.id,
@@ -145,6 +204,20 @@ class DiffusionEngine(Engine):
                 f"generated at {gen_w}x{gen_h} (multiples of {SIZE_MULTIPLE}, at least {MIN_SIDE}) instead of "
                 f"{out_w}x{out_h}, then resized to the output"
             )
+        return _Prepared(request, settings, prompt, region_prompts, (gen_h, gen_w), style_image, info)
+
+    def _generate(self, frames: list["_Prepared"], progress: Progress, abort: Any) -> list[StyleResult]:
+        """Load what changed, then denoise `frames` (one, or a batch sharing settings and sizes) in one run.
+
+        Raises:
+            EngineUnavailable: see `run`.
+            Aborted: `abort` was set.
+        """
+        started = time.perf_counter()
+        first = frames[0]
+        settings = first.settings
+        gen_h, gen_w = first.size
+        self.require_available()
 
         # 2. Models (warm: only what changed is loaded)
         progress.update(0, 3, "Loading models")
@@ -152,7 +225,9 @@ class DiffusionEngine(Engine):
             from .device import choose_device, free_device_memory, is_out_of_memory
 
             plan = choose_device(settings.device, settings.dtype)
-            info["device"] = {"device": plan.device, "dtype": plan.dtype, "reason": plan.reason}
+            shared: dict[str, Any] = {
+                "device": {"device": plan.device, "dtype": plan.dtype, "reason": plan.reason}
+            }
             if self._cache is None:
                 from .pipeline import ModelCache
 
@@ -160,63 +235,79 @@ class DiffusionEngine(Engine):
             cache = self._cache
             load_started = time.perf_counter()
             try:
-                info["loaded"] = cache.ensure(settings, plan, notes)
+                shared["loaded"] = cache.ensure(settings, plan, first.info["notes"])
                 load_seconds = time.perf_counter() - load_started
                 check_abort(abort)
 
                 # 3. Images at the generation size
                 progress.update(1, 3, "Preparing images")
-                beauty = imageops.resize(request.beauty, (gen_h, gen_w)) if settings.img2img else None
-                images = [
-                    controls.control_image(unit.map, request.controls[unit.map], (gen_h, gen_w))
-                    for unit in settings.controlnets
+                inputs = [
+                    GenerateInput(
+                        seed=int(frame.request.seed),
+                        beauty=imageops.resize(frame.request.beauty, (gen_h, gen_w))
+                        if settings.img2img
+                        else None,
+                        control_images=[
+                            controls.control_image(unit.map, frame.request.controls[unit.map], (gen_h, gen_w))
+                            for unit in settings.controlnets
+                        ],
+                    )
+                    for frame in frames
                 ]
-                info["controlnets"] = [
+                shared["controlnets"] = [
                     {"map": u.map, "model": u.model, "weight": u.weight, "start": u.start, "end": u.end,
                      "convention": controls.CONVENTIONS[u.map][2]}
                     for u in settings.controlnets
                 ]  # fmt: skip
-                info["loras"] = [{"file": lora.file, "weight": lora.weight} for lora in settings.active_loras]
+                shared["loras"] = [
+                    {"file": lora.file, "weight": lora.weight} for lora in settings.active_loras
+                ]
 
                 # 4. Encode, denoise, decode
                 generated, facts = cache.generate(
                     settings,
                     size=(gen_h, gen_w),
-                    seed=int(request.seed),
-                    prompt=prompt,
-                    beauty=beauty,
-                    control_images=images,
-                    style_image=style_image,
+                    frames=inputs,
+                    prompt=first.prompt,
+                    style_image=first.style_image,
                     progress=progress,
                     abort=abort,
                     steps_before=2,
-                    region_prompts=region_prompts,
+                    region_prompts=first.region_prompts,
                 )
             except Exception as error:
                 if not is_out_of_memory(error):
                     raise
                 free_device_memory(plan.device)
-                raise OutOfMemory(self.id, self._memory_advice(settings, plan, (gen_h, gen_w))) from error
-            info.update(facts)
-            info["load_counts"] = dict(self.load_counts)
+                size = (gen_h, gen_w)
+                raise OutOfMemory(self.id, self._memory_advice(settings, plan, size, len(frames))) from error
+            shared.update(facts)
+            shared["load_counts"] = dict(self.load_counts)
             compute = dict(cache.timer.seconds)
 
         # 5. Back to the output size (the frame writer mixes it with the render)
-        image = (
-            generated if generated.shape[:2] == (out_h, out_w) else imageops.resize(generated, (out_h, out_w))
-        )
-        image = np.clip(image, 0.0, 1.0).astype(np.float32, copy=False)
         total = time.perf_counter() - started
         model_seconds = sum(compute.get(k, 0.0) for k in ("unet", "controlnet", "vae_decode"))
-        info["timings"] = {
+        timings = {
             "load": load_seconds,
             **{k: float(v) for k, v in compute.items()},
             "total": total,
             "overhead": total - load_seconds - model_seconds,
         }
-        info["versions"] = _versions()
+        versions = _versions()
+        results = []
+        for index, (frame, image) in enumerate(zip(frames, generated, strict=True)):
+            out_h, out_w = frame.request.output_size
+            if image.shape[:2] != (out_h, out_w):
+                image = imageops.resize(image, (out_h, out_w))
+            image = np.clip(image, 0.0, 1.0).astype(np.float32, copy=False)
+            info = {**frame.info, **shared, "timings": dict(timings), "versions": versions}
+            if len(frames) > 1:
+                # The timings are the whole batch's: one run made every frame of it.
+                info["batch"] = {"size": len(frames), "index": index}
+            results.append(StyleResult(image=image, info=info))
         progress.update(1, 1, "Done")
-        return StyleResult(image=image, info=info)
+        return results
 
     # -- Helpers ------------------------------------------------------------------------------------------
 
@@ -258,8 +349,10 @@ class DiffusionEngine(Engine):
         return gen_h, gen_w
 
     @staticmethod
-    def _memory_advice(settings: DiffusionSettings, plan: Any, size: tuple[int, int]) -> str:
+    def _memory_advice(settings: DiffusionSettings, plan: Any, size: tuple[int, int], batch: int = 1) -> str:
         tips = ["lower the render resolution"]
+        if batch > 1:
+            tips.insert(0, f"lower the worker's --max-batch-size (this batch had {batch} frames)")
         if settings.controlnets:
             tips.append(f"use fewer ControlNets (now {len(settings.controlnets)})")
         for name, on in (
@@ -274,6 +367,19 @@ class DiffusionEngine(Engine):
         return f"out of memory generating {size[1]}x{size[0]} on {plan.device} ({plan.dtype}); " + "; ".join(
             tips
         )
+
+
+@dataclass(frozen=True, eq=False)
+class _Prepared:
+    """A checked request with what its run needs (`DiffusionEngine._prepare`)."""
+
+    request: StyleRequest
+    settings: DiffusionSettings  # with the styled negative prompt
+    prompt: str
+    region_prompts: RegionPrompts | None
+    size: tuple[int, int]  # generation (height, width)
+    style_image: np.ndarray | None
+    info: dict[str, Any]
 
 
 def _versions() -> dict[str, str]:

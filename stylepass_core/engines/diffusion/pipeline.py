@@ -42,6 +42,16 @@ DEFAULT_MAX_CONTROLNETS = 4  # one per control map
 MAX_VAES = 2  # replacement VAEs kept loaded: a live preview's tiny one and a final frame's full one
 
 
+@dataclass(frozen=True, eq=False)
+class GenerateInput:
+    """What differs between the frames of one run (`ModelCache.generate`): the seed and the pictures at the
+    generation size (`beauty` for img2img, else None; one control image per ControlNet, in order)."""
+
+    seed: int
+    beauty: np.ndarray | None
+    control_images: list[np.ndarray]
+
+
 @dataclass
 class ComputeTimer:
     """Seconds spent inside the UNet, ControlNets, VAE and text encoders during one request."""
@@ -442,20 +452,21 @@ class ModelCache:
         settings: DiffusionSettings,
         *,
         size: tuple[int, int],
-        seed: int,
+        frames: list[GenerateInput],
         prompt: str,
-        beauty: np.ndarray | None,
-        control_images: list[np.ndarray],
         style_image: np.ndarray | None,
         progress: Progress,
         abort: Any,
         steps_before: int,
         region_prompts: regions.RegionPrompts | None = None,
-    ) -> tuple[np.ndarray, dict[str, Any]]:
-        """Run the active pipeline once and decode; returns `(H, W, 3)` float32 in [0, 1] and facts.
+    ) -> tuple[list[np.ndarray], dict[str, Any]]:
+        """Run the active pipeline once and decode; returns one `(H, W, 3)` float32 in [0, 1] per frame, and
+        facts.
 
+        Several `frames` denoise as one batch (the prompt's embeddings repeated, one generator per frame's
+        seed, the pictures stacked); one frame runs exactly as it always has (batch of one, one generator).
         `region_prompts` (region 0 the scene's `prompt` and `settings.negative_prompt`) makes it one regional
-        run: every region's conditioning applies inside its region only (`regions.py`).
+        run of one frame: every region's conditioning applies inside its region only (`regions.py`).
 
         Raises:
             Aborted: between two denoising steps when `abort` is set (or `progress.update` raises it).
@@ -500,25 +511,37 @@ class ModelCache:
         facts["prompt_chunks"] = scene.chunks
 
         # 2. Pipeline arguments
+        count = len(frames)
+        if region_prompts is not None and count != 1:
+            raise ValueError("a regional run stylises one frame at a time")
+
+        def batched(tensor: Any) -> Any:  # the prompt's embeddings, once per frame
+            return tensor if count == 1 or tensor is None else tensor.repeat(count, *[1] * (tensor.dim() - 1))
+
+        generators = [torch.Generator("cpu").manual_seed(frame.seed) for frame in frames]
         kwargs: dict[str, Any] = {
-            "prompt_embeds": embeddings.prompt_embeds,
-            "negative_prompt_embeds": embeddings.negative_prompt_embeds,
+            "prompt_embeds": batched(embeddings.prompt_embeds),
+            "negative_prompt_embeds": batched(embeddings.negative_prompt_embeds),
             "height": height,
             "width": width,
             "num_inference_steps": settings.steps,
             "guidance_scale": settings.guidance,
-            "generator": torch.Generator("cpu").manual_seed(seed),
+            # A list draws each frame's noise from its own generator, as the frame alone would.
+            "generator": generators[0] if count == 1 else generators,
             "output_type": "latent",
         }
         if sdxl:
-            kwargs["pooled_prompt_embeds"] = embeddings.pooled
-            kwargs["negative_pooled_prompt_embeds"] = embeddings.negative_pooled
+            kwargs["pooled_prompt_embeds"] = batched(embeddings.pooled)
+            kwargs["negative_pooled_prompt_embeds"] = batched(embeddings.negative_pooled)
         if settings.img2img:
-            kwargs["image"] = _to_tensor(beauty)
+            kwargs["image"] = torch.cat([_to_tensor(frame.beauty) for frame in frames])
             kwargs["strength"] = settings.denoise
-        if control_images:
+        if settings.controlnets:
             units = settings.controlnets
-            kwargs["control_image" if settings.img2img else "image"] = [_to_tensor(i) for i in control_images]
+            kwargs["control_image" if settings.img2img else "image"] = [
+                torch.cat([_to_tensor(frame.control_images[unit]) for frame in frames])
+                for unit in range(len(units))
+            ]
             kwargs["controlnet_conditioning_scale"] = [u.weight for u in units]
             kwargs["control_guidance_start"] = [u.start for u in units]
             kwargs["control_guidance_end"] = [u.end for u in units]
@@ -563,10 +586,10 @@ class ModelCache:
         steps_done = steps_before + facts["steps_run"]
         progress.update(steps_done, steps_done + 1, "Decoding")
         started = time.perf_counter()
-        image = self.decode(pipe.vae, latents)
+        images = [self.decode(pipe.vae, latents[index : index + 1]) for index in range(count)]
         self.timer.seconds["vae_decode"] += time.perf_counter() - started
         facts["vae"] = type(pipe.vae).__name__
-        return image, facts
+        return images, facts
 
     def decode(self, vae: Any, latents: Any) -> np.ndarray:
         """Latents `(1, 4, h, w)` -> `(H, W, 3)` float32 in [0, 1] with the model's VAE scaling."""
