@@ -225,14 +225,16 @@ class _Span:
     def arrange(self) -> None:
         """(Re)place the keyframes and every frame's key, e.g. after a new cut was found."""
         schedule = fusion.keyframe_schedule(len(self.frames), self.interval, self.cuts, self.offset)
-        self.roles = dict.fromkeys(range(len(self.frames)))
-        self.neighbours = {}
+        roles: dict[int, str | None] = dict.fromkeys(range(len(self.frames)))
+        neighbours: dict[int, tuple[int, int]] = {}
         for key in schedule:
-            self.roles[key.index] = key.reason
+            roles[key.index] = key.reason
         indices = [key.index for key in schedule]
         for before, after in itertools.pairwise(indices):
             for index in range(before + 1, after):
-                self.neighbours[index] = (before, after)
+                neighbours[index] = (before, after)
+        # Whole, at once: frames run ahead read the placement from their own threads (`_early_continued`).
+        self.roles, self.neighbours = roles, neighbours
         previous = None
         for index in indices:
             self.keys[index] = self.keyframe_key(index, self.roles[index], previous)
@@ -267,7 +269,11 @@ def _digest(parts: list) -> str:
 
 class _Store:
     """Pictures and motion of the current span, by scene frame: kept from the frames stylised in this run, read
-    from disk (on the engine thread) for the ones that were current. Plain data; no bpy."""
+    from disk (on the engine thread) for the ones that were current. Plain data; no bpy.
+
+    Frames run ahead (`_early_continued`) add their motion from their own threads and wait for what they
+    continue from: `pending` holds the scene frames whose motion this run still renders, and `changed` wakes
+    the waiters whenever motion or a picture arrives."""
 
     def __init__(self, layout: SceneLayout, motion_layout: SceneLayout, size: tuple[int, int]) -> None:
         self.layout, self.motion_layout, self.size = layout, motion_layout, size
@@ -275,13 +281,21 @@ class _Store:
         self.beauty: dict[int, np.ndarray] = {}
         self.pictures: dict[int, np.ndarray] = {}
         self.layers: dict[int, list[np.ndarray]] = {}  # the style groups' scene-linear layers
+        self.pending: set[int] = set()
+        self.changed = threading.Condition()
 
     def add_motion(self, frame: int, raw: dict[str, np.ndarray]) -> None:
         """A frame's Vector and Depth passes (`PassSet.raw`), at the output size."""
-        self.motion[frame] = (
-            _fit(raw["vector"], self.size, scale_values=True),
-            _fit(raw["depth"], self.size),
-        )
+        motion = (_fit(raw["vector"], self.size, scale_values=True), _fit(raw["depth"], self.size))
+        with self.changed:
+            self.motion[frame] = motion
+            self.pending.discard(frame)
+            self.changed.notify_all()
+
+    def motion_ready(self, start: int, end: int) -> bool:
+        """Whether every scene frame from `start` to `end` has its motion here or on disk (none still rendering)."""
+        with self.changed:
+            return not any(frame in self.pending for frame in range(start, end + 1))
 
     def vectors_depth(self, frame: int, rendered: bool) -> tuple[np.ndarray, np.ndarray]:
         if frame not in self.motion:
@@ -306,11 +320,16 @@ class _Store:
 
     def keep(self, frame: int, image: np.ndarray) -> None:
         """A frame's result as its PNG stores it: a resumed run reads back the very same pixels."""
-        self.pictures[frame] = png.to_uint8(image).astype(np.float32) / np.float32(255.0)
+        picture = png.to_uint8(image).astype(np.float32) / np.float32(255.0)
+        with self.changed:
+            self.pictures[frame] = picture
+            self.changed.notify_all()
 
     def picture(self, frame: int) -> np.ndarray:
         if frame not in self.pictures:
-            self.pictures[frame] = self._read(self.layout.stylised_file(frame), frame)
+            picture = self._read(self.layout.stylised_file(frame), frame)
+            with self.changed:
+                self.pictures[frame] = picture
         return self.pictures[frame]
 
     def keep_layers(self, frame: int, layers: list[np.ndarray]) -> None:
@@ -339,9 +358,10 @@ class _Store:
             raise StylepassError(f"Frame {frame} cannot be read back ({error}).") from error
 
     def forget_before(self, frame: int) -> None:
-        for kept in (self.motion, self.beauty, self.pictures, self.layers):
-            for old in [f for f in kept if f < frame]:
-                del kept[old]
+        with self.changed:  # frames run ahead add to these dicts meanwhile
+            for kept in (self.motion, self.beauty, self.pictures, self.layers):
+                for old in [f for f in kept if f < frame]:
+                    del kept[old]
 
 
 def _motion_span(store: _Store, first: int, last: int, rendered: set[int]):
@@ -520,9 +540,11 @@ def animation_steps(
 
     current = {frame: is_current(frame) for frame in frames}
     # With an engine host that runs several jobs at once (a worker on Ray Serve's replicas), frames planned
-    # ahead start their engine work at once (`_early_engine`), unless each frame continues from the keyframe
-    # before it (diffusion with coherence: the chain between keyframes stays in order).
-    early_ok = not (coherent and continued is not None)
+    # ahead start their engine work at once (`_early_engine`). Where each frame continues from the keyframe
+    # before it (diffusion with coherence), a frame planned ahead starts once that keyframe's picture is made
+    # (`_early_continued`): the frames of a span, and the keyframe closing it, run at once; spans in order.
+    chained = coherent and continued is not None
+    ahead_of = _AheadContext(store, span, rendered, current, continued)
     reach = {"ahead": 1, "early": []}
 
     def plan(frame: int) -> _FramePlan | None:
@@ -580,9 +602,16 @@ def animation_steps(
                         motion_plan.reused = develop(motion_plan, render_result)
                 planned.motion.append((motion_plan, ticket))
             scene.frame_set(frame)
-        if early_ok:
+        if chained:
+            with store.changed:  # its motion (and the skipped frames') is on the way: frames after it wait
+                store.pending.update(range(frames[index - 1] + 1 if index else frame, frame + 1))
+        if not chained or span.roles[index] in ("first", "cut"):
             planned.early = _early_engine(planned, renderer["process"], reach, (width, height))
-            reach["early"].append(planned.early)
+        else:
+            planned.early = _early_continued(
+                planned, index, renderer["process"], reach, (width, height), ahead_of
+            )
+        reach["early"].append(planned.early)
         return planned
 
     def second_blender() -> PassProcess:
@@ -612,8 +641,9 @@ def animation_steps(
             return BackgroundJob(close_work).start()
 
         def work(progress, abort):
+            ran_ahead = None
             if planned.early is not None:
-                passes, prepared = _early_result(planned.early, progress, abort)
+                passes, prepared, ran_ahead = _early_result(planned.early, progress, abort)
             else:
                 passes = planned.passes or passes_from_second_blender(
                     planned.checked, process, progress, abort, planned.inverse_ticket, planned.ticket
@@ -621,9 +651,11 @@ def animation_steps(
                 _develop_motion(planned, process, abort)
                 prepared = build(planned.checked, passes)
             for motion_plan, _ticket in planned.motion:
-                store.add_motion(motion_plan.reused.frame, motion_plan.reused.raw)
+                if motion_plan.reused.frame not in store.motion:  # a frame run ahead added its own already
+                    store.add_motion(motion_plan.reused.frame, motion_plan.reused.raw)
             prepared.context.update(planned.context)
-            store.add_motion(frame, passes.raw)
+            if frame not in store.motion:
+                store.add_motion(frame, passes.raw)
             beauty = store.beauty[frame] = _fit(passes.maps["beauty"], store.size)
             reason, cut = role, False
             if coherent and index > 0:
@@ -636,13 +668,12 @@ def animation_steps(
             request = prepared.request
             first = span.neighbours[index][0] if reason is None else span.keyframe_before(index)
             if continued is not None and reason in (None, "interval", "last") and first is not None:
-                # The engine continues from the keyframe before, carried here (the fresh beauty where it is not
-                # seen), with the same seed: it repaints what is new without re-inventing what is there.
-                vectors_span, depths_span = _motion_span(store, frames[first], frame, rendered)
-                back = fusion.carry_maps(vectors_span, depths_span, forward=False)[0][-1]
-                start = np.where(back.valid[..., None], back.sample(store.picture(frames[first])), beauty)
-                start = _fit(start.astype(np.float32), request.beauty.shape[:2])
-                request = replace(request, beauty=start, settings=continued)
+                if ran_ahead is not None and ran_ahead.first == first:
+                    # Run ahead from this very keyframe: the same request, already answered.
+                    request = ran_ahead.request
+                    prepared = replace(prepared, runner=_answered(prepared.runner, request, ran_ahead.result))
+                else:  # not run ahead, or from a keyframe a new cut has moved since: its result is dropped
+                    request = _continued(store, frames[first], frame, rendered, beauty, request, continued)
             prepared = replace(prepared, request=request)
             # A keyframe that closes a span gives the second half of its progress to fusing the frames before.
             closing = coherent and reason is not None and bool(waiting)
@@ -766,9 +797,93 @@ def _early_engine(
         reach["ahead"] = max(1, min(slots, by_memory))
         request = prepared.request
         result = _run_engine(prepared, request, progress, abort)
-        return passes, replace(prepared, runner=_answered(prepared.runner, request, result))
+        return passes, replace(prepared, runner=_answered(prepared.runner, request, result)), None
 
     return BackgroundJob(work, name="stylepass-frame-ahead").start()
+
+
+@dataclass(frozen=True)
+class _AheadContext:
+    """What a continued frame run ahead reads of the shot (`_early_continued`)."""
+
+    store: _Store
+    span: _Span
+    rendered: set[int]
+    current: dict[int, bool]  # frames found current: their pictures are on disk, not made in this run
+    continued: object  # the engine's settings for a continued frame
+
+
+@dataclass(frozen=True)
+class _RanAhead:
+    """A continued frame's engine run, made ahead from keyframe `first` (an index) with `request`."""
+
+    first: int
+    request: object
+    result: StyleResult
+
+
+def _early_continued(
+    planned: _FramePlan, index: int, process: PassProcess | None, reach: dict, size: tuple[int, int],
+    shot: _AheadContext,
+) -> BackgroundJob:  # fmt: skip
+    """Like `_early_engine` for a frame that continues from the keyframe before it (diffusion with coherence):
+    its passes and motion at once, then it waits for that keyframe's picture and the motion of every frame
+    between, and runs the engine from the keyframe carried here exactly as `launch` would. So the frames of a
+    span run on several replicas at once. When a cut found meanwhile moves its keyframe, it stops waiting and
+    leaves the frame to `launch`."""
+    store, span = shot.store, shot.span
+    frames = span.frames
+    frame = frames[index]
+
+    def work(progress, abort):
+        passes = planned.passes or passes_from_second_blender(
+            planned.checked, process, progress, abort, planned.inverse_ticket, planned.ticket
+        )
+        _develop_motion(planned, process, abort)
+        for motion_plan, _ticket in planned.motion:
+            store.add_motion(motion_plan.reused.frame, motion_plan.reused.raw)
+        store.add_motion(frame, passes.raw)
+        prepared = build(planned.checked, passes)
+        slots = _engine_slots(prepared.runner)
+        reach["ahead"] = max(
+            1, min(slots, AHEAD_BUDGET_BYTES // max(1, size[0] * size[1] * AHEAD_BYTES_PER_PIXEL))
+        )
+        first = span.keyframe_before(index)
+        if first is None:
+            return passes, prepared, None
+
+        def ready() -> bool | None:
+            if span.keyframe_before(index) != first or span.roles.get(index) == "cut":
+                return None  # moved by a new cut
+            key = frames[first]
+            made = key in store.pictures or shot.current.get(key, False)
+            return made and store.motion_ready(key, frame)
+
+        with store.changed:
+            while (state := ready()) is False:
+                check_abort(abort)
+                store.changed.wait(0.1)
+        if state is None:
+            return passes, prepared, None
+        beauty = _fit(passes.maps["beauty"], store.size)
+        request = _continued(
+            store, frames[first], frame, shot.rendered, beauty, prepared.request, shot.continued
+        )
+        result = _run_engine(prepared, request, progress, abort)
+        return passes, prepared, _RanAhead(first, request, result)
+
+    return BackgroundJob(work, name="stylepass-frame-ahead").start()
+
+
+def _continued(store: _Store, key: int, frame: int, rendered: set[int], beauty, request, continued):
+    """`request` made to continue from keyframe `key`'s picture carried to `frame` along the exact motion (the
+    fresh `beauty` where it is not seen), with the engine's continuation settings and the same seed: the
+    engine repaints what is new without re-inventing what is there."""
+    vectors_span, depths_span = _motion_span(store, key, frame, rendered)
+    back = fusion.carry_maps(vectors_span, depths_span, forward=False)[0][-1]
+    start = np.where(back.valid[..., None], back.sample(store.picture(key)), beauty)
+    start = _fit(start.astype(np.float32), request.beauty.shape[:2])
+    return replace(request, beauty=start, settings=continued)
 
 
 def _run_engine(prepared: PreparedFrame, request, progress, abort) -> StyleResult:
@@ -779,8 +894,8 @@ def _run_engine(prepared: PreparedFrame, request, progress, abort) -> StyleResul
         raise StylepassError(f"The {prepared.engine} engine failed: {error}") from error
 
 
-def _early_result(early: BackgroundJob, progress, abort) -> tuple[PassSet, PreparedFrame]:
-    """What `_early_engine` made, once it is done (its progress shown here meanwhile)."""
+def _early_result(early: BackgroundJob, progress, abort) -> tuple[PassSet, PreparedFrame, _RanAhead | None]:
+    """What `_early_engine` or `_early_continued` made, once it is done (its progress shown here meanwhile)."""
     while not early.wait(0.05):
         check_abort(abort)
         for event in early.poll():

@@ -124,6 +124,31 @@ def test_an_unchanged_pass_is_not_sent_again_even_by_a_new_client(comfyui):
     assert second.info["uploads"]["names"] == uploads["names"]
 
 
+def test_frames_run_at_once_through_one_engine_each_get_their_own_picture(comfyui):
+    """An animation runs frames planned ahead at once through its one engine: each prompt is followed on a
+    socket of its own (the server sends a prompt's messages to one socket per client id), so neither waits
+    for messages the other's socket took."""
+    engine = ComfyUIEngine()
+    settings = _settings(comfyui, comfyui_timeout=120.0)
+    outcomes: dict[int, object] = {}
+
+    def one(seed: int) -> None:
+        try:
+            outcomes[seed] = engine.run(_request(settings, seed=seed))
+        except Exception as error:  # checked below
+            outcomes[seed] = error
+
+    threads = [threading.Thread(target=one, args=(seed,)) for seed in (21, 22)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(200)
+    assert all(not isinstance(o, Exception) for o in outcomes.values()), outcomes
+    assert outcomes[21].info["prompt_id"] != outcomes[22].info["prompt_id"]
+    assert outcomes[21].info["steps"]["done"] == outcomes[22].info["steps"]["done"] == 2
+    assert float(np.abs(outcomes[21].image - outcomes[22].image).max()) > 1e-3  # two seeds, two pictures
+
+
 @pytest.mark.parametrize("noticed_by", ["abort event", "progress"])
 def test_cancel_mid_run_stops_the_server_and_leaves_nothing_queued(comfyui, noticed_by):
     """Either way a cancel reaches the engine, the server stops: the abort event seen between two messages, or

@@ -69,7 +69,10 @@ class ComfyClient:
         self.timeout = timeout
         loopback = is_loopback(parts.hostname)
         self.compress_level = compress_level if compress_level is not None else (0 if loopback else 1)
-        self.client_id = uuid.uuid4().hex
+        # The server sends a prompt's messages to the one websocket of the client id it was queued with, and a
+        # second socket with that id replaces the first: so each prompt gets an id of its own, and several
+        # frames may run at once through one client (an animation's frames planned ahead).
+        self._client_ids: dict[str, str] = {}  # prompt id -> the client id it was queued with
         self._requests = requests
         self._session = requests.Session()
         self._session.headers.update(headers or {})
@@ -138,13 +141,15 @@ class ComfyClient:
         Raises:
             ComfyUIError: the server refused it; its validation errors are named node by node.
         """
-        answer = self._call(
-            "POST", "/prompt", json={"prompt": graph, "client_id": self.client_id}, ok=(200, 400)
-        )
+        client_id = uuid.uuid4().hex
+        answer = self._call("POST", "/prompt", json={"prompt": graph, "client_id": client_id}, ok=(200, 400))
         body = _body(answer)
         if answer.status_code == 400 or "prompt_id" not in body:
             raise ComfyUIError(describe_refusal(body, graph))
-        return str(body["prompt_id"])
+        prompt_id = str(body["prompt_id"])
+        with self._lock:
+            self._client_ids[prompt_id] = client_id
+        return prompt_id
 
     def follow(
         self,
@@ -169,7 +174,9 @@ class ComfyClient:
             ComfyUIError: it failed on the server (the node and error named), was interrupted there, or
                 `deadline` (time.monotonic) passed.
         """
-        url = "ws" + self.base[4:] + f"/ws?clientId={self.client_id}"
+        with self._lock:
+            client_id = self._client_ids.pop(prompt_id, None) or uuid.uuid4().hex
+        url = "ws" + self.base[4:] + f"/ws?clientId={client_id}"
         try:
             socket = WebSocket(url, dict(self._session.headers), timeout=self.timeout)
         except WebSocketError as error:
