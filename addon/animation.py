@@ -733,9 +733,14 @@ def animation_steps(
             frames, plan, launch, collect, stop, summary.tally, anim.overlap, ahead=lambda: reach["ahead"]
         )
     finally:
-        for early in reach["early"]:
-            if not early.done:
-                early.cancel(wait=10.0)  # stopped or failed: frames planned ahead are not wanted
+        # Stopped or failed: the frames planned ahead are not wanted. All are told at once, so their engine
+        # jobs (on as many replicas) are cancelled together, and the wait for them is bounded as a whole.
+        running = [early for early in reach["early"] if not early.done]
+        for early in running:
+            early.cancel()
+        deadline = time.monotonic() + EARLY_CANCEL_WAIT
+        for early in running:
+            early.wait(max(0.0, deadline - time.monotonic()))
         process = renderer["process"]
         if process is not None:
             if process.idle:
@@ -764,6 +769,10 @@ def animation_steps(
     summary.seconds = time.perf_counter() - started
     yield FrameStep(len(frames), len(frames), frames[-1], "done")
 
+
+# Seconds a stopped run waits, in all, for its frames planned ahead to cancel their engine jobs (the worker
+# confirms a cancel within a step); one that takes longer ends on its own thread.
+EARLY_CANCEL_WAIT = 3.0
 
 # What the frames planned ahead may hold at once (passes at output size, maps, the engine's result): about
 # 100 bytes a pixel, so 2 GiB is ten 1080p frames.
