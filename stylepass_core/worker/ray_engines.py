@@ -314,6 +314,14 @@ class EngineReplica:
         if self._batched is not None:
             batched = _BatchedJob(job_id, model_id, warm, header, arrays, post, abort)
             running = asyncio.ensure_future(self._batched(batched))
+
+            def settled(future: asyncio.Future) -> None:
+                # The batch machinery itself failed (not the engine: `_run_jobs` reports those): say so, or
+                # this job's stream would wait for an event that never comes.
+                if not future.cancelled() and future.exception() is not None:
+                    post({"event": "failed", "error": error_of(future.exception())})
+
+            running.add_done_callback(settled)
         else:
             running = loop.run_in_executor(self._engine_threads, work)
         outcome = "failed"

@@ -235,7 +235,9 @@ class DiffusionEngine(Engine):
             cache = self._cache
             load_started = time.perf_counter()
             try:
-                shared["loaded"] = cache.ensure(settings, plan, first.info["notes"])
+                # What loading found (e.g. a LoRA it could not apply) concerns every frame of the run.
+                load_notes: list[str] = []
+                shared["loaded"] = cache.ensure(settings, plan, load_notes)
                 load_seconds = time.perf_counter() - load_started
                 check_abort(abort)
 
@@ -302,6 +304,7 @@ class DiffusionEngine(Engine):
                 image = imageops.resize(image, (out_h, out_w))
             image = np.clip(image, 0.0, 1.0).astype(np.float32, copy=False)
             info = {**frame.info, **shared, "timings": dict(timings), "versions": versions}
+            info["notes"] = [*frame.info["notes"], *load_notes]
             if len(frames) > 1:
                 # The timings are the whole batch's: one run made every frame of it.
                 info["batch"] = {"size": len(frames), "index": index}
