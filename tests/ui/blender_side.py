@@ -29,7 +29,8 @@ window's workspace and areas), stylepass_node (its selection and screen position
 (the Viewers fed from it; nodes the test made taken away again), node_editor {values} (the
 compositor node editor's backdrop and sidebar), record {frame} (a stylised frame's whole record), comfyui
 {prefs, engine, values, clear_lists} (the ComfyUI engine's preferences, settings and the pickers' lists),
-clipboard {text} (what Copy / Copy Data Path over a button put there), shutdown.
+remote_worker {prefs, scene, diffusion, cycles_samples} (the Remote Worker preferences and the scene's
+diffusion settings), clipboard {text} (what Copy / Copy Data Path over a button put there), shutdown.
 For bench/bench_live.py: live_trace {t0, t1, reset_view} (the live preview's captures, shown pictures, engine
 runs and redraws in a window), orbit {degrees_per_second, seconds} (a steady turntable orbit from a timer),
 view_turn {degrees} (one edit), view_set {elevation, heading, distance, target} (where the viewport looks
@@ -1414,6 +1415,38 @@ def comfyui(command: dict) -> dict:
     }
 
 
+REMOTE_PREFS = ("engine_location", "remote_url", "remote_token")
+REMOTE_SCENE = ("engine", "temporal_coherence", "keyframe_interval", "seed", "pass_samples")
+REMOTE_DIFFUSION = ("model", "prompt", "steps", "denoise")
+
+
+def remote_worker(command: dict) -> dict:
+    """Stylepass pointed at a worker by URL, as the artist sets it up: the add-on's Diffusion Engine
+    preferences (`prefs`: Remote Worker, its URL and token), the scene's Stylepass settings (`scene`: engine,
+    coherence, seed, pass samples), its diffusion settings (`diffusion`) and Cycles' samples
+    (`cycles_samples`). Sets what is given, then returns all of it (what a test puts back afterwards)."""
+    scene = bpy.data.scenes[SCENE_NAME]
+    prefs = next(a.preferences for k, a in bpy.context.preferences.addons.items() if k.endswith(".stylepass"))
+    groups = (
+        (prefs, REMOTE_PREFS, "prefs"),
+        (scene.stylepass, REMOTE_SCENE, "scene"),
+        (scene.stylepass.diffusion, REMOTE_DIFFUSION, "diffusion"),
+    )
+    for owner, names, key in groups:
+        for name, value in command.get(key, {}).items():
+            if name not in names:
+                raise ValueError(f"not a {key} setting here: {name!r}")
+            setattr(owner, name, value)
+    if "cycles_samples" in command:
+        scene.cycles.samples = command["cycles_samples"]
+    for area in bpy.context.window_manager.windows[0].screen.areas:
+        area.tag_redraw()
+    return {
+        **{key: {name: getattr(owner, name) for name in names} for owner, names, key in groups},
+        "cycles_samples": scene.cycles.samples,
+    }
+
+
 def records(frames: list[int]) -> dict:
     """What each stylised frame's record says about keyframe fusion."""
     out = {}
@@ -1462,6 +1495,8 @@ def _handle(command: dict) -> dict:
         return record(command["frame"])
     if op == "comfyui":
         return comfyui(command)
+    if op == "remote_worker":
+        return remote_worker(command)
     if op == "clipboard":  # what Ctrl+C / Ctrl+Shift+C over a button copied (`text`: set it first)
         wm = bpy.context.window_manager
         if "text" in command:

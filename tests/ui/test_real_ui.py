@@ -2,8 +2,9 @@
 """What an artist does in a real Blender UI, in this order in one Blender per suite: install and open the
 Stylepass tab; Stylise Frame from F3 to the result (the session's first Stylepass operator); Stylise Frame
 and ESC while a slowed pass render works; Stylise Animation and ESC while a slowed engine works; keyframe
-fusion; style groups and their compositor layers; last, ComfyUI against a real server on the host (its
-pickers read from it, a frame through it, ESC). Timings are heartbeat gaps (`blender_side.py`) compared with
+fusion; style groups and their compositor layers; ComfyUI against a real server on the host (its pickers
+read from it, a frame through it, ESC); last, Stylise Animation across the replicas of a worker on Ray Serve
+on the host, and ESC while its jobs run. Timings are heartbeat gaps (`blender_side.py`) compared with
 reference gaps measured in the same session: software rendering makes absolute UI figures meaningless here.
 """
 
@@ -15,8 +16,10 @@ import os
 import re
 import shutil
 import struct
+import threading
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 from ui_session import UISessionError
@@ -1457,6 +1460,384 @@ def test_comfyui_from_the_panel_to_a_frame_and_escape(ui, comfyui):
             clear_lists=True,
         )
         ui.command("scene", percentage=percentage)
+        state = ui.state()
+        if state["view3d"]:
+            ui.mouse_to(*ui.region_centre(state["view3d"]))
+
+
+# -- Stylise Animation across the replicas of a worker on Ray Serve (issue 17) --------------------------------
+
+RAY_FRAMES = 6
+RAY_INTERVAL = 3  # keyframes 1, 4 and 6: frames 2, 3 and keyframe 4 continue from 1 at once, then 5 and 6
+RAY_MODEL = "tiny-sd15"  # a name, not a path: the worker finds it in its model folder
+# Steps enough that a frame's job outlasts Serve's wait for the replica with the model warm (~0.2 s, see
+# `ServeOptions.model_affinity`): at 2 steps (~0.15 s a job here) every frame may stay on one replica, by design.
+RAY_SIZE, RAY_STEPS = 64, 30
+RAY_CANCEL_SIZE, RAY_CANCEL_STEPS = 96, 40  # seconds a frame on a replica: ESC meets jobs on the worker
+RAY_IDLE_LIMIT = 10.0  # seconds after ESC by which the worker runs and queues no job of the cancelled run
+FRAMES_TEXT = re.compile(r"Stylepass: (\d+) of (\d+) frames")
+RUNNING_TEXT = "stylising: Denoising"  # a frame's engine job on a replica, as the status bar says it
+SHOT_DELAY = (
+    0.3  # seconds from a status text to a screen copy that shows it (llvmpipe draws it a moment later)
+)
+
+
+def _frames_counted(seen: dict[str, float], after: float) -> list[list]:
+    """[seconds after `after`, frames done] each time the status bar's count changed (from `seen`: every
+    status text met and when it was set)."""
+    counted: list[list] = []
+    for at, text in sorted((at, text) for text, at in seen.items() if at > after):
+        done = int(FRAMES_TEXT.search(text).group(1))
+        if not counted or counted[-1][1] != done:
+            counted.append([round(at - after, 2), done])
+    return counted
+
+
+def _blender_pid(ui) -> int | None:
+    """The session's Blender (the UI, not a second Blender of a pass render), from the host's /proc."""
+    mine = f"STYLEPASS_UI_DIR={ui.session.inner_dir}".encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            if not argv[0].endswith(b"blender") or any(a.endswith(b"pass_child.py") for a in argv):
+                continue
+            if mine in (entry / "environ").read_bytes().split(b"\0"):
+                return int(entry.name)
+        except OSError:
+            continue
+    return None
+
+
+class _MainThreadClock:
+    """Samples the Blender main thread's scheduler figures (/proc/<pid>/schedstat: seconds on a CPU and
+    seconds waiting for one) every 20 ms from a host thread, so a heartbeat gap can be told apart: the main
+    thread busy (Blender's or Stylepass's work), or ready but without a CPU (the machine's other work)."""
+
+    def __init__(self, pid: int | None) -> None:
+        self.path = Path(f"/proc/{pid}/task/{pid}/schedstat") if pid else None
+        self.samples: list[tuple[float, float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="schedstat", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.02):
+            try:
+                run, wait = (int(n) / 1e9 for n in self.path.read_text().split()[:2])
+            except (OSError, ValueError):
+                return
+            self.samples.append((time.monotonic(), run, wait))
+
+    def start(self) -> _MainThreadClock:
+        if self.path is not None:
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(2)
+
+    def between(self, t0: float, t1: float) -> dict | None:
+        """Seconds the main thread ran and waited for a CPU between the samples around t0 and t1."""
+        inside = [s for s in self.samples if t0 - 0.03 <= s[0] <= t1 + 0.03]
+        if len(inside) < 2:
+            return None
+        (a, run0, wait0), (b, run1, wait1) = inside[0], inside[-1]
+        return {"seconds": round(b - a, 3), "ran": round(run1 - run0, 3), "waited": round(wait1 - wait0, 3)}
+
+
+def _explained(gaps: dict, clock: _MainThreadClock) -> list[list]:
+    """The longest heartbeat gaps of a `gaps` answer as [seconds, at (monotonic), what the main thread did
+    meanwhile: {ran, waited} seconds on / for a CPU]."""
+    return [[round(gap, 3), round(at, 2), clock.between(at, at + gap)] for gap, at in gaps["top"][:3]]
+
+
+def _denoising_since(seen: dict[str, float]) -> float | None:
+    """When the status bar first said that a frame after frame 1 is being denoised on the worker."""
+    times = [
+        at
+        for text, at in seen.items()
+        if int(FRAMES_TEXT.search(text).group(1)) >= 1 and RUNNING_TEXT in text
+    ]
+    return min(times, default=None)
+
+
+def _worker_jobs(client, key: float | None = None) -> dict:
+    """The worker's `jobs` (queued, running, kept, slots) from its /v1/health, and when asked."""
+    jobs = dict(client.health()["jobs"])
+    if key is not None:
+        jobs["after_key"] = round(time.monotonic() - key, 2)
+    return jobs
+
+
+def _until_worker_idle(client, key: float) -> list[dict]:
+    """The worker's `jobs` every 0.2 s until it runs and queues none, or RAY_IDLE_LIMIT s after `key`."""
+    polled = [_worker_jobs(client, key)]
+    while polled[-1]["running"] is not None or polled[-1]["queued"]:
+        if polled[-1]["after_key"] >= RAY_IDLE_LIMIT:
+            break
+        time.sleep(0.2)
+        polled.append(_worker_jobs(client, key))
+    return polled
+
+
+def test_animation_across_ray_serve_replicas_and_escape(ui, ray_worker):
+    """Issue 17 as a studio artist meets it, against a worker on Ray Serve on the host's loopback (2 replicas
+    of 1 CPU, a tiny SD 1.5 model): the add-on's Diffusion Engine set to Remote Worker with the worker's URL
+    and token; the scene's engine Diffusion with the model's name, 64x64, 6 moving frames, Temporal Coherence
+    with Keyframe Interval 3. F3 > Stylise Animation finishes with the status bar counting the frames; the
+    frames' records say both replicas made frames and at least two engine jobs ran at the same time. Then the
+    same at 96x96 and 40 steps, and ESC over the viewport while the worker runs its jobs: the operator ends
+    cancelled within a second, the UI's longest stall around the key stays within the ESC tests' bound, the
+    worker has no job left running or queued within 10 s, and the frames on disk are as they were at the key.
+    The preferences and the scene's settings go back as they were."""
+    from stylepass_core.worker.client import WorkerClient
+
+    _require_extension(ui)
+    reference = _references(ui)
+    ui.command("engine", seconds=0)
+    original = ui.command("remote_worker")
+    scene = ui.command("scene")  # the frame range and the render settings
+    client = WorkerClient(ray_worker.url, ray_worker.token)
+    figures = ui.figures["ray"] = {"worker": ray_worker.url, "ray": ray_worker.ready.get("ray")}
+    frames = list(range(1, RAY_FRAMES + 1))
+    clock = _MainThreadClock(_blender_pid(ui)).start()
+    enter = time.monotonic()
+    try:
+        # 1. Preferences > Diffusion Engine: Remote Worker, its URL and token; the scene: Diffusion with the
+        #    worker's model by name, a small moving shot, coherence with a keyframe every 3 frames.
+        ui.command(
+            "remote_worker",
+            prefs={
+                "engine_location": "REMOTE",
+                "remote_url": ray_worker.url,
+                "remote_token": ray_worker.token,
+            },
+            scene={
+                "engine": "DIFFUSION",
+                "temporal_coherence": True,
+                "keyframe_interval": RAY_INTERVAL,
+                "seed": 11,
+                "pass_samples": 1,
+            },
+            diffusion={
+                "model": RAY_MODEL,
+                "prompt": "a watercolour toy town",
+                "steps": RAY_STEPS,
+                "denoise": 1.0,
+            },
+            cycles_samples=1,
+        )
+        ui.command("scene", resolution=[RAY_SIZE, RAY_SIZE], percentage=100)
+        ui.command("animate", frames=RAY_FRAMES)
+        ui.command("scene", frame_start=1, frame_end=RAY_FRAMES)
+        ui.command("prefs", developer_ui=True)  # Stylise Animation is in no menu: F3 finds it with this on
+        state = ui.state()
+        stylised_dir = f"{state['output_dir']}/{SCENE}/stylised"
+        ui.mouse_to(*ui.region_centre(state["view3d"]))
+        ui.screen.wait_settled(quiet=0.5)
+
+        # 2. F3 > Stylise Animation: the frames go to both replicas, the status bar counts them.
+        enter = ui.search("Stylise Animation", shot="30-search-ray-animation")
+        seen: dict[str, float] = {}
+        running: list[str] = []  # a screen copy once frame 1 is made and a frame after it is being denoised
+
+        def finished(state):
+            for at, text in state["status_history"]:
+                if at > enter and FRAMES_TEXT.search(text or "") and text not in seen:
+                    seen[text] = at
+            since = _denoising_since(seen)
+            if not running and since is not None and state["t"] > since + SHOT_DELAY:
+                running.append(ui.copy_frame())
+            return _ended(state, ANIMATION_OP, enter)
+
+        state = ui.wait_state(finished, 300, "Stylise Animation on the Ray worker to finish", fail=ui.failure)
+        end = _ended(state, ANIMATION_OP, enter)
+        if running:
+            ui.save_frame(running[0], "31-ray-animation-running", status_bar=True)
+        ui.screen.wait_settled(quiet=0.5)
+        ui.shot("32-ray-animation-finished")
+        records = {frame: ui.command("record", frame=frame) for frame in frames}
+        rays = {
+            frame: ((record or {}).get("result") or {}).get("ray") or {} for frame, record in records.items()
+        }
+        replicas: dict[str, list[int]] = {}
+        for frame, ray in rays.items():
+            replicas.setdefault(str(ray.get("replica")), []).append(frame)
+        spans = {
+            frame: [ray.get("timings", {}).get("started_at"), ray.get("timings", {}).get("finished_at")]
+            for frame, ray in rays.items()
+        }
+        overlaps = [
+            [a, b, round(min(spans[a][1], spans[b][1]) - max(spans[a][0], spans[b][0]), 2)]
+            for a, b in itertools.combinations(frames, 2)
+            if None not in spans[a] + spans[b]
+            and max(spans[a][0], spans[b][0]) < min(spans[a][1], spans[b][1])
+        ]
+        counted = _frames_counted(seen, enter)
+        whole = ui.gaps(enter, end["t"])
+        figures["animation"] = {
+            "seconds": round(end["t"] - enter, 2),
+            "max_gap": round(whole["max_gap"], 3),
+            "top_gaps": _explained(whole, clock),
+            "ended": end,
+            "frames_per_replica": replicas,
+            "overlapping_jobs": overlaps,
+            "job_seconds": {f: round(s[1] - s[0], 2) for f, s in spans.items() if None not in s},
+            "status_counted": counted,
+            "engines": {f: (r or {}).get("engine") for f, r in records.items()},
+            "modes": {f: ((r or {}).get("result") or {}).get("mode") for f, r in records.items()},
+            "keyframes": {
+                f: ((r or {}).get("postprocess") or {}).get("keyframe") for f, r in records.items()
+            },
+        }
+        assert end["status"] in (None, ["FINISHED"]), (
+            f"Stylise Animation ended {end}; log:\n{ui.session.tail_log()}\nthe worker's log:\n"
+            f"{ray_worker.log_tail()}"
+        )
+        assert all(records.values()), f"frames without a record: {[f for f, r in records.items() if not r]}"
+        assert {r["engine"] for r in records.values()} == {"DIFFUSION"}, figures["animation"]["engines"]
+        assert all(r["request"]["settings"]["values"]["model"] == RAY_MODEL for r in records.values()), (
+            records[1]
+        )
+        assert len(replicas) == 2 and "None" not in replicas, f"the frames ran on {replicas}"
+        assert overlaps, f"no two engine jobs ran at the same time: {spans}"
+        assert counted and counted[0][1] == 0 and counted[-1][1] == RAY_FRAMES, (
+            f"the status bar counted {counted}"
+        )
+        assert [done for _at, done in counted] == sorted(done for _at, done in counted), counted
+
+        # 3. Again at 96x96 and 40 steps (every frame out of date, a few seconds a frame on a replica); ESC over
+        #    the viewport once frame 1 is made and the worker runs the frames after it.
+        ui.command("remote_worker", diffusion={"steps": RAY_CANCEL_STEPS})
+        ui.command("scene", resolution=[RAY_CANCEL_SIZE, RAY_CANCEL_SIZE])
+        ui.screen.wait_settled(quiet=0.5)
+        run_started = time.time()  # the files' clock
+        enter = ui.search("Stylise Animation")
+        seen.clear()
+
+        def failed(state):
+            end = _ended(state, ANIMATION_OP, enter)
+            return ui.failure(state) or (f"Stylise Animation ended before ESC ({end})" if end else None)
+
+        def frame_made(state):
+            finished(state)
+            return any(int(FRAMES_TEXT.search(text).group(1)) >= 1 for text in seen)
+
+        def denoising(state):
+            finished(state)
+            since = _denoising_since(seen)
+            return since is not None and state["t"] > since + SHOT_DELAY
+
+        state = ui.wait_state(
+            frame_made, 300, "the status bar to count the first frame of the run", fail=failed
+        )
+        first_made = state["t"]
+        ui.wait_state(denoising, 60, "the status bar to show a frame after it being denoised", fail=failed)
+        ui.wait_state(
+            lambda s: _worker_jobs(client)["running"] is not None, 60, "the worker to run a job", fail=failed
+        )
+        jobs_at_key = _worker_jobs(client)
+        files_at_key = ui.files(stylised_dir)
+        frame = ui.copy_frame()
+        key_before = time.monotonic()
+        ui.key("Escape")
+        state = ui.wait_state(
+            lambda s: _ended(s, ANIMATION_OP, enter),
+            30,
+            "Stylise Animation to end after ESC",
+            fail=ui.failure,
+        )
+        end = _ended(state, ANIMATION_OP, enter)
+        polled = _until_worker_idle(client, key_before)
+        idle = polled[-1]
+        ui.screen.wait_settled(quiet=0.5)
+        files_after = ui.files(stylised_dir)
+        ui.save_frame(frame, "33-ray-before-escape", status_bar=True)
+        ui.shot("34-ray-after-escape")
+        during = ui.gaps(key_before, end["t"], overlap=True)
+        polling = ui.gaps(first_made, key_before)
+        limit = reference["redraw_all_max_gap"] + GAP_MARGIN
+        made_before_key = sorted(
+            path
+            for path, (_size, mtime) in files_at_key.items()
+            if path.endswith(".png") and mtime >= run_started
+        )
+        changed = {
+            path: [files_at_key.get(path), files_after.get(path)]
+            for path in files_at_key.keys() | files_after.keys()
+            if files_at_key.get(path) != files_after.get(path)
+        }
+        figures["escape"] = {
+            "esc_latency": round(end["t"] - key_before, 3),
+            "max_gap_during_escape": round(during["max_gap"], 3),
+            "gap_limit": round(limit, 3),
+            "top_gaps_during_escape": _explained(during, clock),
+            "blame_during_escape": during["blame"][:3],
+            "max_gap_first_frame_made_to_key": round(polling["max_gap"], 3),
+            "top_gaps_first_frame_made_to_key": _explained(polling, clock),
+            "first_frame_made_to_key": round(key_before - first_made, 2),
+            "status_counted_before_key": _frames_counted(seen, enter),
+            "status_when_pressed": max(seen, key=seen.get),
+            "jobs_at_key": jobs_at_key,
+            "worker_idle_after": idle["after_key"]
+            if idle["running"] is None and not idle["queued"]
+            else None,
+            "jobs_after_key": polled[:: max(1, len(polled) // 6)] + polled[-1:],
+            "frames_made_before_key": made_before_key,
+            "files_changed_after_key": changed,
+            "ended": end,
+            "status_after_key": [text for at, text in state["status_history"] if at > key_before],
+        }
+        print(
+            f"\n[{ui.suite}] Ray figures: "
+            + str(
+                {
+                    "esc_latency": figures["escape"]["esc_latency"],
+                    "max_gap_during_escape": figures["escape"]["max_gap_during_escape"],
+                    "gap_limit": figures["escape"]["gap_limit"],
+                    "worker_idle_after": figures["escape"]["worker_idle_after"],
+                    "frames_per_replica": replicas,
+                    "overlapping_jobs": overlaps,
+                    "animation_seconds": figures["animation"]["seconds"],
+                }
+            )
+            + f"\n[{ui.suite}] Ray figures (all): {figures}"
+        )
+        assert end["status"] in (None, ["CANCELLED"]), f"Stylise Animation ended {end}, not cancelled"
+        assert end["t"] - key_before < ESC_LATENCY_LIMIT, (
+            f"ESC answered after {end['t'] - key_before:.2f} s (limit {ESC_LATENCY_LIMIT} s): "
+            f"{figures['escape']}"
+        )
+        # As in the ESC test with a slow engine: the bound is the session's idle full redraw plus a margin.
+        for what, gaps in (("while the worker ran the frames", polling), ("around ESC", during)):
+            assert gaps["max_gap"] < limit, (
+                f"the UI stalled {gaps['max_gap']:.2f} s {what} (limit {limit:.2f} s = an idle full redraw "
+                f"+ {GAP_MARGIN} s): {figures['escape']}"
+            )
+        assert figures["escape"]["worker_idle_after"] is not None, (
+            f"the worker still runs or queues jobs {RAY_IDLE_LIMIT:.0f} s after ESC: {polled[-3:]}\n"
+            f"its log:\n{ray_worker.log_tail()}"
+        )
+        assert made_before_key, f"no frame of the run was written before ESC: {sorted(files_at_key)}"
+        assert not changed, f"files of the shot changed after ESC: {changed}"
+    finally:
+        clock.stop()
+        _tidy(ui, ANIMATION_OP, enter)
+        ui.command(
+            "remote_worker",
+            prefs=original["prefs"],
+            scene=original["scene"],
+            diffusion=original["diffusion"],
+            cycles_samples=original["cycles_samples"],
+        )
+        ui.command("animate", frames=0)
+        ui.command("scene", resolution=scene["resolution"][:2], percentage=scene["resolution"][2])
+        ui.command("scene", frame_start=scene["frame_start"], frame_end=scene["frame_end"])
+        ui.command("prefs", developer_ui=False)
+        client.close()
         state = ui.state()
         if state["view3d"]:
             ui.mouse_to(*ui.region_centre(state["view3d"]))
