@@ -28,6 +28,8 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -63,6 +65,8 @@ HEALTH_TIMEOUT = 5.0
 REQUEST_TIMEOUT = 30.0
 """Default seconds for any other single answer: a submit's reply once its frame is sent, a status reply on
 top of its long-poll wait, a cancel, the first byte of a result, a release on top of its own wait."""
+LONG_POLL = 2.0
+"""Seconds one long poll of `wait` lets the worker hold its answer until the job changes."""
 
 _JOB_ID = re.compile(r"[0-9a-f]{32}")
 # A result is at most one image; these caps only stop a confused or hostile server from exhausting memory.
@@ -427,6 +431,11 @@ class WorkerClient:
         started = time.monotonic()
         since, cancel_sent, last_report = -1, None, None
         status: JobStatus | None = None
+        # The long poll runs on a thread of its own and waits up to LONG_POLL for the job to change, while this
+        # thread looks at `abort` and `timeout` every poll_interval: the worker answers once per change, not
+        # once per poll_interval as well (through Ray Serve's proxy each answer costs CPU on the cluster).
+        poller = ThreadPoolExecutor(1, thread_name_prefix="stylepass-poll")
+        asked: Future | None = None
         try:
             while True:  # each pass waits up to poll_interval; ends on a final state, abort or timeout
                 now = time.monotonic()
@@ -440,7 +449,15 @@ class WorkerClient:
                 if timeout is not None and now - started > timeout:
                     self._cancel_quietly(job_id)
                     raise WorkerError(f"job {job_id} did not finish within {timeout:.0f} s; it was cancelled")
-                status = self.status(job_id, wait=poll_interval, since=since)
+                if asked is None:
+                    asked = poller.submit(
+                        self.status, job_id, wait=max(LONG_POLL, poll_interval), since=since
+                    )
+                try:
+                    status = asked.result(timeout=poll_interval)
+                except FutureTimeout:
+                    continue  # no change yet: look at abort and timeout again, the same poll still waiting
+                asked = None
                 since = status.version
                 report = (status.done, status.total, status.message, status.queue_position)
                 if progress is not None and report != last_report and not status.finished:
@@ -470,6 +487,8 @@ class WorkerClient:
             if cancel_sent is None and (status is None or not status.finished):
                 self._cancel_quietly(job_id)  # the progress callback asked to stop
             raise
+        finally:
+            poller.shutdown(wait=False)  # a poll still waiting ends with its request, on its own
 
     def run(
         self,

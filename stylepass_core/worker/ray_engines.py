@@ -58,7 +58,9 @@ Engines not listed use all their top-level model references (nested ones, in lis
 engine)."""
 
 CANCEL_WAIT = 30.0  # seconds a cancelled call waits for its engine to stop at the next step
-PROGRESS_INTERVAL = 0.2  # seconds between a job's progress events (the client polls every 0.25 s)
+# Seconds between a job's progress events: each one is an answer to the client's long poll through Serve's
+# proxy (CPU on the cluster's head for every frame in flight); two a second keep a progress bar moving.
+PROGRESS_INTERVAL = 0.5
 
 
 def model_id_for(engine_id: str, settings: EngineSettings) -> str:
@@ -350,6 +352,8 @@ class EngineReplica:
                     continue
                 if event["event"] == "result":
                     outcome = "done"
+                    if held is not None:  # the last step reported before the result, not dropped
+                        yield held
                 elif event["error"]["kind"] == "cancelled":
                     outcome = "cancelled"
                 event["replica"] = self.describe()

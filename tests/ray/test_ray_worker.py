@@ -45,12 +45,13 @@ def test_token_is_required(ray_worker):
 def test_a_still_equals_the_plain_workers(ray_worker, models, reference):
     recorder = Recorder()
     with client_for(ray_worker) as client:
-        result = client.run("DIFFUSION", diffusion_request(models.a, seed=5, steps=8), recorder)
-    assert np.array_equal(result.image, reference(models.a, 5, steps=8))
+        # A job of a few seconds: long enough for the replica's progress events (two a second) to show steps.
+        result = client.run("DIFFUSION", diffusion_request(models.a, seed=5, size=128, steps=16), recorder)
+    assert np.array_equal(result.image, reference(models.a, 5, size=128, steps=16))
     facts = result.info["ray"]
     assert facts["replica"] and facts["pid"] and facts["attempts"] == 1
     assert facts["model_id"].startswith("DIFFUSION:tiny-a:")
-    # The engine's own steps reached the client's long polls through the board (a replica sends at most 5
+    # The engine's own steps reached the client's long polls through the board (a replica sends at most 2
     # progress events a second, and a poll sees the latest).
     assert any(m.startswith("Denoising step") for m in recorder.messages), recorder.messages
     assert "Loading models" in recorder.messages
