@@ -787,6 +787,22 @@ def _develop_motion(planned: _FramePlan, process: PassProcess | None, abort) -> 
             motion_plan.reused = develop(motion_plan, process.wait(ticket, None, abort))
 
 
+def _built_ahead(
+    planned: _FramePlan, process: PassProcess | None, reach: dict, size: tuple[int, int], progress, abort
+) -> tuple[PassSet, PreparedFrame]:
+    """A planned frame's passes (and the motion of the frames its step skips) and its built frame, on the
+    thread of a frame run ahead; the first one asks the engine host how many jobs it runs at once
+    (`reach["ahead"]`, bounded by `AHEAD_BUDGET_BYTES`)."""
+    passes = planned.passes or passes_from_second_blender(
+        planned.checked, process, progress, abort, planned.inverse_ticket, planned.ticket
+    )
+    _develop_motion(planned, process, abort)
+    prepared = build(planned.checked, passes)
+    by_memory = AHEAD_BUDGET_BYTES // max(1, size[0] * size[1] * AHEAD_BYTES_PER_PIXEL)
+    reach["ahead"] = max(1, min(_engine_slots(prepared.runner), by_memory))
+    return passes, prepared
+
+
 def _early_engine(
     planned: _FramePlan, process: PassProcess | None, reach: dict, size: tuple[int, int]
 ) -> BackgroundJob:
@@ -796,14 +812,7 @@ def _early_engine(
     `AHEAD_BUDGET_BYTES`)."""
 
     def work(progress, abort):
-        passes = planned.passes or passes_from_second_blender(
-            planned.checked, process, progress, abort, planned.inverse_ticket, planned.ticket
-        )
-        _develop_motion(planned, process, abort)
-        prepared = build(planned.checked, passes)
-        slots = _engine_slots(prepared.runner)
-        by_memory = AHEAD_BUDGET_BYTES // max(1, size[0] * size[1] * AHEAD_BYTES_PER_PIXEL)
-        reach["ahead"] = max(1, min(slots, by_memory))
+        passes, prepared = _built_ahead(planned, process, reach, size, progress, abort)
         request = prepared.request
         result = _run_engine(prepared, request, progress, abort)
         return passes, replace(prepared, runner=_answered(prepared.runner, request, result)), None
@@ -845,18 +854,10 @@ def _early_continued(
     frame = frames[index]
 
     def work(progress, abort):
-        passes = planned.passes or passes_from_second_blender(
-            planned.checked, process, progress, abort, planned.inverse_ticket, planned.ticket
-        )
-        _develop_motion(planned, process, abort)
+        passes, prepared = _built_ahead(planned, process, reach, size, progress, abort)
         for motion_plan, _ticket in planned.motion:
             store.add_motion(motion_plan.reused.frame, motion_plan.reused.raw)
         store.add_motion(frame, passes.raw)
-        prepared = build(planned.checked, passes)
-        slots = _engine_slots(prepared.runner)
-        reach["ahead"] = max(
-            1, min(slots, AHEAD_BUDGET_BYTES // max(1, size[0] * size[1] * AHEAD_BYTES_PER_PIXEL))
-        )
         first = span.keyframe_before(index)
         if first is None:
             return passes, prepared, None
